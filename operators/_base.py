@@ -1,0 +1,165 @@
+"""The `Compressor` interface: factor a matrix ``A`` (m x n) into factors whose product approximates it.
+
+Operators are pure NumPy at factor time. Only `product`, `matmul`, `gather` and `unpack` run in the layer's
+graph, and they import `keras.ops` lazily so that factoring and its tests never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+Factors = dict[str, np.ndarray]
+"""Factor name -> array, in the order of `Compressor.specs`."""
+
+_BITS = {"float16": 16, "float32": 32, "float64": 64, "int8": 8, "uint8": 8, "int16": 16, "uint16": 16,
+         "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}
+
+
+def dtype_bits(dtype: Any) -> int:
+    """Bits one stored element of ``dtype`` takes (bool is stored as a byte)."""
+    name = np.dtype(dtype).name
+    if name == "bool":
+        return 8
+    if name not in _BITS:
+        raise ValueError(f"no bit width is known for dtype {name!r}")
+    return _BITS[name]
+
+
+def array_bits(arrays: Mapping[str, np.ndarray]) -> int:
+    """Total bits stored by ``arrays``: elements times the width of their dtype."""
+    return int(sum(int(np.prod(a.shape)) * dtype_bits(a.dtype) for a in arrays.values()))
+
+
+@dataclass(frozen=True)
+class FactorSpec:
+    """Shape, dtype and default trainability of one factor variable."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    trainable: bool = True
+
+
+class Compressor(abc.ABC):
+    """Factors a matrix ``A`` of shape (m, n) into factors whose product ``B∘C`` approximates it.
+
+    Subclasses store their parameters in ``__init__`` (keyword-only, no validation there), check them in
+    `check`, and implement the three abstract methods. ``operators.get`` validates parameters on creation.
+
+    Class attributes:
+        name: the registry name, set by ``operators.register``.
+        pair: True when the factors are ``left`` (m, k) and ``right`` (k, n) and the product is
+            ``left @ right``; `mutate.strip` then splices the layer into two standard Keras layers.
+    """
+
+    name: ClassVar[str] = ""
+    pair: ClassVar[bool] = False
+
+    # -- the three methods every operator defines ------------------------------------------------------
+    @abc.abstractmethod
+    def specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        """The factor variables a layer allocates for an (m, n) matrix, in a fixed order."""
+
+    @abc.abstractmethod
+    def _factor(self, a: np.ndarray) -> Factors:
+        """Factor a finite float32 matrix ``a`` of shape (m, n) whose parameters were already checked."""
+
+    @abc.abstractmethod
+    def product(self, factors: Mapping[str, Any]) -> Any:
+        """``B∘C`` as a Keras tensor of shape (m, n), from tensors shaped as in `specs`."""
+
+    # -- validation ---------------------------------------------------------------------------------------
+    def check(self, m: int | None = None, n: int | None = None) -> None:
+        """Raise ValueError/TypeError when a parameter is invalid (for an (m, n) matrix when given)."""
+
+    # -- factoring ----------------------------------------------------------------------------------------
+    def factor(self, a: np.ndarray) -> Factors:
+        """Factor ``a`` (m x n) and return arrays shaped and typed as ``specs(m, n)`` says.
+
+        Raises:
+            ValueError: ``a`` is not 2-D, holds NaN or Inf, or a parameter does not fit its shape.
+        """
+        a = np.asarray(a)
+        if a.ndim != 2:
+            raise ValueError(f"{self.name}: expected a 2-D matrix, but got an array of shape {a.shape}.")
+        if not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(f"{self.name}: the {a.shape[0]}x{a.shape[1]} matrix holds {bad} NaN/Inf values; "
+                             "refusing to factor it.")
+        m, n = a.shape
+        self.check(m, n)
+        factors = self._factor(a.astype(np.float32, copy=False))
+        specs = self.specs(m, n)
+        if list(factors) != list(specs):
+            raise AssertionError(f"{self.name}: factor names {list(factors)} differ from specs {list(specs)}")
+        return {k: np.asarray(v, dtype=specs[k].dtype).reshape(specs[k].shape) for k, v in factors.items()}
+
+    # -- products that layers may compute more cheaply -----------------------------------------------------
+    def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
+        """``x @ (B∘C)`` for ``x`` of shape (..., m); returns (..., n)."""
+        from keras import ops
+
+        return ops.matmul(x, self.product(factors))
+
+    def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
+        """Rows ``ids`` (integer tensor of any shape) of ``B∘C``; returns ids.shape + (n,)."""
+        from keras import ops
+
+        return ops.take(self.product(factors), ids, axis=0)
+
+    # -- storage in a spliced model ------------------------------------------------------------------------
+    def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        """The arrays a spliced layer stores (default: the factors themselves)."""
+        return self.specs(m, n)
+
+    def pack(self, factors: Factors) -> Factors:
+        """NumPy factors -> the arrays a spliced layer stores, shaped as `packed_specs`."""
+        return dict(factors)
+
+    def unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
+        """Keras tensors of the packed arrays -> factor tensors that `product` takes, for an (m, n) matrix."""
+        return dict(packed)
+
+    def size_bits(self, factors: Factors) -> int:
+        """Bits the spliced layer stores for these factors (bias excluded): exactly its packed arrays."""
+        return array_bits(self.pack(factors))
+
+    # -- configuration -------------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The ``__init__`` parameters, so that ``operators.get(name, **config)`` rebuilds this operator."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {p: getattr(self, p) for p in params if p != "self" and params[p].kind is not params[p].VAR_KEYWORD}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(map(str, self.get_config().items())))))
+
+
+def check_int(name: str, value: Any, low: int, high: float = math.inf, *, shape: str = "") -> None:
+    """Raise if ``value`` is not an int in [low, high]; the message echoes the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int, but got {name}={value!r}.")
+    if not low <= value <= high:
+        bound = f"[{low}, {int(high)}]" if high != math.inf else f">= {low}"
+        where = f" for a {shape} matrix" if shape else ""
+        raise ValueError(f"`{name}` must be {'in ' if high != math.inf else ''}{bound}{where}, but got {name}={value!r}.")
+
+
+def check_fraction(name: str, value: Any, *, closed_high: bool = False) -> None:
+    """Raise unless ``value`` is a real number in [0, 1) (or [0, 1] when ``closed_high``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"`{name}` must be a number, but got {name}={value!r}.")
+    ok = 0 <= value <= 1 if closed_high else 0 <= value < 1
+    if not ok or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be in [0, 1{']' if closed_high else ')'}, but got {name}={value!r}.")

@@ -1,0 +1,109 @@
+"""Low-rank factorization by truncated SVD: A (m x n) ≈ left (m x k) @ right (k x n)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._registry import register
+
+_EXACT_MAX_ELEMENTS = 1_000_000
+_METHODS = ("auto", "exact", "randomized")
+
+
+def randomized_svd(a: np.ndarray, k: int, *, oversample: int = 10, power_iters: int = 4,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-``k`` SVD of ``a`` (m x n) by a Gaussian range finder with power iterations (Halko et al. 2011).
+
+    Returns:
+        U (m x k), S (k,), Vt (k x n).
+    """
+    rng = np.random.default_rng(seed)
+    m, n = a.shape
+    p = min(k + oversample, m, n)
+    q = a @ rng.standard_normal((n, p)).astype(a.dtype)
+    for _ in range(power_iters):  # re-orthonormalise each pass to keep small singular directions
+        q, _ = np.linalg.qr(q)
+        q, _ = np.linalg.qr(a.T @ q)
+        q = a @ q
+    q, _ = np.linalg.qr(q)
+    ub, s, vt = np.linalg.svd(q.T @ a, full_matrices=False)
+    return (q @ ub)[:, :k], s[:k], vt[:k]
+
+
+@register("low_rank")
+class LowRank(Compressor):
+    """Truncated SVD; the singular values are split evenly, ``left = U√S`` and ``right = √S Vᵀ``.
+
+    Args:
+        rank: the kept rank k, in [1, min(m, n)]. Exactly one of ``rank`` and ``ratio`` is given.
+        ratio: a target compression ratio m*n / (k*(m+n)) >= 1; the rank is the largest one that reaches it.
+        method: ``"exact"`` (LAPACK SVD), ``"randomized"``, or ``"auto"``: exact up to 10^6 elements.
+        seed: seed of the randomized range finder.
+    """
+
+    pair = True
+
+    def __init__(self, rank: int | None = None, *, ratio: float | None = None, method: str = "auto",
+                 seed: int = 0) -> None:
+        self.rank = rank
+        self.ratio = ratio
+        self.method = method
+        self.seed = seed
+
+    def check(self, m: int | None = None, n: int | None = None) -> None:
+        if (self.rank is None) == (self.ratio is None):
+            raise ValueError(f"low_rank takes exactly one of `rank` and `ratio`, but got rank={self.rank!r}, "
+                             f"ratio={self.ratio!r}.")
+        if self.rank is not None:
+            limit = min(m, n) if m is not None and n is not None else math.inf
+            check_int("rank", self.rank, 1, limit, shape=f"{m}x{n}" if m is not None else "")
+        else:
+            r = self.ratio
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 1:
+                raise ValueError(f"`ratio` must be a finite number >= 1, but got ratio={r!r}.")
+            if m is not None and n is not None and self.rank_for(m, n) < 1:
+                raise ValueError(f"`ratio` is unreachable for a {m}x{n} matrix even at rank 1, but got ratio={r!r}.")
+        if self.method not in _METHODS:
+            raise ValueError(f"`method` must be one of {_METHODS}, but got method={self.method!r}.")
+        check_int("seed", self.seed, 0)
+
+    def rank_for(self, m: int, n: int) -> int:
+        """The rank used for an (m, n) matrix."""
+        if self.rank is not None:
+            return int(self.rank)
+        return min(int(m * n / (float(self.ratio) * (m + n))), m, n)
+
+    def specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        k = self.rank_for(m, n)
+        return {"left": FactorSpec((m, k)), "right": FactorSpec((k, n))}
+
+    def _factor(self, a: np.ndarray) -> Factors:
+        m, n = a.shape
+        k = self.rank_for(m, n)
+        exact = self.method == "exact" or (self.method == "auto" and m * n <= _EXACT_MAX_ELEMENTS)
+        if exact:
+            u, s, vt = np.linalg.svd(a.astype(np.float64), full_matrices=False)
+            u, s, vt = u[:, :k], s[:k], vt[:k]
+        else:
+            u, s, vt = randomized_svd(a, k, seed=self.seed)
+        root = np.sqrt(s)
+        return {"left": u * root, "right": root[:, None] * vt}
+
+    def product(self, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        return ops.matmul(factors["left"], factors["right"])
+
+    def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        return ops.matmul(ops.matmul(x, factors["left"]), factors["right"])
+
+    def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        return ops.matmul(ops.take(factors["left"], ids, axis=0), factors["right"])

@@ -1,0 +1,72 @@
+"""Magnitude pruning as a factorization: A ≈ values ⊙ mask, stored as a packed bitmask plus the kept values."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from operators._base import Compressor, FactorSpec, Factors, check_fraction
+from operators._registry import register
+
+
+def kept_count(m: int, n: int, sparsity: float) -> int:
+    """Number of weights an (m, n) matrix keeps at ``sparsity`` (at least one)."""
+    return max(1, m * n - int(round(sparsity * m * n)))
+
+
+@register("pruning")
+class Pruning(Compressor):
+    """Keeps the largest-magnitude ``1 - sparsity`` fraction of the weights.
+
+    While blending, the factors are ``values`` (m x n, trainable) and ``mask`` (m x n, 0/1, fixed), and the
+    product is ``values * mask``. A spliced layer stores ``bitmask`` (ceil(m*n/8) uint8, one bit per weight,
+    little-endian within a byte) and ``values`` (the kept weights in row-major order, float32), so it stores
+    ``8*ceil(m*n/8) + 32*kept`` bits.
+
+    Args:
+        sparsity: fraction of weights set to zero, in [0, 1).
+    """
+
+    def __init__(self, sparsity: float = 0.5) -> None:
+        self.sparsity = sparsity
+
+    def check(self, m: int | None = None, n: int | None = None) -> None:
+        check_fraction("sparsity", self.sparsity)
+
+    def specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        return {"values": FactorSpec((m, n)), "mask": FactorSpec((m, n), trainable=False)}
+
+    def _factor(self, a: np.ndarray) -> Factors:
+        m, n = a.shape
+        keep = kept_count(m, n, float(self.sparsity))
+        flat = np.abs(a).ravel()
+        idx = np.argpartition(-flat, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
+        mask = np.zeros(flat.size, np.float32)
+        mask[idx] = 1.0
+        mask = mask.reshape(m, n)
+        return {"values": a * mask, "mask": mask}
+
+    def product(self, factors: Mapping[str, Any]) -> Any:
+        return factors["values"] * factors["mask"]
+
+    def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        keep = kept_count(m, n, float(self.sparsity))
+        return {"bitmask": FactorSpec((-(-m * n // 8),), "uint8", trainable=False),
+                "values": FactorSpec((keep,))}
+
+    def pack(self, factors: Factors) -> Factors:
+        flat = factors["mask"].astype(bool).ravel()
+        values = factors["values"].ravel()[flat].astype(np.float32)
+        return {"bitmask": np.packbits(flat, bitorder="little"), "values": values}
+
+    def unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
+        """Tensors of ``bitmask`` and ``values`` -> ``{"values", "mask"}`` tensors of shape (m, n)."""
+        from keras import ops
+
+        bits = ops.bitwise_and(ops.right_shift(ops.expand_dims(ops.cast(packed["bitmask"], "int32"), 1),
+                                               ops.arange(8, dtype="int32")), 1)
+        mask = ops.reshape(bits, (-1,))[: m * n]
+        pos = ops.maximum(ops.cumsum(mask) - 1, 0)
+        dense = ops.where(mask > 0, ops.take(packed["values"], pos), ops.zeros_like(pos, "float32"))
+        return {"values": ops.reshape(dense, (m, n)), "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
