@@ -42,7 +42,7 @@ class ConvArgs:
         self.kernel_size = tuple(int(k) for k in kernel_size)
         self.strides = tuple(int(s) for s in strides)
         self.padding = padding
-        self.data_format = keras.backend.standardize_data_format(data_format)
+        self.data_format = data_format or keras.config.image_data_format()
         self.dilation_rate = tuple(int(d) for d in dilation_rate)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)

@@ -1,0 +1,77 @@
+"""The README's main job (until the search lands): compress an MLP on digits mid-training and splice it.
+
+Dense MLP 64-256-256-10 -> train -> `compress` (low_rank on the hidden layers, pruning on the output)
+-> blend over a schedule window with `CompressionCallback` -> `strip` -> train on -> compare size and accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+
+import mutate
+import operators
+from mutate.data import digits
+
+
+def _mlp(width: int, classes: int) -> keras.Model:
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(width, activation="relu", name="dense_1"),
+                             keras.layers.Dense(width, activation="relu", name="dense_2"),
+                             keras.layers.Dense(classes, name="logits")], name="mlp")
+
+
+def _compile(model: keras.Model, lr: float) -> None:
+    model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+
+
+def run(*, rank: int = 8, sparsity: float = 0.8, epochs: int = 20, blend_epochs: int = 4, tune_epochs: int = 6,
+        batch_size: int = 32, seed: int = 0, out: Path | None = None) -> dict[str, float]:
+    """Run the demo and print a dense-vs-compressed table; returns the headline numbers."""
+    plan = {"dense_*": operators.get("low_rank", rank=rank), "logits": operators.get("pruning", sparsity=sparsity)}
+    keras.utils.set_random_seed(seed)
+    data = digits(seed=seed)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+    model = _mlp(256, data.num_classes)
+    _compile(model, 1e-3)
+    log(f"training the dense MLP 64-256-256-10 for {epochs} epochs on digits ({len(data.x_train)} train images)")
+    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+    dense_acc = model.evaluate(data.x_test, data.y_test, verbose=0)[1]
+    dense_size = mutate.model_size(model)
+    log(f"dense: test accuracy {dense_acc:.4f}, {dense_size.bits / 8 / 1024:.1f} KiB")
+
+    steps = -(-len(data.x_train) // batch_size)
+    schedule = mutate.Schedule(begin_step=0, end_step=blend_epochs * steps - 1, frequency=max(1, steps // 4))
+    log(f"compress mid-training: {plan}; {schedule}")
+    blended = mutate.compress(model, plan, schedule)
+    _compile(blended, 5e-4)
+    blended.fit(data.x_train, data.y_train, epochs=blend_epochs, batch_size=batch_size, verbose=0,
+                callbacks=[mutate.CompressionCallback()])
+    alphas = {layer.name: layer.current_alpha() for layer in mutate.blended_layers(blended)}
+    log(f"blend window done: alpha per layer {alphas}")
+    spliced = mutate.strip(blended)
+    _compile(spliced, 5e-4)
+    spliced.fit(data.x_train, data.y_train, epochs=tune_epochs, batch_size=batch_size, verbose=0)
+    acc = spliced.evaluate(data.x_test, data.y_test, verbose=0)[1]
+    size = mutate.model_size(spliced)
+    log(f"spliced and trained on for {tune_epochs} epochs")
+    print()
+    print(size)
+    print()
+    print(f"{'model':<12}{'params':>10}{'bytes':>12}{'accuracy':>10}")
+    print(f"{'dense':<12}{dense_size.params:>10}{dense_size.bits // 8:>12}{dense_acc:>10.4f}")
+    print(f"{'compressed':<12}{size.params:>10}{size.bits // 8:>12}{acc:>10.4f}")
+    print(f"\n{size.ratio:.1f}x fewer bits, accuracy {100 * (acc - dense_acc):+.2f} points")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp.keras")
+        spliced.save(tmp)
+        tmp.replace(out)
+        print(f"saved the spliced model to {out}")
+    return {"dense_accuracy": float(dense_acc), "accuracy": float(acc), "ratio": size.ratio}

@@ -1,0 +1,108 @@
+"""Blended layers: per-layer state, the blend arithmetic, the callback, and its absence."""
+
+import keras
+import numpy as np
+import pytest
+
+import mutate
+from tests.helpers import compile_, data, fit, mlp
+
+
+def test_every_layer_of_a_four_layer_model_gets_its_own_state_and_factors():
+    x, y = data()
+    model = mlp()
+    sched = mutate.Schedule(begin_step=0, end_step=6, frequency=2)
+    c = compile_(mutate.compress(model, {"dense_*": ("low_rank", {"rank": 3})}, sched))
+    layers = mutate.blended_layers(c)
+    assert [layer.name for layer in layers] == ["dense_0", "dense_1", "dense_2", "dense_3"]
+    assert len({id(layer.alpha) for layer in layers}) == 4 and len({id(layer.step) for layer in layers}) == 4
+    fit(c, x, y, epochs=1)  # 4 batches: updates at steps 0 and 2
+    for layer in layers:
+        assert layer.current_step() == 4
+        assert layer.current_alpha() == pytest.approx(0.5)
+        left, right = layer.factor_values()["left"], layer.factor_values()["right"]
+        assert np.linalg.norm(left) > 0 and np.linalg.norm(right) > 0, layer.name
+
+
+def test_layers_compressed_at_different_times_keep_independent_schedules():
+    x, y = data()
+    sched = mutate.Schedule(begin_step=0, end_step=7, frequency=1)
+    c = compile_(mutate.compress(mlp(), {"dense_0": ("low_rank", {"rank": 2})}, sched))
+    fit(c, x, y, epochs=1)
+    c2 = compile_(mutate.compress(c, {"dense_2": ("pruning", {"sparsity": 0.5})}, sched))
+    fit(c2, x, y, epochs=1)
+    by_name = {layer.name: layer for layer in mutate.blended_layers(c2)}
+    assert by_name["dense_0"].current_step() == 8 and by_name["dense_0"].current_alpha() == 0.0
+    assert by_name["dense_2"].current_step() == 4 and by_name["dense_2"].current_alpha() == pytest.approx(0.5)
+
+
+def test_alpha_one_is_the_dense_layer_and_alpha_zero_is_the_factor_product():
+    x, _ = data()
+    model = mlp()
+    c = mutate.compress(model, {"dense_1": ("low_rank", {"rank": 4})}, mutate.Schedule(0, 4, 1))
+    np.testing.assert_array_equal(c.predict(x, verbose=0), model.predict(x, verbose=0))
+    layer = c.get_layer("dense_1")
+    layer.refactor()
+    layer.alpha.assign(0.0)
+    h = keras.Model(c.inputs, c.get_layer("dense_0").output).predict(x, verbose=0)
+    f = layer.factor_values()
+    expected = np.maximum(h @ f["left"] @ f["right"] + layer.bias.numpy(), 0)
+    got = keras.Model(c.inputs, layer.output).predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    layer.alpha.assign(0.25)
+    a = layer.kernel.numpy()
+    blended = np.maximum(0.25 * (h @ a) + 0.75 * (h @ f["left"] @ f["right"]) + layer.bias.numpy(), 0)
+    np.testing.assert_allclose(keras.Model(c.inputs, layer.output).predict(x, verbose=0), blended, atol=1e-5)
+
+
+def test_factors_come_from_a_at_first_update_and_refresh_only_when_asked():
+    x, y = data()
+    sched = mutate.Schedule(begin_step=2, end_step=8, frequency=2)
+    for refresh in (False, True):
+        c = compile_(mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 4})}, sched, refresh=refresh,
+                                     trainable_factors={"left": False, "right": False}))
+        layer = c.get_layer("dense_1")
+        c.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+        assert layer.current_step() == 2 and not int(layer.factored.numpy())
+        c.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+        first = layer.factor_values()["left"]  # factored from A at step 2
+        c.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+        later = layer.factor_values()["left"]  # step 4 is an update; A trained in between
+        assert (not np.allclose(first, later)) == refresh
+
+
+def test_factors_train_by_backprop_unless_frozen():
+    x, y = data()
+    for frozen in (False, True):
+        flags = {"right": False} if frozen else None
+        c = compile_(mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 4})}, mutate.Schedule(0, 20, 5),
+                                     trainable_factors=flags), lr=0.1)
+        fit(c, x[:16], y[:16])
+        layer = c.get_layer("dense_1")
+        before = layer.factor_values()
+        fit(c, x, y)
+        after = layer.factor_values()
+        assert not np.allclose(before["left"], after["left"])
+        assert np.allclose(before["right"], after["right"]) == frozen
+
+
+def test_training_without_the_callback_raises_a_clear_error():
+    x, y = data()
+    c = compile_(mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})},
+                                 mutate.Schedule(0, 4, 1)))
+    with pytest.raises(RuntimeError, match="without mutate.CompressionCallback"):
+        c.fit(x, y, verbose=0)
+    c2 = compile_(mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 4, 1)))
+    fit(c2, x, y)
+    with pytest.raises(Exception, match="without mutate.CompressionCallback"):
+        c2.fit(x, y, verbose=0)  # traced function reused: the in-graph check fires
+    c2.predict(x, verbose=0)  # inference needs no callback
+    c2.evaluate(x, y, verbose=0)
+
+
+def test_steps_per_execution_above_one_is_refused():
+    x, y = data()
+    c = mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 4, 1))
+    c.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=2)
+    with pytest.raises(ValueError, match="steps_per_execution=2"):
+        fit(c, x, y)
