@@ -83,3 +83,74 @@ class OperatorConformance:
     def reconstruct(self, op: Compressor, factors: dict[str, np.ndarray]) -> np.ndarray:
         """NumPy reference of ``op.product``; subclasses define it for their operator."""
         raise NotImplementedError
+
+
+class LayerConformance:
+    """The Keras half of the contract, run over every operator through real layers (imports TensorFlow).
+
+    Subclasses set ``name`` and ``params``; ``exact_params`` are parameters for which the method reconstructs
+    A exactly (full rank, zero sparsity), or None when it never does.
+    """
+
+    name: str = ""
+    params: dict[str, Any] = {}
+    exact_params: dict[str, Any] | None = None
+
+    def _spliced(self, params: dict[str, Any]):
+        import keras
+
+        import mutate
+        from tests.helpers import compile_, data, fit, mlp
+
+        x, y = data()
+        c = compile_(mutate.compress(mlp((16, 24, 12, 5)), {"dense_1": (self.name, params)}, mutate.Schedule(0, 3, 1)))
+        fit(c, x, y)
+        layer = c.get_layer("dense_1")
+        assert layer.current_alpha() == 0.0
+        return x, c, layer, mutate.strip(c), keras
+
+    def test_keras_product_matches_the_numpy_factors(self) -> None:
+        import keras
+
+        op = operators.get(self.name, **self.params)
+        a = np.random.default_rng(0).standard_normal((24, 12)).astype(np.float32)
+        factors = op.factor(a)
+        tensors = {k: keras.ops.convert_to_tensor(v) for k, v in factors.items()}
+        product = keras.ops.convert_to_numpy(op.product(tensors))
+        x = np.random.default_rng(1).standard_normal((3, 24)).astype(np.float32)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(op.matmul(x, tensors)), x @ product, atol=1e-4)
+        ids = np.array([[0, 5], [23, 7]], np.int32)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(op.gather(ids, tensors)), product[ids], atol=1e-5)
+        m, n = a.shape
+        packed = {k: keras.ops.convert_to_tensor(v) for k, v in op.pack(factors).items()}
+        unpacked = keras.ops.convert_to_numpy(op.product(op.unpack(packed, m, n)))
+        np.testing.assert_allclose(unpacked, product, atol=1e-6)
+
+    def test_size_bits_is_what_the_spliced_layer_stores(self) -> None:
+        import mutate
+
+        x, c, layer, s, _ = self._spliced(self.params)
+        claimed = layer.compressor.size_bits(layer.factor_values())
+        bias_bits = 32 * layer.units
+        entry = {e.name: e for e in mutate.model_size(s).layers}["dense_1"]
+        stored = [w for lay in s.layers if getattr(lay, "origin", {}).get("layer") == "dense_1" for w in lay.weights]
+        counted = sum(int(np.prod(w.shape)) * operators.dtype_bits(w.dtype) for w in stored)
+        assert entry.bits == counted == claimed + bias_bits
+        assert not [w.path for w in stored if w.dtype == "float32" and int(np.prod(w.shape)) >= 24 * 12], "A survived"
+
+    def test_spliced_model_matches_and_round_trips_exactly(self, tmp_path) -> None:
+        x, c, _, s, keras = self._spliced(self.params)
+        np.testing.assert_allclose(s.predict(x, verbose=0), c.predict(x, verbose=0), atol=1e-5)
+        s.save(tmp_path / "s.keras")
+        loaded = keras.saving.load_model(tmp_path / "s.keras")
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), s.predict(x, verbose=0))
+
+    def test_exact_reconstruction_where_the_method_allows(self) -> None:
+        if self.exact_params is None:
+            pytest.skip(f"{self.name} never reconstructs exactly")
+        op = operators.get(self.name, **self.exact_params)
+        a = np.random.default_rng(2).standard_normal((20, 12)).astype(np.float32)
+        import keras
+
+        tensors = {k: keras.ops.convert_to_tensor(v) for k, v in op.factor(a).items()}
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(op.product(tensors)), a, atol=1e-4)

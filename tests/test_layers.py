@@ -106,3 +106,19 @@ def test_steps_per_execution_above_one_is_refused():
     c.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=2)
     with pytest.raises(ValueError, match="steps_per_execution=2"):
         fit(c, x, y)
+
+
+def test_schedule_updates_do_not_retrace_the_training_step(monkeypatch):
+    x, y = data()
+    c = compile_(mutate.compress(mlp(), {"dense_*": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 11, 1),
+                                 refresh=True))
+    traced = []
+    original = mutate.CompressedDense.call
+
+    def counting_call(self, inputs, training=None):
+        traced.append((self.name, training))  # Python runs only while TensorFlow traces
+        return original(self, inputs, training=training)
+
+    monkeypatch.setattr(mutate.CompressedDense, "call", counting_call)
+    fit(c, x, y, epochs=3)  # 12 steps, an alpha update and a refresh at every one
+    assert sorted(traced) == [(f"dense_{i}", True) for i in range(4)]
