@@ -7,10 +7,11 @@
 
 from operators._base import Compressor, FactorSpec, Factors, array_bits, dtype_bits
 from operators._registry import available, get, register
-from operators import low_rank as _low_rank  # noqa: F401  (registers)
-from operators import pruning as _pruning  # noqa: F401  (registers)
+from operators.kmeans import KMeans
 from operators.low_rank import LowRank
 from operators.pruning import Pruning
+from operators.random_projection import RandomProjection
+from operators.simhash import SimHash
 
-__all__ = ["Compressor", "FactorSpec", "Factors", "LowRank", "Pruning", "array_bits", "available", "dtype_bits",
-           "get", "register"]
+__all__ = ["Compressor", "FactorSpec", "Factors", "KMeans", "LowRank", "Pruning", "RandomProjection", "SimHash",
+           "array_bits", "available", "dtype_bits", "get", "register"]

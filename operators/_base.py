@@ -38,7 +38,7 @@ def array_bits(arrays: Mapping[str, np.ndarray]) -> int:
 
 @dataclass(frozen=True)
 class FactorSpec:
-    """Shape, dtype and default trainability of one factor variable."""
+    """Shape, dtype and default trainability of one factor."""
 
     shape: tuple[int, ...]
     dtype: str = "float32"
@@ -55,10 +55,13 @@ class Compressor(abc.ABC):
         name: the registry name, set by ``operators.register``.
         pair: True when the factors are ``left`` (m, k) and ``right`` (k, n) and the product is
             ``left @ right``; `mutate.strip` then splices the layer into two standard Keras layers.
+        generated: names of factors regenerated from the operator's seed by `generate` (a fixed random
+            projection). Layers hold them as constants, never as weights, and they cost no bits.
     """
 
     name: ClassVar[str] = ""
     pair: ClassVar[bool] = False
+    generated: ClassVar[tuple[str, ...]] = ()
 
     # -- the three methods every operator defines ------------------------------------------------------
     @abc.abstractmethod
@@ -99,6 +102,15 @@ class Compressor(abc.ABC):
             raise AssertionError(f"{self.name}: factor names {list(factors)} differ from specs {list(specs)}")
         return {k: np.asarray(v, dtype=specs[k].dtype).reshape(specs[k].shape) for k, v in factors.items()}
 
+    def generate(self, name: str, m: int, n: int) -> np.ndarray:
+        """The unstored factor ``name`` for an (m, n) matrix, regenerated deterministically from the seed."""
+        raise NotImplementedError(f"{self.name} declares no generated factor {name!r}")
+
+    def generated_factors(self, m: int, n: int) -> Factors:
+        """Every generated (unstored) factor for an (m, n) matrix, typed as its spec."""
+        specs = self.specs(m, n)
+        return {k: np.asarray(self.generate(k, m, n), specs[k].dtype) for k in self.generated}
+
     # -- products that layers may compute more cheaply -----------------------------------------------------
     def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
         """``x @ (B∘C)`` for ``x`` of shape (..., m); returns (..., n)."""
@@ -114,15 +126,18 @@ class Compressor(abc.ABC):
 
     # -- storage in a spliced model ------------------------------------------------------------------------
     def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
-        """The arrays a spliced layer stores (default: the factors themselves)."""
-        return self.specs(m, n)
+        """The arrays a spliced layer stores (default: the stored factors themselves)."""
+        return {k: spec for k, spec in self.specs(m, n).items() if k not in self.generated}
 
     def pack(self, factors: Factors) -> Factors:
         """NumPy factors -> the arrays a spliced layer stores, shaped as `packed_specs`."""
-        return dict(factors)
+        return {k: v for k, v in factors.items() if k not in self.generated}
 
     def unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
-        """Keras tensors of the packed arrays -> factor tensors that `product` takes, for an (m, n) matrix."""
+        """Keras tensors of the packed arrays -> the stored factor tensors, for an (m, n) matrix.
+
+        Unstored (generated) factors are added by the layer, which holds them as constants.
+        """
         return dict(packed)
 
     def size_bits(self, factors: Factors) -> int:

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from operators._base import Compressor, FactorSpec, Factors, check_fraction
+from operators._bits import pack_codes, packed_bytes, unpack_codes
 from operators._registry import register
 
 
@@ -52,21 +53,19 @@ class Pruning(Compressor):
 
     def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
         keep = kept_count(m, n, float(self.sparsity))
-        return {"bitmask": FactorSpec((-(-m * n // 8),), "uint8", trainable=False),
+        return {"bitmask": FactorSpec((packed_bytes(m * n, 1),), "uint8", trainable=False),
                 "values": FactorSpec((keep,))}
 
     def pack(self, factors: Factors) -> Factors:
         flat = factors["mask"].astype(bool).ravel()
         values = factors["values"].ravel()[flat].astype(np.float32)
-        return {"bitmask": np.packbits(flat, bitorder="little"), "values": values}
+        return {"bitmask": pack_codes(flat, 1), "values": values}
 
     def unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
         """Tensors of ``bitmask`` and ``values`` -> ``{"values", "mask"}`` tensors of shape (m, n)."""
         from keras import ops
 
-        bits = ops.bitwise_and(ops.right_shift(ops.expand_dims(ops.cast(packed["bitmask"], "int32"), 1),
-                                               ops.arange(8, dtype="int32")), 1)
-        mask = ops.reshape(bits, (-1,))[: m * n]
+        mask = unpack_codes(packed["bitmask"], m * n, 1)
         pos = ops.maximum(ops.cumsum(mask) - 1, 0)
         dense = ops.where(mask > 0, ops.take(packed["values"], pos), ops.zeros_like(pos, "float32"))
         return {"values": ops.reshape(dense, (m, n)), "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}

@@ -123,7 +123,8 @@ class LayerConformance:
         np.testing.assert_allclose(keras.ops.convert_to_numpy(op.gather(ids, tensors)), product[ids], atol=1e-5)
         m, n = a.shape
         packed = {k: keras.ops.convert_to_tensor(v) for k, v in op.pack(factors).items()}
-        unpacked = keras.ops.convert_to_numpy(op.product(op.unpack(packed, m, n)))
+        generated = {k: keras.ops.convert_to_tensor(v) for k, v in op.generated_factors(m, n).items()}
+        unpacked = keras.ops.convert_to_numpy(op.product({**generated, **op.unpack(packed, m, n)}))
         np.testing.assert_allclose(unpacked, product, atol=1e-6)
 
     def test_size_bits_is_what_the_spliced_layer_stores(self) -> None:

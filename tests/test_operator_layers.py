@@ -13,3 +13,24 @@ class TestPruningLayers(LayerConformance):
     name = "pruning"
     params = {"sparsity": 0.8}
     exact_params = {"sparsity": 0.0}
+
+
+class TestKMeansLayers(LayerConformance):
+    name = "kmeans"
+    params = {"k": 4}
+    exact_params = {"k": 240}
+
+
+class TestBlockKMeansLayers(LayerConformance):
+    name = "kmeans"
+    params = {"k": 5, "block_size": 3, "prune": True}
+
+
+class TestRandomProjectionLayers(LayerConformance):
+    name = "random_projection"
+    params = {"rank": 3}
+
+
+class TestSimHashLayers(LayerConformance):
+    name = "simhash"
+    params = {"rank": 16}

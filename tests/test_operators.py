@@ -122,3 +122,90 @@ def test_register_custom_operator_and_reject_clash():
         operators.register("low_rank")(Scaled)
     with pytest.raises(TypeError, match="Compressor subclass"):
         operators.register("x")(object)
+
+
+class TestKMeansConformance(OperatorConformance):
+    name = "kmeans"
+    params = {"k": 8}
+
+    def reconstruct(self, op, factors):
+        m = factors["codes"].shape[0]
+        return factors["codebook"][factors["codes"].astype(int)].reshape(m, -1)
+
+
+class TestBlockKMeansPrunedConformance(TestKMeansConformance):
+    params = {"k": 6, "block_size": 4, "prune": True}
+
+
+class TestRandomProjectionConformance(OperatorConformance):
+    name = "random_projection"
+    params = {"rank": 6}
+
+    def reconstruct(self, op, factors):
+        return factors["projection"] @ factors["right"]
+
+
+class TestSimHashConformance(OperatorConformance):
+    name = "simhash"
+    params = {"rank": 32}
+
+    def reconstruct(self, op, factors):
+        return (factors["projection"].T @ factors["signs"]) * factors["scale"]
+
+
+def test_kmeans_codes_use_the_smallest_integer_type_and_log2k_bits():
+    a = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    op = operators.get("kmeans", k=16)
+    f = op.factor(a)
+    assert f["codes"].dtype == np.uint8 and f["codes"].max() < 16
+    assert op.size_bits(f) == 16 * 32 + 64 * 32 * 4  # codebook floats + 4 bits per code
+    assert operators.get("kmeans", k=300).specs(64, 32)["codes"].dtype == "uint16"
+    # 5-bit codes straddle bytes and are still counted at 5 bits each
+    assert operators.get("kmeans", k=32).size_bits(operators.get("kmeans", k=32).factor(a)) == 32 * 32 + 64 * 32 * 5
+
+
+def test_kmeans_recovers_well_separated_clusters_and_prunes_to_exact_zero():
+    rng = np.random.default_rng(1)
+    centers = np.array([-3.0, -1.0, 0.05, 2.0, 5.0], np.float32)
+    a = centers[rng.integers(0, 5, (40, 30))] + rng.normal(0, 0.01, (40, 30)).astype(np.float32)
+    f = operators.get("kmeans", k=5).factor(a)
+    np.testing.assert_allclose(np.sort(f["codebook"].ravel()), centers, atol=0.01)
+    pruned = operators.get("kmeans", k=5, prune=True).factor(a)
+    assert 0.0 in pruned["codebook"].ravel()
+    zero = int(np.argmin(np.abs(pruned["codebook"].ravel())))
+    assert np.all(np.abs(a[pruned["codes"] == zero]) < 0.1)
+
+
+@pytest.mark.parametrize("params, shape, exc, match", [
+    ({"k": 0}, None, ValueError, "k=0"),
+    ({"k": 241}, (20, 12), ValueError, r"\[1, 240\].*k=241"),
+    ({"k": 4, "block_size": 5}, (20, 12), ValueError, "block_size=5"),
+    ({"k": 4, "prune": "yes"}, None, TypeError, "prune='yes'"),
+])
+def test_kmeans_bad_params(params, shape, exc, match):
+    with pytest.raises(exc, match=match):
+        op = operators.get("kmeans", **params)
+        op.factor(np.ones(shape, np.float32))
+
+
+def test_random_factors_are_regenerated_from_the_seed_and_cost_no_bits():
+    a = np.random.default_rng(0).standard_normal((30, 20)).astype(np.float32)
+    for name in ("random_projection", "simhash"):
+        op = operators.get(name, rank=8, seed=3)
+        f = op.factor(a)
+        np.testing.assert_array_equal(op.generated_factors(30, 20)["projection"], f["projection"])
+        assert "projection" not in op.pack(f)
+        assert not np.array_equal(operators.get(name, rank=8, seed=4).factor(a)["projection"], f["projection"])
+    rp = operators.get("random_projection", rank=8)
+    assert rp.size_bits(rp.factor(a)) == 8 * 20 * 32
+    sim = operators.get("simhash", rank=8)
+    assert sim.size_bits(sim.factor(a)) == 8 * 20 + 20 * 32  # one bit per sign, one float per column
+
+
+def test_simhash_keeps_column_norms():
+    a = np.random.default_rng(0).standard_normal((30, 20)).astype(np.float32)
+    f = operators.get("simhash", rank=64).factor(a)
+    approx = (f["projection"].T @ f["signs"]) * f["scale"]
+    np.testing.assert_allclose(np.linalg.norm(approx, axis=0), np.linalg.norm(a, axis=0), rtol=1e-5)
+    cos = (approx * a).sum(0) / np.linalg.norm(approx, axis=0) / np.linalg.norm(a, axis=0)
+    assert cos.mean() > 0.5

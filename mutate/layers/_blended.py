@@ -64,7 +64,10 @@ class BlendedLayer(keras.layers.Layer):
             raise ValueError(f"trainable_factors names {sorted(unknown)}, but operator "
                              f"{self.compressor.name!r} has factors {list(specs)}.")
         self.factors: dict[str, keras.Variable] = {}
+        self._generated = {k: ops.convert_to_tensor(v) for k, v in self.compressor.generated_factors(m, n).items()}
         for fname, spec in specs.items():
+            if fname in self._generated:
+                continue
             trainable = self.trainable_factors.get(fname, spec.trainable)
             if trainable and not np.issubdtype(np.dtype(spec.dtype), np.floating):
                 raise ValueError(f"factor {fname!r} of {self.compressor.name!r} has dtype {spec.dtype} and "
@@ -90,21 +93,24 @@ class BlendedLayer(keras.layers.Layer):
         return a * dense + (1.0 - a) * compressed
 
     def factor_tensors(self) -> dict[str, Any]:
-        """The factor variables by factor name."""
-        return dict(self.factors)
+        """The factor variables (and generated constants) by factor name."""
+        return {**self._generated, **self.factors}
 
     def kernel_matrix(self) -> np.ndarray:
         """The current dense kernel A as an (m, n) NumPy matrix."""
         return ops.convert_to_numpy(self.kernel).reshape(self.matrix_shape())
 
     def factor_values(self) -> dict[str, np.ndarray]:
-        """The current factors as NumPy arrays."""
-        return {k: ops.convert_to_numpy(v) for k, v in self.factors.items()}
+        """The current factors (generated ones included) as NumPy arrays, in the operator's order."""
+        tensors = self.factor_tensors()
+        m, n = self.matrix_shape()
+        return {k: ops.convert_to_numpy(tensors[k]) for k in self.compressor.specs(m, n)}
 
     def refactor(self) -> None:
         """Compute the factors from the current A and assign them."""
         for fname, value in self.compressor.factor(self.kernel_matrix()).items():
-            self.factors[fname].assign(value)
+            if fname in self.factors:
+                self.factors[fname].assign(value)
         self.factored.assign(1)
 
     def sync_host(self) -> int:

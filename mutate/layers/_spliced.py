@@ -81,6 +81,8 @@ class SplicedLayer(_Origin, keras.layers.Layer):
         self._set_origin(origin)
 
     def _build_packed(self) -> None:
+        self._generated = {k: ops.convert_to_tensor(v)
+                           for k, v in self.compressor.generated_factors(*self.matrix_shape).items()}
         self.packed: dict[str, keras.Variable] = {}
         for pname, spec in self.compressor.packed_specs(*self.matrix_shape).items():
             trainable = spec.trainable and np.issubdtype(np.dtype(spec.dtype), np.floating)
@@ -94,7 +96,7 @@ class SplicedLayer(_Origin, keras.layers.Layer):
 
     def factor_tensors(self) -> dict[str, Any]:
         """The factor tensors that the operator's product takes, unpacked from the stored arrays."""
-        return self.compressor.unpack(dict(self.packed), *self.matrix_shape)
+        return {**self._generated, **self.compressor.unpack(dict(self.packed), *self.matrix_shape)}
 
     def get_config(self) -> dict[str, Any]:
         return self._with_origin({**super().get_config(), "operator": self.compressor.name,

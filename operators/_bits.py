@@ -1,0 +1,45 @@
+"""Bit packing of small integer codes: NumPy to pack at splice time, Keras ops to unpack in the graph."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def code_bits(k: int) -> int:
+    """Bits per code for ``k`` distinct codes: ceil(log2 k), at least 1."""
+    return max(1, math.ceil(math.log2(k)))
+
+
+def packed_bytes(count: int, bits: int) -> int:
+    """Bytes that ``count`` codes of ``bits`` bits occupy once packed."""
+    return -(-count * bits // 8)
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack non-negative ints (any shape, each < 2**bits) into uint8, code after code, little-endian bits.
+
+    Returns:
+        uint8 array of shape (ceil(codes.size * bits / 8),).
+    """
+    flat = np.asarray(codes, np.int64).ravel()
+    b = ((flat[:, None] >> np.arange(bits)) & 1).astype(bool).ravel()
+    return np.packbits(b, bitorder="little")
+
+
+def unpack_codes(packed: Any, count: int, bits: int) -> Any:
+    """Inverse of `pack_codes` in Keras ops: a uint8 tensor -> int32 tensor of shape (count,)."""
+    from keras import ops
+
+    byte = ops.cast(packed, "int32")
+    if 8 % bits == 0:  # 1, 2, 4 or 8 bits: codes never straddle a byte
+        per = 8 // bits
+        shifts = ops.arange(0, 8, bits, dtype="int32")
+        codes = ops.bitwise_and(ops.right_shift(ops.expand_dims(byte, 1), shifts), (1 << bits) - 1)
+        return ops.reshape(codes, (-1,))[:count] if per > 1 else byte[:count]
+    allbits = ops.bitwise_and(ops.right_shift(ops.expand_dims(byte, 1), ops.arange(8, dtype="int32")), 1)
+    allbits = ops.reshape(ops.reshape(allbits, (-1,))[: count * bits], (count, bits))
+    weights = ops.convert_to_tensor(np.left_shift(1, np.arange(bits)).astype(np.int32))
+    return ops.sum(allbits * weights, axis=1)

@@ -1,0 +1,136 @@
+"""k-means quantization: A (m x n) ≈ codebook[codes], scalar (block 1) or vector (blocks of `block_size`)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._bits import code_bits, pack_codes, packed_bytes, unpack_codes
+from operators._registry import register
+
+
+def code_dtype(k: int) -> str:
+    """The smallest unsigned integer dtype that holds codes 0..k-1."""
+    return "uint8" if k <= 256 else "uint16" if k <= 65536 else "int32"
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of each row of ``x`` (N x b) and its squared distance."""
+    if x.shape[1] == 1:  # scalar: binary search between sorted centroids, exact and O(N log k)
+        order = np.argsort(centroids[:, 0], kind="stable")
+        c = centroids[order, 0]
+        pos = np.searchsorted((c[1:] + c[:-1]) / 2, x[:, 0], side="left")
+        idx = order[pos]
+        return idx, (x[:, 0] - centroids[idx, 0]) ** 2
+    x64, c64 = x.astype(np.float64), centroids.astype(np.float64)
+    d = (x64 * x64).sum(1)[:, None] - 2.0 * x64 @ c64.T + (c64 * c64).sum(1)[None, :]
+    idx = d.argmin(1)
+    return idx, np.maximum(d[np.arange(len(x)), idx], 0.0)
+
+
+def lloyd(x: np.ndarray, k: int, *, max_iter: int, seed: int, tol: float = 1e-6) -> np.ndarray:
+    """k-means by Lloyd iterations from a k-means++ start on a subsample; returns centroids (k x b)."""
+    rng = np.random.default_rng(seed)
+    sample = x if len(x) <= 20 * k + 1000 else x[rng.choice(len(x), 20 * k + 1000, replace=False)]
+    centroids = np.empty((k, x.shape[1]), x.dtype)
+    centroids[0] = sample[rng.integers(len(sample))]
+    dist = ((sample - centroids[0]) ** 2).sum(1)
+    for j in range(1, k):
+        total = dist.sum()
+        pick = rng.choice(len(sample), p=dist / total) if total > 0 else rng.integers(len(sample))
+        centroids[j] = sample[pick]
+        dist = np.minimum(dist, ((sample - centroids[j]) ** 2).sum(1))
+    previous = np.inf
+    for _ in range(max_iter):
+        idx, d = _assign(x, centroids)
+        counts = np.bincount(idx, minlength=k)
+        sums = np.zeros_like(centroids, dtype=np.float64)
+        np.add.at(sums, idx, x)
+        empty = counts == 0
+        centroids[~empty] = (sums[~empty] / counts[~empty, None]).astype(x.dtype)
+        if empty.any():  # re-seed empty clusters at the worst-served points
+            centroids[empty] = x[np.argsort(-d)[: int(empty.sum())]]
+        inertia = float(d.sum())
+        if previous - inertia <= tol * max(previous, 1e-12):
+            break
+        previous = inertia
+    return centroids
+
+
+@register("kmeans")
+class KMeans(Compressor):
+    """Quantizes A to ``k`` centroids: scalar when ``block_size`` is 1, else row blocks of ``block_size``.
+
+    Blending factors: ``codebook`` (k x block_size, trainable) and ``codes`` (m x n/block_size, the smallest
+    unsigned integer type that holds k). A spliced layer stores the codebook and the codes bit-packed at
+    ceil(log2 k) bits each: ``32*k*block_size + 8*ceil(m*n/block_size*ceil(log2 k)/8)`` bits.
+
+    Args:
+        k: number of centroids, in [1, m*n/block_size].
+        block_size: consecutive weights of a row quantized together; must divide n.
+        prune: set the centroid nearest zero to exactly zero (graph_compression's "k-means + pruning").
+        max_iter: Lloyd iterations at most.
+        seed: seed of the k-means++ start.
+    """
+
+    def __init__(self, k: int = 16, *, block_size: int = 1, prune: bool = False, max_iter: int = 30,
+                 seed: int = 0) -> None:
+        self.k = k
+        self.block_size = block_size
+        self.prune = prune
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def check(self, m: int | None = None, n: int | None = None) -> None:
+        check_int("k", self.k, 1)
+        check_int("block_size", self.block_size, 1)
+        check_int("max_iter", self.max_iter, 1)
+        check_int("seed", self.seed, 0)
+        if not isinstance(self.prune, bool):
+            raise TypeError(f"`prune` must be a bool, but got prune={self.prune!r}.")
+        if m is not None and n is not None:
+            if n % self.block_size:
+                raise ValueError(f"`block_size` must divide the {n} columns of a {m}x{n} matrix, but got "
+                                 f"block_size={self.block_size}.")
+            check_int("k", self.k, 1, m * n // self.block_size, shape=f"{m}x{n} (block {self.block_size})")
+
+    def specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        return {"codebook": FactorSpec((self.k, self.block_size)),
+                "codes": FactorSpec((m, n // self.block_size), code_dtype(self.k), trainable=False)}
+
+    def _factor(self, a: np.ndarray) -> Factors:
+        m, n = a.shape
+        x = a.reshape(-1, self.block_size)
+        distinct = np.unique(x, axis=0)
+        if len(distinct) <= self.k:  # every distinct block gets its own centroid: exact
+            centroids = np.concatenate([distinct, np.repeat(distinct[:1], self.k - len(distinct), 0)])
+        else:
+            centroids = lloyd(x, self.k, max_iter=self.max_iter, seed=self.seed)
+        if self.prune:
+            centroids[np.argmin((centroids * centroids).sum(1))] = 0.0
+        codes, _ = _assign(x, centroids)
+        return {"codebook": centroids, "codes": codes.reshape(m, n // self.block_size)}
+
+    def product(self, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        codes = ops.cast(factors["codes"], "int32")
+        w = ops.take(factors["codebook"], codes, axis=0)  # (m, n/b, b)
+        return ops.reshape(w, (ops.shape(codes)[0], -1))
+
+    def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        count = m * n // self.block_size
+        return {"codebook": FactorSpec((self.k, self.block_size)),
+                "codes": FactorSpec((packed_bytes(count, code_bits(self.k)),), "uint8", trainable=False)}
+
+    def pack(self, factors: Factors) -> Factors:
+        return {"codebook": factors["codebook"], "codes": pack_codes(factors["codes"], code_bits(self.k))}
+
+    def unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
+        from keras import ops
+
+        count = m * n // self.block_size
+        codes = unpack_codes(packed["codes"], count, code_bits(self.k))
+        return {"codebook": packed["codebook"], "codes": ops.reshape(codes, (m, n // self.block_size))}
