@@ -1,0 +1,88 @@
+"""Training-step and inference time of blended and spliced LeNet-300-100 against the dense model, one process.
+
+A benchmark, not a test: it prints ratios against the dense anchor measured in the same run.
+
+    .venv/bin/python experiments/bench_overhead.py [--steps 200] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import keras
+import numpy as np
+
+import mutate
+
+
+def lenet(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(300, activation="relu", name="fc1"),
+                             keras.layers.Dense(100, activation="relu", name="fc2"), keras.layers.Dense(10, name="fc3")])
+
+
+def step_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, callbacks: list) -> float:
+    """Median seconds per training step over 5 repeats, after one warm-up epoch (tracing)."""
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+        times.append((time.perf_counter() - t) / (len(x) // batch))
+    return float(np.median(times))
+
+
+def infer_time(model: keras.Model, x: np.ndarray, batch: int, reps: int = 500) -> float:
+    """Median seconds per forward pass of a traced (tf.function) call, so Python overhead is excluded."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda t: model(t, training=False))
+    xb = tf.constant(x[:batch])
+    forward(xb)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            forward(xb)
+        times.append((time.perf_counter() - t) / reps)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.steps * args.batch, 784)).astype(np.float32)
+    y = rng.integers(0, 10, len(x))
+    plan = {"fc1": ("low_rank", {"rank": 16}), "fc2": ("low_rank", {"rank": 12})}
+    dense = lenet()
+    t_dense = step_time(dense, x, y, args.batch, [])
+    # any per-batch callback makes Keras sync every step; this isolates that cost from the blend itself
+    hook = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: None)
+    t_hook = step_time(lenet(), x, y, args.batch, [hook])
+    # a window longer than the run: every timed step blends (alpha strictly between 0 and 1)
+    blended = mutate.compress(lenet(), plan, mutate.Schedule(0, 100 * args.steps, args.steps))
+    t_blend = step_time(blended, x, y, args.batch, [mutate.CompressionCallback()])
+    done = mutate.compress(lenet(), plan, mutate.Schedule(0, 0, 1))
+    done.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    done.fit(x[: args.batch], y[: args.batch], verbose=0, callbacks=[mutate.CompressionCallback()])
+    spliced = mutate.strip(done)
+    t_spliced = step_time(spliced, x, y, args.batch, [])
+    print(f"LeNet-300-100, low_rank fc1 r=16 fc2 r=12, batch {args.batch}, {args.steps} steps/epoch, "
+          f"{keras.backend.backend()} backend")
+    print(f"train step  dense {1e3 * t_dense:.3f} ms | dense + empty batch callback {1e3 * t_hook:.3f} ms "
+          f"({t_hook / t_dense:.2f}x)")
+    print(f"train step  dense {1e3 * t_dense:.3f} ms | blended {1e3 * t_blend:.3f} ms ({t_blend / t_dense:.2f}x) "
+          f"| spliced {1e3 * t_spliced:.3f} ms ({t_spliced / t_dense:.2f}x)")
+    for b in (1, 256):
+        td, ts = infer_time(dense, x, b), infer_time(spliced, x, b)
+        print(f"inference batch {b:>3}  dense {1e6 * td:.1f} us | spliced {1e6 * ts:.1f} us ({ts / td:.2f}x)")
+    print(f"size: {mutate.model_size(spliced).ratio:.1f}x fewer bits than dense")
+
+
+if __name__ == "__main__":
+    main()
