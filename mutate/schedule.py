@@ -5,6 +5,7 @@ Pure Python: a layer keeps its own step and alpha as variables; the schedule onl
 
 from __future__ import annotations
 
+import difflib
 import math
 import warnings
 from typing import Any
@@ -104,8 +105,9 @@ class Schedule:
     def from_hparams(cls, hparams: str) -> "Schedule":
         """Parse graph_compression's hparams string, e.g. ``"begin_compression_step=40000,..."``.
 
-        Schedule keys are used; other graph_compression keys (``use_tpu``, ``rank``, ...) are accepted,
-        kept in ``schedule.ignored_hparams`` and reported with a warning. Anything else raises ValueError.
+        Schedule keys are used; every other key (graph_compression's ``use_tpu``, ``rank``, ...) is accepted,
+        kept in ``schedule.ignored_hparams`` and reported with a warning. A near-miss of a schedule key
+        (``begin_compresion_step``) raises ValueError rather than being ignored.
         """
         values: dict[str, Any] = {}
         ignored: dict[str, str] = {}
@@ -118,11 +120,11 @@ class Schedule:
                     values[_ALIASES.get(key, key)] = float(raw) if "decrement" in key else int(raw)
                 except ValueError:
                     raise ValueError(f"hparams key {key!r} must be a number, but got {key}={raw!r}.") from None
-            elif key in _KNOWN_FOREIGN:
-                ignored[key] = raw
             else:
-                raise ValueError(f"unknown hparams key {key!r} (value {raw!r}); schedule keys are "
-                                 f"{sorted(_ALIASES)} and {sorted(set(_ALIASES.values()))}.")
+                near = difflib.get_close_matches(key, [*_ALIASES, *_ALIASES.values()], n=1, cutoff=0.85)
+                if near and key not in _KNOWN_FOREIGN:
+                    raise ValueError(f"unknown hparams key {key!r} (value {raw!r}); did you mean {near[0]!r}?")
+                ignored[key] = raw
         schedule = cls(**values)
         schedule.ignored_hparams = ignored
         if ignored:

@@ -38,11 +38,13 @@ def test_hparams_string():
     assert (s.begin_step, s.end_step, s.frequency, s.alpha_decrement) == (40000, 100000, 100, 0.005)
     assert s.final_step == 40000 + 199 * 100
     assert s.ignored_hparams == {"name": "svd", "use_tpu": "False", "rank": "200"}
+    with pytest.warns(UserWarning, match="some_future_key=1"):
+        assert Schedule.from_hparams("end_compression_step=5,some_future_key=1").end_step == 5
 
 
 @pytest.mark.parametrize("text, match", [
     ("begin_compression_step=x,end_compression_step=5", "must be a number.*begin_compression_step='x'"),
-    ("begin_compression_step=0,end_compression_step=5,colour=red", "unknown hparams key 'colour'"),
+    ("begin_compresion_step=0,end_compression_step=5", "did you mean 'begin_compression_step'"),
     ("begin_compression_step", "not key=value"),
 ])
 def test_bad_hparams(text, match):
