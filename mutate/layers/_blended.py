@@ -32,8 +32,6 @@ class BlendedLayer(keras.layers.Layer):
         trainable_factors: per-factor overrides of the operator's default trainability.
     """
 
-    matrix_kind = ""
-
     def __init__(self, *, operator: str | operators.Compressor, operator_params: dict[str, Any] | None = None,
                  schedule: Schedule | dict[str, Any], refresh: bool = False,
                  trainable_factors: dict[str, bool] | None = None, **kwargs: Any) -> None:
@@ -167,8 +165,6 @@ class CompressedDense(DenseArgs, BlendedLayer):
     Input (..., m) -> output (..., n) = activation(blend(x @ A, x @ (B∘C)) + bias).
     """
 
-    matrix_kind = "dense"
-
     def __init__(self, units: int, *, activation: Any = None, use_bias: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._init_dense(units, activation, use_bias)
@@ -194,8 +190,6 @@ class CompressedEmbedding(BlendedLayer):
 
     Input ids (...) -> output (..., output_dim) = blend(A[ids], (B∘C)[ids]).
     """
-
-    matrix_kind = "embedding"
 
     def __init__(self, input_dim: int, output_dim: int, *, mask_zero: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -231,8 +225,6 @@ class CompressedConv2D(ConvArgs, BlendedLayer):
 
     The blended kernel ``alpha*A + (1-alpha)*reshape(B∘C)`` is formed once per step, then convolved.
     """
-
-    matrix_kind = "conv2d"
 
     def __init__(self, filters: int, kernel_size: tuple[int, int], *, strides: tuple[int, int] = (1, 1),
                  padding: str = "valid", data_format: str | None = None, dilation_rate: tuple[int, int] = (1, 1),
