@@ -141,6 +141,12 @@ def resolve_plan(model: keras.Model, plan: Mapping[str, PlanValue]) -> dict[str,
     return resolved
 
 
+def _conv_geometry(layer: keras.layers.Layer) -> dict[str, Any]:
+    """The stride, padding, data-format and dilation arguments of a (blended) Conv2D."""
+    return {"strides": layer.strides, "padding": layer.padding, "data_format": layer.data_format,
+            "dilation_rate": layer.dilation_rate}
+
+
 def _blended_for(layer: keras.layers.Layer, op: operators.Compressor, schedule: Schedule, refresh: bool,
                  trainable_factors: Mapping[str, bool] | None) -> _Replacement:
     common = dict(operator=op.name, operator_params=op.get_config(), schedule=schedule, refresh=refresh,
@@ -152,8 +158,7 @@ def _blended_for(layer: keras.layers.Layer, op: operators.Compressor, schedule: 
     elif isinstance(layer, keras.layers.Embedding):
         new = CompressedEmbedding(layer.input_dim, layer.output_dim, mask_zero=layer.mask_zero, **common)
     else:
-        new = CompressedConv2D(layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
-                               data_format=layer.data_format, dilation_rate=layer.dilation_rate,
+        new = CompressedConv2D(layer.filters, layer.kernel_size, **_conv_geometry(layer),
                                activation=layer.activation, use_bias=layer.use_bias, **common)
 
     def init() -> None:
@@ -224,8 +229,7 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
             left, right = factors["left"], factors["right"]
         else:
             kh, kw = layer.kernel_size
-            first = FactorConv2D(k, layer.kernel_size, strides=layer.strides, padding=layer.padding,
-                                 data_format=layer.data_format, dilation_rate=layer.dilation_rate, use_bias=False,
+            first = FactorConv2D(k, layer.kernel_size, **_conv_geometry(layer), use_bias=False,
                                  name=f"{layer.name}_left", origin=left_origin, dtype=dtype)
             second = FactorConv2D(layer.filters, (1, 1), data_format=layer.data_format, activation=layer.activation,
                                   use_bias=layer.use_bias, name=f"{layer.name}_right", origin=right_origin,
@@ -249,8 +253,7 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
     elif isinstance(layer, CompressedEmbedding):
         single = SplicedEmbedding(mask_zero=layer.mask_zero, **common)
     else:
-        single = SplicedConv2D(layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
-                               data_format=layer.data_format, dilation_rate=layer.dilation_rate,
+        single = SplicedConv2D(layer.filters, layer.kernel_size, **_conv_geometry(layer),
                                activation=layer.activation, use_bias=layer.use_bias, **common)
     packed = op.pack(factors)
 
