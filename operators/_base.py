@@ -57,11 +57,15 @@ class Compressor(abc.ABC):
             ``left @ right``; `mutate.strip` then splices the layer into two standard Keras layers.
         generated: names of factors regenerated from the operator's seed by `generate` (a fixed random
             projection). Layers hold them as constants, never as weights, and they cost no bits.
+        uses_saliency: True when `_factor` takes a ``saliency`` matrix (m, n): an EMA of ``|A * dL/dW|``
+            that a blended layer accumulates from real gradients with decay ``saliency_decay``.
     """
 
     name: ClassVar[str] = ""
     pair: ClassVar[bool] = False
     generated: ClassVar[tuple[str, ...]] = ()
+    uses_saliency: ClassVar[bool] = False
+    saliency_decay: float = 0.9
 
     # -- the three methods every operator defines ------------------------------------------------------
     @abc.abstractmethod
@@ -81,8 +85,13 @@ class Compressor(abc.ABC):
         """Raise ValueError/TypeError when a parameter is invalid (for an (m, n) matrix when given)."""
 
     # -- factoring ----------------------------------------------------------------------------------------
-    def factor(self, a: np.ndarray) -> Factors:
+    def factor(self, a: np.ndarray, *, saliency: np.ndarray | None = None) -> Factors:
         """Factor ``a`` (m x n) and return arrays shaped and typed as ``specs(m, n)`` says.
+
+        Args:
+            a: the matrix, shape (m, n).
+            saliency: per-weight importance, shape (m, n), for operators with ``uses_saliency`` (ignored
+                by the others). None or all zeros means no gradient was seen yet.
 
         Raises:
             ValueError: ``a`` is not 2-D, holds NaN or Inf, or a parameter does not fit its shape.
@@ -96,7 +105,18 @@ class Compressor(abc.ABC):
                              "refusing to factor it.")
         m, n = a.shape
         self.check(m, n)
-        factors = self._factor(a.astype(np.float32, copy=False))
+        a = a.astype(np.float32, copy=False)
+        if self.uses_saliency:
+            if saliency is not None:
+                saliency = np.asarray(saliency, np.float32)
+                if saliency.size != m * n:
+                    raise ValueError(f"{self.name}: saliency has shape {saliency.shape}, expected ({m}, {n}).")
+                saliency = saliency.reshape(m, n)
+                if not np.all(np.isfinite(saliency)):
+                    raise ValueError(f"{self.name}: the saliency of the {m}x{n} matrix holds NaN/Inf values.")
+            factors = self._factor(a, saliency=saliency)  # type: ignore[call-arg]
+        else:
+            factors = self._factor(a)
         specs = self.specs(m, n)
         if list(factors) != list(specs):
             raise AssertionError(f"{self.name}: factor names {list(factors)} differ from specs {list(specs)}")

@@ -16,6 +16,17 @@ def kept_count(m: int, n: int, sparsity: float) -> int:
     return max(1, m * n - int(round(sparsity * m * n)))
 
 
+def top_mask(score: np.ndarray, sparsity: float) -> np.ndarray:
+    """0/1 float32 mask of ``score``'s shape (m, n) keeping its ``kept_count`` largest entries."""
+    m, n = score.shape
+    keep = kept_count(m, n, float(sparsity))
+    flat = score.ravel()
+    idx = np.argpartition(-flat, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
+    mask = np.zeros(flat.size, np.float32)
+    mask[idx] = 1.0
+    return mask.reshape(m, n)
+
+
 @register("pruning")
 class Pruning(Compressor):
     """Keeps the largest-magnitude ``1 - sparsity`` fraction of the weights.
@@ -39,13 +50,7 @@ class Pruning(Compressor):
         return {"values": FactorSpec((m, n)), "mask": FactorSpec((m, n), trainable=False)}
 
     def _factor(self, a: np.ndarray) -> Factors:
-        m, n = a.shape
-        keep = kept_count(m, n, float(self.sparsity))
-        flat = np.abs(a).ravel()
-        idx = np.argpartition(-flat, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
-        mask = np.zeros(flat.size, np.float32)
-        mask[idx] = 1.0
-        mask = mask.reshape(m, n)
+        mask = top_mask(np.abs(a), self.sparsity)
         return {"values": a * mask, "mask": mask}
 
     def product(self, factors: Mapping[str, Any]) -> Any:

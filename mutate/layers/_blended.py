@@ -72,6 +72,10 @@ class BlendedLayer(keras.layers.Layer):
                                  "cannot be trainable.")
             self.factors[fname] = self.add_weight(name=f"factor_{fname}", shape=spec.shape, dtype=spec.dtype,
                                                   initializer="zeros", trainable=trainable)
+        self.saliency = None
+        if self.compressor.uses_saliency:
+            self.saliency = self.add_weight(name="saliency", shape=tuple(self.kernel.shape), initializer="zeros",
+                                            trainable=False)
 
     # -- the blend ------------------------------------------------------------------------------------------
     def _check_driven(self, training: Any) -> None:
@@ -84,6 +88,14 @@ class BlendedLayer(keras.layers.Layer):
             import tensorflow as tf
 
             tf.debugging.assert_equal(self.driven, 1, message=message)
+
+    def tapped_kernel(self, training: Any) -> Any:
+        """The kernel A, through a gradient tap that accumulates the saliency when the operator uses one."""
+        if self.saliency is None or training is not True:
+            return self.kernel
+        from mutate.layers._saliency import saliency_tap
+
+        return saliency_tap(self.kernel, self.saliency, self.alpha, self.compressor.saliency_decay)
 
     def blend(self, dense: Any, compressed: Any) -> Any:
         """``alpha * dense + (1 - alpha) * compressed``."""
@@ -106,7 +118,8 @@ class BlendedLayer(keras.layers.Layer):
 
     def refactor(self) -> None:
         """Compute the factors from the current A and assign them."""
-        for fname, value in self.compressor.factor(self.kernel_matrix()).items():
+        saliency = None if self.saliency is None else ops.convert_to_numpy(self.saliency)
+        for fname, value in self.compressor.factor(self.kernel_matrix(), saliency=saliency).items():
             if fname in self.factors:
                 self.factors[fname].assign(value)
         self.factored.assign(1)
@@ -177,7 +190,7 @@ class CompressedDense(DenseArgs, BlendedLayer):
 
     def call(self, inputs: Any, training: Any = None) -> Any:
         self._check_driven(training)
-        return self._finish(self.blend(ops.matmul(inputs, self.kernel),
+        return self._finish(self.blend(ops.matmul(inputs, self.tapped_kernel(training)),
                                        self.compressor.matmul(inputs, self.factor_tensors())))
 
     def get_config(self) -> dict[str, Any]:
@@ -206,7 +219,8 @@ class CompressedEmbedding(BlendedLayer):
     def call(self, inputs: Any, training: Any = None) -> Any:
         self._check_driven(training)
         ids = inputs if inputs.dtype in ("int32", "int64") else ops.cast(inputs, "int32")
-        return self.blend(ops.take(self.kernel, ids, axis=0), self.compressor.gather(ids, self.factor_tensors()))
+        return self.blend(ops.take(self.tapped_kernel(training), ids, axis=0),
+                          self.compressor.gather(ids, self.factor_tensors()))
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
         return ops.not_equal(inputs, 0) if self.mask_zero else None
@@ -242,7 +256,7 @@ class CompressedConv2D(ConvArgs, BlendedLayer):
     def call(self, inputs: Any, training: Any = None) -> Any:
         self._check_driven(training)
         approx = ops.reshape(self.compressor.product(self.factor_tensors()), self.kernel.shape)
-        return self._conv(inputs, self.blend(self.kernel, approx))
+        return self._conv(inputs, self.blend(self.tapped_kernel(training), approx))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._conv_config()}
