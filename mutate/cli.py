@@ -1,4 +1,8 @@
-"""The ``mutate`` command line."""
+"""The ``mutate`` command line: ``search``, ``pareto``, ``export`` and ``demo``.
+
+Bad input of any kind prints one line, ``mutate: error: ...``, and exits with code 2 (a traceback only
+with ``--verbose``).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,31 @@ from pathlib import Path
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutate", description="Compression as a genetic operator for Keras 3.")
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and Ray's own logs")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    search = sub.add_parser("search", help="run a population search over compressions (a YAML space)")
+    search.add_argument("space", nargs="?", type=Path, help="search space YAML (see search_spaces/)")
+    search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a key of the space, e.g. --set search.population=8 (repeatable)")
+    search.add_argument("--strategy", choices=("pbt", "random"), help="override search.strategy")
+    search.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: an embedded Ray)")
+    search.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted search")
+    search.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between progress lines (default 10)")
+
+    pareto = sub.add_parser("pareto", help="print and plot the size/accuracy front of one or more runs")
+    pareto.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+
+    export = sub.add_parser("export", help="rebuild, re-evaluate, splice and save one model of a run")
+    export.add_argument("run", type=Path, metavar="RUN_DIR")
+    pick = export.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--point", type=int, metavar="K", help="row K of `mutate pareto`'s table (from 0)")
+    pick.add_argument("--max-size", type=int, metavar="BYTES", help="the most accurate front point this small")
+    pick.add_argument("--min-accuracy", type=float, metavar="ACC", help="the smallest front point this accurate")
+    export.add_argument("--out", type=Path, required=True, help="the .keras file to write")
+    export.add_argument("--force", action="store_true", help="overwrite --out")
+
     demo = sub.add_parser("demo", help="compress an MLP on scikit-learn digits mid-training and splice it")
     demo.add_argument("--rank", type=int, default=8, help="low-rank rank of the hidden layers (default 8)")
     demo.add_argument("--sparsity", type=float, default=0.8, help="pruning sparsity of the output layer")
@@ -20,20 +47,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _search(args: argparse.Namespace) -> None:
+    from mutate import commands
+
+    if (args.space is None) == (args.resume is None):
+        raise ValueError("mutate search: give a SPACE.yaml, or --resume RUN_DIR (not both)")
+    commands.search(args.space, overrides=args.overrides, strategy=args.strategy, address=args.address,
+                    resume=args.resume, verbose=args.verbose, progress=args.progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
+        if args.command == "search":
+            _search(args)
+        elif args.command == "pareto":
+            from mutate import commands
+
+            commands.pareto(args.runs)
+        elif args.command == "export":
+            from mutate import commands
+
+            commands.export(args.run, point=args.point, max_size=args.max_size, min_accuracy=args.min_accuracy,
+                            out=args.out, force=args.force)
+        elif args.command == "demo":
             from mutate import demo
 
             demo.run(rank=args.rank, sparsity=args.sparsity, epochs=args.epochs, seed=args.seed, out=args.out)
         return 0
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         if args.verbose:
             raise
         print(f"mutate: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mutate: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def _rebuild(model: keras.Model, replace: dict[str, _Replacement]) -> keras.Mode
         kept.append((layer, new))
         return new
 
-    followers = {id(r.layers[0]): r.layers[1:] for r in replace.values()}
+    followers = {id(r.layers[0]): r.layers[1:] for r in replace.values() if r.layers}
 
     def call_function(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
         out = layer(*args, **kwargs)
@@ -265,7 +265,7 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
     return _Replacement([single], init_single)
 
 
-def strip(model: keras.Model, *, force: bool = False) -> keras.Model:
+def strip(model: keras.Model, *, force: bool = False, finished_only: bool = False) -> keras.Model:
     """Splice every blended layer whose alpha reached 0 into its factored layers; A is not kept.
 
     Low-rank layers become two standard layers (Dense m->k without bias, then Dense k->n with the original
@@ -276,11 +276,18 @@ def strip(model: keras.Model, *, force: bool = False) -> keras.Model:
     Args:
         model: a model returned by `compress` (and trained).
         force: splice layers still blending too, from their current factors (predictions then change).
+        finished_only: leave layers still blending as they are instead of raising; returns ``model``
+            itself when no layer is finished.
 
     Raises:
-        ValueError: a layer is still blending and ``force`` is False.
+        ValueError: a layer is still blending and neither ``force`` nor ``finished_only`` is set.
     """
     _check_model(model, "strip")
     blended = [layer for layer in model.layers if isinstance(layer, BlendedLayer)]
+    if finished_only and not force:
+        blended = [layer for layer in blended if layer.current_alpha() == 0.0
+                   and bool(int(keras.ops.convert_to_numpy(layer.factored)))]
+        if not blended:
+            return model
     replace = {layer.name: _spliced_for(layer, force) for layer in blended}
     return _rebuild(model, replace)

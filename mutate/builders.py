@@ -1,0 +1,124 @@
+"""Built-in models and datasets for search spaces, and ``package.module:function`` user builders.
+
+A user builder is imported only from the name the YAML gives, and runs arbitrary code: treat a search
+space like a script. Model builders are called as ``fn(data=Dataset, **kwargs)`` and return a Keras model;
+data builders as ``fn(**kwargs)`` and return a `mutate.data.Dataset`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import keras
+
+from mutate import data as datasets
+
+
+def import_callable(spec: str, key: str, where: str) -> Callable[..., Any]:
+    """``package.module:function`` -> the function.
+
+    Raises:
+        ValueError: malformed, the module cannot be imported, or the attribute is missing or not callable.
+    """
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"{where}: {key}: expected package.module:function, got {spec!r}")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"{where}: {key}: cannot import module {module!r} ({e})") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise ValueError(f"{where}: {key}: module {module!r} has no function {attr!r}")
+    return fn
+
+
+def _kwargs(section: dict[str, Any], first: str) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if k != first}
+
+
+def load_data(section: dict[str, Any], where: str) -> datasets.Dataset:
+    """The dataset a space's ``data`` section names.
+
+    Raises:
+        ValueError: unknown keyword for a built-in loader, or a user loader that fails.
+        FileNotFoundError: a data file is missing.
+    """
+    name, kwargs = section["name"], _kwargs(section, "name")
+    fn = import_callable(name, "data.name", where) if ":" in name else getattr(datasets, name)
+    try:
+        out = fn(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where}: data: {name} does not take {sorted(kwargs)} ({e})") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{where}: data.name: {name}: {e}") from None
+    if not isinstance(out, datasets.Dataset):
+        raise ValueError(f"{where}: data.name: {name} returned {type(out).__name__}, not a mutate.data.Dataset")
+    return out
+
+
+def mlp(data: datasets.Dataset, *, hidden: list[int] = (256, 256), activation: str = "relu") -> keras.Model:
+    """Dense layers ``dense_1..dense_k`` and ``logits`` on flat inputs (N, features)."""
+    layers: list[Any] = [keras.Input(data.x_train.shape[1:])]
+    if len(data.x_train.shape) > 2:
+        layers.append(keras.layers.Flatten(name="flatten"))
+    layers += [keras.layers.Dense(int(w), activation=activation, name=f"dense_{i + 1}") for i, w in enumerate(hidden)]
+    layers.append(keras.layers.Dense(data.num_classes, name="logits"))
+    return keras.Sequential(layers, name="mlp")
+
+
+def cnn(data: datasets.Dataset, *, filters: list[int] = (32, 64), kernel_size: int = 3,
+        hidden: list[int] = (128,)) -> keras.Model:
+    """``conv_i`` (kernel_size, relu, 2x2 max-pool) blocks, then ``dense_i`` and ``logits``.
+
+    Flat square inputs (N, s*s) are reshaped to (s, s, 1).
+    """
+    shape = data.x_train.shape[1:]
+    layers: list[Any] = [keras.Input(shape)]
+    if len(shape) == 1:
+        side = int(round(shape[0] ** 0.5))
+        if side * side != shape[0]:
+            raise ValueError(f"cnn needs square images, but inputs have {shape[0]} features")
+        layers.append(keras.layers.Reshape((side, side, 1), name="image"))
+    for i, f in enumerate(filters):
+        layers += [keras.layers.Conv2D(int(f), kernel_size, padding="same", activation="relu", name=f"conv_{i + 1}"),
+                   keras.layers.MaxPooling2D(2, name=f"pool_{i + 1}")]
+    layers.append(keras.layers.Flatten(name="flatten"))
+    layers += [keras.layers.Dense(int(w), activation="relu", name=f"dense_{i + 1}") for i, w in enumerate(hidden)]
+    layers.append(keras.layers.Dense(data.num_classes, name="logits"))
+    return keras.Sequential(layers, name="cnn")
+
+
+def lstm_lm(data: datasets.Dataset, *, embedding: int = 200, units: int = 200) -> keras.Model:
+    """Word LM: ``embedding`` -> ``lstm`` (returns sequences) -> ``softmax`` (Dense to the vocabulary).
+
+    Inputs are token ids (N, T); targets are the next ids (N, T).
+    """
+    vocab = data.num_classes
+    return keras.Sequential([keras.Input(data.x_train.shape[1:], dtype="int32"),
+                             keras.layers.Embedding(vocab, int(embedding), name="embedding"),
+                             keras.layers.LSTM(int(units), return_sequences=True, name="lstm"),
+                             keras.layers.Dense(vocab, name="softmax")], name="lstm_lm")
+
+
+BUILTIN: dict[str, Callable[..., keras.Model]] = {"mlp": mlp, "cnn": cnn, "lstm_lm": lstm_lm}
+
+
+def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> keras.Model:
+    """The model a space's ``model`` section names, built for ``data``.
+
+    Raises:
+        ValueError: unknown keyword, a builder that raises, or one that returns no Keras model.
+    """
+    name, kwargs = section["builder"], _kwargs(section, "builder")
+    fn = import_callable(name, "model.builder", where) if ":" in name else BUILTIN[name]
+    try:
+        model = fn(data=data, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where}: model: {name} does not take {sorted(kwargs)} ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a user builder may raise anything; report it on one line
+        raise ValueError(f"{where}: model.builder: {name} raised {type(e).__name__}: {e}") from None
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{where}: model.builder: {name} returned {type(model).__name__}, not a keras.Model")
+    return model

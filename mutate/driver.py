@@ -1,0 +1,92 @@
+"""What ``mutate search`` does before and after Ray: check the space against the real model, then summarise.
+
+Building the model once in the driver lets every shape error (a rank above min(m, n), a glob matching
+nothing, an unreachable budget) surface in a second, before any trial starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import keras
+import numpy as np
+
+import operators
+from mutate import builders, policy
+from mutate.size import model_size
+from mutate.space import Space
+from mutate.surgery import matrix_shape
+from mutate.trial import budget_bytes
+
+
+def check_operator(name: str, params: dict[str, Any]) -> None:
+    """``operators.get(name, **params)``: raises ValueError/TypeError for unknown names or bad values."""
+    operators.get(name, **params)
+
+
+def _glob_matches(space: Space, key: str, globs: list[str], names: list[str]) -> None:
+    import fnmatch
+
+    for g in globs:
+        if not any(fnmatch.fnmatchcase(n, g) for n in names):
+            raise space.error(key, f"{g!r} matches no layer; the model's layers are {', '.join(names)}")
+
+
+def _smallest_bits(op_name: str, choices: dict[str, list[Any]], m: int, n: int) -> int:
+    best = None
+    keys = sorted(choices)
+    for combo in itertools.product(*(choices[k] for k in keys)):
+        op = operators.get(op_name, **dict(zip(keys, combo)))
+        bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
+        best = bits if best is None else min(best, bits)
+    return int(best or 0)
+
+
+def prepare(space: Space) -> tuple[dict[str, list[str]], int, int]:
+    """Validate the space against its model; returns (allowed, budget bytes, dense bytes).
+
+    Raises:
+        SpaceError: a glob matches nothing, a layer cannot be compressed, a parameter does not fit a layer,
+            or the budget is below the smallest model the space can reach.
+    """
+    data = builders.load_data(space.data, space.where)
+    keras.utils.set_random_seed(space.search["seed"])
+    model = builders.build_model(space.model, data, space.where)
+    names = [layer.name for layer in model.layers]
+    mut = space.mutations
+    _glob_matches(space, "mutations.layers", mut["layers"], names)
+    for op, params in mut["operators"].items():
+        _glob_matches(space, f"mutations.operators.{op}.layers", params.get("layers", []), names)
+    allowed = policy.targets(mut["operators"], mut["layers"], names)
+    if not allowed:
+        raise space.error("mutations.layers", f"no layer is left to mutate after the per-operator `layers`: {names}")
+    size = model_size(model)
+    dense_bytes = size.dense_bits // 8
+    saved = 0
+    for layer_name, ops in allowed.items():
+        layer = model.get_layer(layer_name)
+        try:
+            m, n = matrix_shape(layer)
+        except TypeError as e:
+            raise space.error("mutations.layers", str(e)) from None
+        for op in ops:
+            choices = policy.choices(mut["operators"], op)
+            for p, values in choices.items():
+                for v in values:
+                    try:
+                        operators.get(op, **{**{q: vs[0] for q, vs in choices.items()}, p: v}).check(m, n)
+                    except (ValueError, TypeError) as e:
+                        raise space.error(f"mutations.operators.{op}.{p}",
+                                          f"{v!r} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
+        smallest = min(_smallest_bits(op, policy.choices(mut["operators"], op), m, n) for op in allowed[layer_name])
+        saved += max(0, 32 * m * n - smallest) // 8
+    budget = budget_bytes(space, dense_bytes)
+    floor = dense_bytes - saved
+    if budget < floor:
+        key = "budget.bytes" if space.budget["bytes"] is not None else "budget.ratio"
+        value = space.budget["bytes"] if space.budget["bytes"] is not None else space.budget["ratio"]
+        raise space.error(key, f"{value!r} ({budget:,} bytes) is below the smallest model this space can reach "
+                               f"({floor:,} bytes of {dense_bytes:,} dense)")
+    return allowed, budget, dense_bytes
+

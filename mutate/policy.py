@@ -1,0 +1,93 @@
+"""The explore policy: propose the next mutation of a genome from a space. Pure Python, no TF, no Ray."""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from typing import Any, Mapping
+
+from mutate.genome import Genome, Mutation, current
+
+# Moving along a parameter's sorted choices in this direction compresses more.
+TIGHTER: dict[str, int] = {"rank": -1, "k": -1, "atoms": -1, "n_nonzero": -1, "sparsity": +1, "block_size": +1}
+
+
+def targets(operators: Mapping[str, Mapping[str, Any]], layers: list[str], names: list[str]) -> dict[str, list[str]]:
+    """Layer name -> operators allowed on it (the space's ``layers`` globs, narrowed per operator).
+
+    Args:
+        operators: the space's ``mutations.operators``; an operator's optional ``layers`` entry narrows it.
+        layers: the space's ``mutations.layers`` globs.
+        names: the model's layer names, in order.
+    """
+    out: dict[str, list[str]] = {}
+    for name in names:
+        if not any(fnmatch.fnmatchcase(name, g) for g in layers):
+            continue
+        ops = [op for op, params in operators.items()
+               if not params.get("layers") or any(fnmatch.fnmatchcase(name, g) for g in params["layers"])]
+        if ops:
+            out[name] = ops
+    return out
+
+
+def choices(operators: Mapping[str, Mapping[str, Any]], op: str) -> dict[str, list[Any]]:
+    """The parameter choices of ``op`` (without the ``layers`` narrowing key)."""
+    return {p: list(v) for p, v in operators[op].items() if p != "layers"}
+
+
+def draw(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], rng: random.Random,
+         exclude: set[str] = frozenset()) -> Mutation | None:  # type: ignore[assignment]
+    """A random new mutation on a layer not in ``exclude``, or None when every layer is excluded."""
+    free = [layer for layer in allowed if layer not in exclude]
+    if not free:
+        return None
+    layer = rng.choice(free)
+    op = rng.choice(allowed[layer])
+    params = {p: rng.choice(vs) for p, vs in sorted(choices(operators, op).items())}
+    return Mutation(layer, op, params)
+
+
+def tighten(operators: Mapping[str, Mapping[str, Any]], mutation: Mutation, rng: random.Random) -> Mutation | None:
+    """The same operator on the same layer, one notch more compressive in one parameter; None if none is."""
+    options = []
+    for p, vs in choices(operators, mutation.operator).items():
+        if p not in TIGHTER or p not in mutation.params:
+            continue
+        ladder = sorted(set(vs))
+        tighter = [v for v in ladder if (v - mutation.params[p]) * TIGHTER[p] > 0]
+        if tighter:
+            nearest = min(tighter, key=lambda v: abs(v - mutation.params[p]))
+            options.append((p, nearest))
+    if not options:
+        return None
+    p, v = rng.choice(sorted(options, key=str))
+    return Mutation(mutation.layer, mutation.operator, {**mutation.params, p: v})
+
+
+def propose(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], genome: Genome,
+            rng: random.Random, max_mutations: int) -> Mutation | None:
+    """Explore: add a mutation on an untouched layer, or tighten one in force (half the time each when both
+    are possible). Returns None when the genome can change no further."""
+    if len(genome) >= max_mutations:
+        return None
+    in_force = current(genome)
+    add = draw(operators, allowed, rng, exclude=set(in_force))
+    tightened = [t for t in (tighten(operators, m, rng) for m in in_force.values()) if t is not None]
+    if add is not None and (not tightened or rng.random() < 0.5):
+        return add
+    return rng.choice(tightened) if tightened else None
+
+
+def random_genome(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], rng: random.Random,
+                  *, first_step: int, last_step: int) -> Genome:
+    """A random genome for ``--strategy random``: 1 to len(allowed) mutations on distinct layers, each
+    planned at a random step in [first_step, last_step] (kept in order)."""
+    count = rng.randint(1, len(allowed))
+    steps = sorted(rng.randint(first_step, max(first_step, last_step)) for _ in range(count))
+    out: list[Mutation] = []
+    for step in steps:
+        m = draw(operators, allowed, rng, exclude={x.layer for x in out})
+        if m is not None:
+            out.append(m.applied(step))
+    return tuple(out)

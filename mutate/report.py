@@ -1,0 +1,135 @@
+"""``mutate pareto``: the front of a run as a table, CSV, JSON and PNG; several runs compared."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from mutate.pareto import Point, front, hypervolume
+from mutate.runs import read_points
+
+
+class Run:
+    """A run directory's points, front and reference values (what `mutate.load_run` returns)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir).resolve()
+        rows = read_points(self.dir)
+        self._rows = rows
+        self.lm = any("perplexity" in r for r in rows)
+        info = json.loads((self.dir / "space.json").read_text())
+        self.space = info["space"]
+
+    def points(self) -> list[Point]:
+        """Every reported point, in order."""
+        return [Point.from_row(r) for r in self._rows]
+
+    def pareto_front(self) -> list[Point]:
+        """The non-dominated points, smallest first."""
+        return front(self.points(), higher_is_better=not self.lm)
+
+    @property
+    def dense_bytes(self) -> int | None:
+        rows = [r for r in self._rows if r.get("ratio")]
+        return int(round(rows[0]["bytes"] / rows[0]["ratio"])) if rows else None
+
+    @property
+    def reference_metric(self) -> float:
+        """Chance level: 1 / classes for accuracy (from the model's output width), the vocabulary size for
+        perplexity (a uniform guess)."""
+        classes = self.space.get("_classes")
+        if classes is None:
+            classes = {"digits": 10, "fashion_mnist": 10}.get(str(self.space.get("data", {}).get("name")), 10)
+        return float(classes) if self.lm else 1.0 / classes
+
+    def hypervolume(self) -> float:
+        """Area dominated by the front up to (ratio 1.0, chance level); see `mutate.pareto.hypervolume`."""
+        return hypervolume(self.points(), self.reference_metric, 1.0, higher_is_better=not self.lm)
+
+    def budget_bytes(self) -> int | None:
+        b = self.space.get("budget", {})
+        if b.get("bytes") is not None:
+            return int(b["bytes"])
+        return int(b["ratio"] * self.dense_bytes) if b.get("ratio") is not None and self.dense_bytes else None
+
+    def export(self, out: str | Path, *, point: int | None = None, max_size: int | None = None,
+               min_accuracy: float | None = None, force: bool = False) -> Any:
+        """`mutate export` from Python; returns the spliced Keras model."""
+        from mutate.export import export
+
+        return export(self.dir, point=point, max_size=max_size, min_accuracy=min_accuracy, out=Path(out),
+                      force=force)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Open a run directory (finished or still running)."""
+    return Run(run_dir)
+
+
+def table(run: Run) -> str:
+    metric = "perplexity" if run.lm else "accuracy"
+    lines = [f"{'#':>3}  {'bytes':>10}  {'ratio':>7}  {metric:>10}  {'trial/step':<22}  genome"]
+    for i, p in enumerate(run.pareto_front()):
+        lines.append(f"{i:>3}  {p.size:>10,}  {p.ratio:>7.4f}  {p.metric:>10.4f}  {p.trial + '/' + str(p.step):<22}  "
+                     f"{p.genome}")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    tmp.replace(path)
+
+
+def _rows(run: Run) -> list[dict[str, Any]]:
+    metric = "perplexity" if run.lm else "accuracy"
+    return [{"point": i, "bytes": p.size, "ratio": p.ratio, metric: p.metric, "trial": p.trial, "step": p.step,
+             "genome": p.genome, "checkpoint": p.checkpoint} for i, p in enumerate(run.pareto_front())]
+
+
+def write_outputs(run: Run) -> None:
+    """pareto.csv, pareto.json and pareto.png in the run directory."""
+    rows = _rows(run)
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _write_atomic(run.dir / "pareto.csv", buf.getvalue())
+    summary = {"front": rows, "hypervolume": run.hypervolume(),
+               "hypervolume_reference": {"ratio": 1.0, "metric": run.reference_metric},
+               "dense_bytes": run.dense_bytes, "budget_bytes": run.budget_bytes(), "points": len(run.points())}
+    _write_atomic(run.dir / "pareto.json", json.dumps(summary, indent=1))
+    from mutate.plots import pareto_png
+
+    _write_atomic(run.dir / "pareto.png", pareto_png([run]))
+
+
+def pareto(runs: list[Path]) -> None:
+    """Print each run's front and hypervolume and write its files; with several runs, compare them."""
+    opened = [Run(r) for r in runs]
+    for run in opened:
+        if not run.points():
+            print(f"{run.dir}: no points yet")
+            continue
+        write_outputs(run)
+        print(f"{run.dir.name}: {len(run.points())} points, {len(run.pareto_front())} on the front; hypervolume "
+              f"{run.hypervolume():.4f} (reference: ratio 1.0, {'perplexity' if run.lm else 'accuracy'} "
+              f"{run.reference_metric:.4g})")
+        print(table(run))
+        print(f"wrote pareto.csv, pareto.json, pareto.png in {run.dir}\n")
+    if len(opened) > 1:
+        from mutate.plots import pareto_png
+
+        out = opened[0].dir.parent / ("compare_" + "_vs_".join(r.dir.name for r in opened) + ".png")
+        _write_atomic(out, pareto_png(opened))
+        print(f"{'run':<30}{'points':>8}{'front':>7}{'hypervolume':>13}")
+        for run in opened:
+            print(f"{run.dir.name:<30}{len(run.points()):>8}{len(run.pareto_front()):>7}{run.hypervolume():>13.4f}")
+        print(f"wrote {out}")

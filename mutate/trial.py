@@ -1,0 +1,172 @@
+"""One trial of a search, without Ray: build, mutate mid-training, train, measure, checkpoint, restore.
+
+The search runner drives a `TrialRunner` from a Ray Tune trainable; tests drive it directly. A checkpoint
+is the whole model as ``.keras`` (architecture and weights, blended state included) plus ``state.json``
+(step and genome), so any trial can restore any other trial's architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+import mutate
+from mutate import builders
+from mutate.data import Dataset
+from mutate.densify import densify
+from mutate.genome import Genome, Mutation, current, from_json, pending, summary, to_json
+from mutate.space import Space
+
+_OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
+               "adamw": keras.optimizers.AdamW}
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or Inf loss; the trial cannot go on."""
+
+
+def split_validation(data: Dataset, seed: int, fraction: float = 0.1) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_val, y_val): a fixed ``fraction`` of the training set held out for the score."""
+    order = np.random.default_rng(seed).permutation(len(data.x_train))
+    cut = max(1, int(round(fraction * len(order))))
+    val, train = order[:cut], order[cut:]
+    return data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val]
+
+
+def budget_bytes(space: Space, dense_bytes: int) -> int:
+    """The size budget in bytes (``budget.bytes``, or ``budget.ratio`` of the dense model)."""
+    b = space.budget
+    return int(b["bytes"]) if b["bytes"] is not None else int(math.floor(b["ratio"] * dense_bytes))
+
+
+class TrialRunner:
+    """Trains one model of a space and applies its genome's mutations when their step comes.
+
+    Args:
+        space: the validated search space.
+        seed: the trial's seed (weights, data order).
+        data: the dataset (loaded from the space when None).
+    """
+
+    def __init__(self, space: Space, seed: int, data: Dataset | None = None) -> None:
+        self.space, self.seed = space, int(seed)
+        keras.utils.set_random_seed(self.seed)
+        self.data = data if data is not None else builders.load_data(space.data, space.where)
+        self.lm = self.data.y_train.ndim > 1
+        self.x, self.y, self.x_val, self.y_val = split_validation(self.data, seed=space.search["seed"])
+        self.model = builders.build_model(space.model, self.data, space.where)
+        self.dense_bytes = mutate.model_size(self.model).dense_bits // 8
+        self.budget = budget_bytes(space, self.dense_bytes)
+        self.step = 0
+        self.genome: Genome = ()
+        self.train_seconds = 0.0
+        self._rng = np.random.default_rng(self.seed)
+        self._compile()
+
+    # -- model state ----------------------------------------------------------------------------------------
+    def _compile(self) -> None:
+        t = self.space.training
+        metrics = [] if self.lm else ["accuracy"]
+        self.model.compile(_OPTIMIZERS[t["optimizer"]](t["learning_rate"]),
+                           keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
+
+    def apply(self, wanted: Genome) -> list[Mutation]:
+        """Splice in every mutation of ``wanted`` beyond the applied genome whose planned step has come
+        (None: now). Each starts its own blend window at the current step. Returns those applied."""
+        done = []
+        for m in pending(self.genome, wanted):
+            if m.step is not None and m.step > self.step:
+                break
+            self._mutate(m)
+            done.append(m)
+        return done
+
+    def _mutate(self, m: Mutation) -> None:
+        mut = self.space.mutations
+        model = densify(self.model, m.layer) if m.layer in current(self.genome) else self.model
+        sched = mutate.Schedule(begin_step=0, end_step=mut["window"] - 1, frequency=mut["frequency"])
+        self.model = mutate.compress(model, {m.layer: (m.operator, m.params)}, sched, refresh=mut["refresh"])
+        self.genome = (*self.genome, m.applied(self.step))
+        self._compile()
+
+    def train(self, steps: int) -> None:
+        """Train ``steps`` batches (sampling without replacement, epoch by epoch), then splice every layer
+        whose blend finished.
+
+        Raises:
+            NonFiniteLoss: the loss became NaN or Inf.
+        """
+        batch = self.space.training["batch_size"]
+        need = steps * batch
+        idx = np.concatenate([self._rng.permutation(len(self.x)) for _ in range(-(-need // len(self.x)))])[:need]
+        t0 = time.perf_counter()
+        hist = self.model.fit(self.x[idx], self.y[idx], batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                              callbacks=[mutate.CompressionCallback()])
+        self.train_seconds += time.perf_counter() - t0
+        self.step += steps
+        loss = hist.history["loss"][-1]
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"training loss became {loss} at step {self.step} (genome {summary(self.genome)})")
+        stripped = mutate.strip(self.model, finished_only=True)
+        if stripped is not self.model:
+            self.model = stripped
+            self._compile()
+
+    def measure(self) -> dict[str, Any]:
+        """Accuracy (or perplexity) on the validation split and the test set, size, and the score.
+
+        The score is the validation accuracy (negative perplexity for a language model) when the model fits
+        the budget; over budget it is below every in-budget score.
+        """
+        val = self.model.evaluate(self.x_val, self.y_val, batch_size=512, verbose=0, return_dict=True)
+        test = self.model.evaluate(self.data.x_test, self.data.y_test, batch_size=512, verbose=0, return_dict=True)
+        size = mutate.model_size(self.model)
+        nbytes = size.bits // 8
+        if self.lm:
+            metric, test_metric = -math.exp(min(val["loss"], 50.0)), math.exp(min(test["loss"], 50.0))
+        else:
+            metric, test_metric = val["accuracy"], test["accuracy"]
+        fits = nbytes <= self.budget
+        floor = -1.0 if not self.lm else -1e9
+        score = metric if fits and math.isfinite(metric) else floor - nbytes / max(self.budget, 1)
+        out = {"step": self.step, "bytes": nbytes, "ratio": nbytes / self.dense_bytes, "fits_budget": fits,
+               "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
+               "train_seconds": self.train_seconds}
+        if self.lm:
+            out.update(perplexity=test_metric, val_perplexity=-metric)
+        else:
+            out.update(accuracy=test_metric, val_accuracy=metric)
+        return out
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``model.keras`` and ``state.json`` into ``folder`` (each atomically); returns the model path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "model.keras"
+        tmp = folder / "model.tmp.keras"
+        self.model.save(tmp)
+        tmp.replace(path)
+        state = {"step": self.step, "genome": to_json(self.genome), "seed": self.seed,
+                 "train_seconds": self.train_seconds, "rng": self._rng.bit_generator.state}
+        (folder / "state.tmp.json").write_text(json.dumps(state))
+        (folder / "state.tmp.json").replace(folder / "state.json")
+        return path
+
+    def restore(self, folder: str | os.PathLike[str]) -> None:
+        """Load a checkpoint written by `save` (possibly another trial's): architecture, weights and genome."""
+        folder = Path(folder)
+        state = json.loads((folder / "state.json").read_text())
+        self.model = keras.saving.load_model(folder / "model.keras", compile=False)
+        self.step, self.genome = int(state["step"]), from_json(state["genome"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        if "rng" in state:
+            self._rng.bit_generator.state = state["rng"]
+        self._compile()  # the config's optimizer and learning rate win over the checkpoint's
