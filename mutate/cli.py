@@ -7,8 +7,26 @@ with ``--verbose``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+
+def quiet_tensorflow_import(verbose: bool = False) -> None:
+    """Import TensorFlow with its C++ start-up chatter (absl and CUDA-stub lines on fd 2) hidden."""
+    if verbose or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     args = _parser().parse_args(argv)
     try:
+        if args.command != "search":  # search validates its YAML first, so a typo costs no TF import
+            quiet_tensorflow_import(args.verbose)
         if args.command == "search":
             _search(args)
         elif args.command == "pareto":

@@ -13,16 +13,20 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     """``mutate search``: validate, run (or resume) the search, then print the front. Returns the run dir."""
     import sys
 
-    from mutate import driver, search as runner
+    import operators
+    from mutate.cli import quiet_tensorflow_import
 
     console = sys.stdout
+    if resume is None:  # the YAML is checked before anything heavy is imported: a typo costs no TF import
+        extra = [f"search.strategy={strategy}"] if strategy else []
+        space = spaces.load(path, [*overrides, *extra],  # type: ignore[arg-type]
+                            check_operator=lambda name, params: operators.get(name, **params))
+    quiet_tensorflow_import(verbose)
+    from mutate import driver, search as runner
 
     if resume is not None:
         run_dir = Path(resume).resolve()
         space = runner.load_recorded_space(run_dir)
-    else:
-        extra = [f"search.strategy={strategy}"] if strategy else []
-        space = spaces.load(path, [*overrides, *extra], check_operator=driver.check_operator)  # type: ignore[arg-type]
     allowed, budget, dense_bytes = driver.prepare(space)
     if resume is None:
         run_dir = runner.prepare_run_dir(space)

@@ -25,8 +25,9 @@ def append_point(run_dir: Path, row: dict[str, Any]) -> None:
 
 
 def read_points(run_dir: Path) -> list[dict[str, Any]]:
-    """Every row of a run, in order, the last one kept for a (trial, step) reported twice (after a
-    resume). A torn last line (the driver was killed mid-write) is skipped.
+    """Every row of a run, in order. A trial may report a step twice (after an exploit rewinds it, or a
+    resume repeats it); each report is its own point with its own checkpoint. A torn last line (the driver
+    was killed mid-write) is skipped.
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a run directory.
@@ -37,12 +38,11 @@ def read_points(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / POINTS
     if not path.is_file():
         return []
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    rows: dict[Any, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        rows.pop((row["trial"], row["step"]), None)
-        rows[(row["trial"], row["step"])] = row
+        rows[row.get("checkpoint") or len(rows)] = row
     return list(rows.values())

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,7 +64,9 @@ class MutationTrainable(tune.Trainable):
         self.runner.apply(from_json(self.config["member"]["genome"]))
         self.runner.train(t["report_every"])
         result = self.runner.measure()
-        folder = Path(self.config["run_dir"]) / "models" / self.trial_id / f"step_{result['step']:07d}"
+        # unique per report: after an exploit a trial may report the same step again with another model
+        folder = (Path(self.config["run_dir"]) / "models" / self.trial_id
+                  / f"step_{result['step']:07d}_{uuid.uuid4().hex[:8]}")
         self.runner.save(folder)
         result["checkpoint"] = str(folder.relative_to(self.config["run_dir"]))
         result["done"] = self.runner.step >= t["steps"]
@@ -93,6 +96,14 @@ class _Points(tune.Callback):
         self.last = 0.0
         self.best: tuple[float, dict[str, Any]] | None = None
         self.count = 0
+
+    def setup(self, **info: Any) -> None:
+        """Called when a run starts or resumes: restart the clock and the counters."""
+        self.t0 = time.time()
+        self.last = 0.0
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        _emit(self.line(trials))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "accuracy",

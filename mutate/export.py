@@ -1,0 +1,87 @@
+"""``mutate export``: take one model of a run home, re-evaluated and spliced, as a ``.keras`` file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+
+import mutate
+from mutate import builders
+from mutate.pareto import Point
+from mutate.report import Run
+from mutate.search import load_recorded_space
+
+TOLERANCE = 1e-6
+"""Largest accepted difference between the stored and the re-evaluated test metric."""
+
+
+def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: float | None) -> Point:
+    """The front point picked by index, by size limit or by accuracy floor.
+
+    Raises:
+        ValueError: no such point.
+    """
+    fr = run.pareto_front()
+    if not fr:
+        raise ValueError(f"{run.dir}: the run has no points yet")
+    if point is not None:
+        if not 0 <= point < len(fr):
+            raise ValueError(f"{run.dir}: --point {point}: the front has {len(fr)} points, numbered 0 to "
+                             f"{len(fr) - 1} (see `mutate pareto {run.dir}`)")
+        return fr[point]
+    if max_size is not None:
+        fits = [p for p in fr if p.size <= max_size]
+        if not fits:
+            raise ValueError(f"{run.dir}: --max-size {max_size}: the smallest front point has {fr[0].size:,} bytes")
+        return fits[-1]
+    ok = [p for p in fr if (p.metric >= min_accuracy if not run.lm else p.metric <= min_accuracy)]  # type: ignore[operator]
+    if not ok:
+        raise ValueError(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.4f}")
+    return ok[0]
+
+
+def _metric(model: keras.Model, data: Any, lm: bool) -> float:
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[] if lm else ["accuracy"])
+    res = model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0, return_dict=True)
+    return math.exp(min(res["loss"], 50.0)) if lm else float(res["accuracy"])
+
+
+def export(run_dir: Path, *, point: int | None = None, max_size: int | None = None,
+           min_accuracy: float | None = None, out: Path, force: bool = False) -> keras.Model:
+    """Load the chosen point's checkpoint, re-evaluate it, splice its finished layers and save it.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``force`` is False.
+        ValueError: no such point, or the re-evaluated metric differs from the stored one (nothing is written).
+    """
+    run = Run(run_dir)
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out}: exists; pass --force to overwrite it")
+    if out.suffix != ".keras":
+        raise ValueError(f"--out {out}: the file name must end in .keras")
+    chosen = choose(run, point=point, max_size=max_size, min_accuracy=min_accuracy)
+    space = load_recorded_space(run.dir)
+    model = keras.saving.load_model(run.dir / chosen.checkpoint / "model.keras", compile=False)
+    data = builders.load_data(space.data, space.where)
+    spliced = mutate.strip(model, finished_only=True)
+    again = _metric(spliced, data, run.lm)
+    name = "perplexity" if run.lm else "accuracy"
+    if abs(again - chosen.metric) > TOLERANCE * max(1.0, abs(chosen.metric)):
+        raise ValueError(f"{run.dir}: point {chosen.trial}/{chosen.step}: re-evaluated {name} {again:.6f} differs "
+                         f"from the stored {chosen.metric:.6f}; refusing to write {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.keras")
+    spliced.save(tmp)
+    tmp.replace(out)
+    spliced.summary()
+    size = mutate.model_size(spliced)
+    print(size)
+    print(f"\nexported {chosen.trial}/{chosen.step} ({chosen.genome}): {size.bits // 8:,} bytes "
+          f"({size.bits / size.dense_bits:.4f} of dense, {size.ratio:.1f}x fewer bits), test {name} {again:.4f} "
+          f"(stored {chosen.metric:.4f}) -> {out}")
+    return spliced

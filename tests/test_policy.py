@@ -1,0 +1,64 @@
+"""Genome bookkeeping and the explore policy (pure Python, milliseconds)."""
+
+import random
+
+import pytest
+
+from mutate import policy
+from mutate.genome import Mutation, current, from_json, pending, summary, to_json
+
+OPS = {"low_rank": {"rank": [32, 16, 8], "layers": ["dense_*"]}, "pruning": {"sparsity": [0.5, 0.9]}}
+
+
+def test_genome_json_round_trip_and_summary():
+    g = (Mutation("dense_1", "low_rank", {"rank": 16}, 100), Mutation("logits", "pruning", {"sparsity": 0.9}))
+    assert from_json(to_json(g)) == g
+    assert summary(g) == "dense_1:low_rank(r=16) logits:pruning(s=0.9)"
+    assert summary(()) == "dense"
+    tightened = (*g, Mutation("dense_1", "low_rank", {"rank": 8}))
+    assert current(tightened)["dense_1"].params == {"rank": 8}
+
+
+def test_pending_requires_a_prefix_and_ignores_steps():
+    a = Mutation("dense_1", "low_rank", {"rank": 16})
+    b = Mutation("logits", "pruning", {"sparsity": 0.9})
+    assert pending((a.applied(300),), (a, b)) == (b,)
+    with pytest.raises(ValueError, match="does not extend"):
+        pending((b.applied(5),), (a, b))
+
+
+def test_targets_narrow_operators_per_layer():
+    allowed = policy.targets(OPS, ["dense_*", "logits"], ["flatten", "dense_1", "dense_2", "logits"])
+    assert allowed == {"dense_1": ["low_rank", "pruning"], "dense_2": ["low_rank", "pruning"], "logits": ["pruning"]}
+
+
+def test_tighten_moves_one_notch_in_the_compressive_direction():
+    rng = random.Random(0)
+    assert policy.tighten(OPS, Mutation("dense_1", "low_rank", {"rank": 32}), rng).params == {"rank": 16}
+    assert policy.tighten(OPS, Mutation("dense_1", "pruning", {"sparsity": 0.5}), rng).params == {"sparsity": 0.9}
+    assert policy.tighten(OPS, Mutation("dense_1", "low_rank", {"rank": 8}), rng) is None
+
+
+def test_propose_adds_on_free_layers_then_tightens_then_stops():
+    allowed = {"dense_1": ["low_rank"], "logits": ["pruning"]}
+    rng = random.Random(1)
+    g = ()
+    for _ in range(20):
+        m = policy.propose(OPS, allowed, g, rng, max_mutations=10)
+        if m is None:
+            break
+        assert m.layer in allowed and m.operator in allowed[m.layer]
+        g = (*g, m.applied(len(g)))
+    final = current(g)
+    assert final["dense_1"].params == {"rank": 8} and final["logits"].params == {"sparsity": 0.9}
+    assert policy.propose(OPS, allowed, g, rng, max_mutations=10) is None
+    assert policy.propose(OPS, allowed, (), rng, max_mutations=0) is None
+
+
+def test_random_genome_is_seeded_and_ordered():
+    allowed = {"dense_1": ["low_rank", "pruning"], "dense_2": ["pruning"], "logits": ["pruning"]}
+    g1 = policy.random_genome(OPS, allowed, random.Random(7), first_step=100, last_step=500)
+    g2 = policy.random_genome(OPS, allowed, random.Random(7), first_step=100, last_step=500)
+    assert g1 == g2 and len({m.layer for m in g1}) == len(g1) >= 1
+    steps = [m.step for m in g1]
+    assert steps == sorted(steps) and all(100 <= s <= 500 for s in steps)

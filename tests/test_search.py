@@ -1,0 +1,109 @@
+"""Real searches on digits through the CLI: PBT end to end, export, and a SIGKILLed driver resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "search_spaces" / "digits_mlp.yaml"
+MUTATE = [sys.executable, "-m", "mutate.cli"]
+SMALL = ["--set", "training.steps=300", "--set", "training.report_every=50", "--set", "search.population=2",
+         "--set", "model.hidden=[32,32]", "--set", "mutations.warmup_steps=50", "--set", "mutations.window=50",
+         "--set", "search.perturbation_interval=100", "--set", "budget.ratio=0.5", "--progress", "5"]
+
+
+def run(args, **kw):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([*MUTATE, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, **kw)
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "points.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    res = run(["search", str(SPACE), *SMALL, "--set", f"storage={storage}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return storage / "digits_mlp", res
+
+
+def test_search_reports_every_point_and_prints_the_front(finished):
+    run_dir, res = finished
+    points = rows(run_dir)
+    assert len(points) >= 2 * 6  # an exploit that rewinds a trial adds its repeated steps as new points
+    assert {p["step"] for p in points} == {50, 100, 150, 200, 250, 300}
+    assert len({p["checkpoint"] for p in points}) == len(points)
+    for p in points:
+        assert (run_dir / p["checkpoint"] / "model.keras").is_file()
+        assert 0 < p["ratio"] <= 3 and 0 <= p["accuracy"] <= 1
+    assert any(p["genome"] for p in points), "no mutation was ever spliced in"
+    out = res.stdout
+    assert "search done" in out and "on the front" in out and "hypervolume" in out
+    assert "INFO" not in out and "Traceback" not in out and len(out.splitlines()) < 60, out
+    for name in ("pareto.csv", "pareto.json", "pareto.png"):
+        assert (run_dir / name).is_file()
+    assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_reevaluates_and_reloads(finished, tmp_path):
+    run_dir, _ = finished
+    out = tmp_path / "best.keras"
+    res = run(["export", str(run_dir), "--point", "0", "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert out.is_file() and "exported" in res.stdout
+    front = json.loads((run_dir / "pareto.json").read_text())["front"]
+    code = ("import keras, mutate, numpy as np; from mutate.data import digits; d = digits(); "
+            f"m = keras.saving.load_model({str(out)!r}); "
+            "print((m.predict(d.x_test, verbose=0).argmax(1) == d.y_test).mean())")
+    acc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert abs(float(acc.stdout.split()[-1]) - front[0]["accuracy"]) < 1e-6
+    again = run(["export", str(run_dir), "--point", "0", "--out", str(out)])
+    assert again.returncode == 2 and "pass --force" in again.stderr and "Traceback" not in again.stderr
+    missing = run(["export", str(run_dir), "--point", "99", "--out", str(tmp_path / "x.keras")])
+    assert missing.returncode == 2 and "--point 99: the front has" in missing.stderr
+    assert not (tmp_path / "x.keras").exists()
+    not_a_run = run(["pareto", str(tmp_path)])
+    assert not_a_run.returncode == 2 and "not a mutate run directory" in not_a_run.stderr
+
+
+def test_a_bad_space_exits_2_with_one_line(tmp_path):
+    res = run(["search", str(SPACE), "--set", "search.population=0", "--set", f"storage={tmp_path}"])
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["mutate: error: digits_mlp.yaml: search.population: expected an int "
+                                               ">= 1, got 0"]
+    assert not any(tmp_path.iterdir()), "a failed validation must not leave a run directory"
+
+
+def test_sigkilled_driver_resumes_and_keeps_every_point(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([*MUTATE, "search", str(SPACE), *SMALL, "--set", f"storage={tmp_path}"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run_dir = tmp_path / "digits_mlp"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (run_dir / "points.jsonl").is_file() and len(rows(run_dir)) >= 4:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-search
+    proc.wait()
+    before = {p["checkpoint"] for p in rows(run_dir)}
+    assert len(before) >= 4
+    res = run(["search", "--resume", str(run_dir)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    points = rows(run_dir)
+    assert before <= {p["checkpoint"] for p in points}
+    assert {p["step"] for p in points} == {50, 100, 150, 200, 250, 300}
+    assert len({p["trial"] for p in points}) == 2
+    last = {}
+    for p in points:
+        last[p["trial"]] = max(last.get(p["trial"], 0), p["step"])
+    assert set(last.values()) == {300}, "every trial finished"
+    assert "on the front" in res.stdout

@@ -1,0 +1,135 @@
+"""Search-space validation: every error is one line naming the file, the key and the value."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mutate import driver
+from mutate import space as spaces
+from mutate.space import SpaceError
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "search_spaces" / "digits_mlp.yaml"
+
+
+def write(tmp_path, data, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+def base():
+    return yaml.safe_load(DIGITS.read_text())
+
+
+def load(tmp_path, data, overrides=()):
+    return spaces.load(write(tmp_path, data), list(overrides), check_operator=driver.check_operator)
+
+
+def test_shipped_spaces_validate():
+    for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
+        s = spaces.load(path, check_operator=driver.check_operator)
+        assert s.name == path.stem
+
+
+def test_defaults_and_relative_storage(tmp_path):
+    s = load(tmp_path, base())
+    assert s.storage == (tmp_path / ".." / "mutate_runs").resolve()
+    assert s.search["max_failures"] == 2 and s.resources["gpus"] == 0
+
+
+@pytest.mark.parametrize("mutate_data, key, fragment", [
+    (lambda d: d["search"].update(population=0), "search.population", "expected an int >= 1, got 0"),
+    (lambda d: d["search"].update(strategy="grid"), "search.strategy", "'grid'"),
+    (lambda d: d["training"].update(learning_rate=-1), "training.learning_rate", "-1"),
+    (lambda d: d["training"].update(batch_size="32"), "training.batch_size", "'32'"),
+    (lambda d: d["search"].update(populaton=4), "search.populaton", "did you mean 'population'"),
+    (lambda d: d.update(extra=1), "extra", "unknown key"),
+    (lambda d: d["budget"].update(bytes=100), "budget", "exactly one of"),
+    (lambda d: d["budget"].update(ratio=1.5), "budget.ratio", "1.5"),
+    (lambda d: d["mutations"].update(layers=[]), "mutations.layers", "non-empty"),
+    (lambda d: d["mutations"]["operators"].update(svd={"rank": [4]}), "mutations.operators.svd",
+     "available: "),
+    (lambda d: d["mutations"]["operators"]["low_rank"].update(rank=[8, 0]), "mutations.operators.low_rank.rank",
+     "rank=0"),
+    (lambda d: d["mutations"]["operators"]["pruning"].update(sparsity=[1.0]),
+     "mutations.operators.pruning.sparsity", "sparsity=1.0"),
+    (lambda d: d["model"].update(builder="resnet"), "model.builder", "'resnet'"),
+    (lambda d: d.pop("budget"), "budget", "missing required section"),
+])
+def test_errors_name_file_key_and_value(tmp_path, mutate_data, key, fragment):
+    data = base()
+    mutate_data(data)
+    with pytest.raises(SpaceError) as e:
+        load(tmp_path, data)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("s.yaml: ") and key in msg and fragment in msg, msg
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    with pytest.raises(SpaceError, match=r"s.yaml: malformed YAML at line \d+, column \d+: "):
+        spaces.load(write(tmp_path, "name: x\nmodel: {builder: mlp\ndata: digits\n"))
+
+
+def test_yaml_tags_are_refused(tmp_path):
+    with pytest.raises(SpaceError, match="malformed YAML"):
+        spaces.load(write(tmp_path, "name: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_missing_file():
+    with pytest.raises(SpaceError, match="no such search space file"):
+        spaces.load("nowhere.yaml")
+
+
+def test_set_overrides_any_key_and_parses_yaml(tmp_path):
+    s = load(tmp_path, base(), ["search.population=2", "mutations.operators.low_rank.rank=[4, 2]",
+                                "search.time_budget_s=30"])
+    assert s.search["population"] == 2 and s.search["time_budget_s"] == 30.0
+    assert s.mutations["operators"]["low_rank"]["rank"] == [4, 2]
+    with pytest.raises(SpaceError, match="search.popul: unknown key"):
+        load(tmp_path, base(), ["search.popul=2"])
+    with pytest.raises(SpaceError, match="expected key.path=value"):
+        load(tmp_path, base(), ["search.population"])
+
+
+@pytest.mark.parametrize("change, key, fragment", [
+    (["mutations.layers=[nothing_*]"], "mutations.layers", "'nothing_*' matches no layer"),
+    (["mutations.operators.low_rank.rank=[300]"], "mutations.operators.low_rank.rank", "300 does not fit layer"),
+    (["mutations.operators.kmeans.k=[20000]"], "mutations.operators.kmeans.k", "20000"),
+    (["budget.ratio=0.001"], "budget.ratio", "below the smallest model"),
+    (["mutations.layers=[flatten_x, logits]"], "mutations.layers", "matches no layer"),
+    (["model.hidden=oops"], "model", ""),
+    (["data.name=digits", "data.bogus=1"], "data", "bogus"),
+    (["model.builder=nonexistent_pkg.mod:fn"], "model.builder", "cannot import module"),
+])
+def test_errors_found_against_the_real_model(tmp_path, change, key, fragment):
+    s = load(tmp_path, base(), change)
+    with pytest.raises((SpaceError, ValueError)) as e:
+        driver.prepare(s)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("s.yaml: ") and key in msg and fragment in msg, msg
+
+
+def raising_builder(data, **kwargs):
+    raise RuntimeError("boom")
+
+
+def test_a_builder_that_raises_is_one_line(tmp_path):
+    s = load(tmp_path, base(), ["model.builder=tests.test_space:raising_builder"])
+    with pytest.raises(ValueError, match=r"s.yaml: model.builder: tests.test_space:raising_builder raised "
+                                         r"RuntimeError: boom"):
+        driver.prepare(s)
+
+
+def test_unsupported_layer_type(tmp_path):
+    s = load(tmp_path, base(), ["model.builder=cnn", "mutations.layers=[pool_*]", "model.filters=[4]",
+                                "model.hidden=[8]"])
+    with pytest.raises(SpaceError, match=r"mutations.layers: layer 'pool_1' of type MaxPooling2D cannot be "):
+        driver.prepare(s)
+
+
+def test_missing_data_file(tmp_path):
+    s = load(tmp_path, base(), ["data.name=fashion_mnist", f"data.data_dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="s.yaml: data.name: fashion_mnist: .*lacks train-images"):
+        driver.prepare(s)

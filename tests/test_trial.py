@@ -1,0 +1,66 @@
+"""TrialRunner: mutations spliced mid-training, tightening, and a restore across genomes (no Ray)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mutate import space as spaces
+from mutate.genome import Mutation
+from mutate.layers import BlendedLayer
+from mutate.trial import TrialRunner
+
+SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+
+
+@pytest.fixture(scope="module")
+def space():
+    return spaces.load(SPACE, ["mutations.window=20", "mutations.frequency=5", "model.hidden=[32, 32]"])
+
+
+def test_mutation_blends_then_splices_then_tightens(space):
+    r = TrialRunner(space, seed=0)
+    r.train(30)
+    dense = r.measure()
+    assert dense["genome_summary"] == "dense" and dense["ratio"] == 1.0 and not dense["fits_budget"]
+    assert dense["score"] < -1
+    g = (Mutation("dense_1", "low_rank", {"rank": 4}),)
+    r.apply(g)
+    assert isinstance(r.model.get_layer("dense_1"), BlendedLayer) and r.genome[0].step == 30
+    r.train(20)
+    assert [layer.name for layer in r.model.layers][:2] == ["dense_1_left", "dense_1_right"]
+    spliced = r.measure()
+    assert spliced["bytes"] < dense["bytes"]
+    r.apply((*g, Mutation("dense_1", "low_rank", {"rank": 2})))
+    r.train(20)
+    assert r.model.get_layer("dense_1_left").kernel.shape == (64, 2)
+    assert r.measure()["genome_summary"] == "dense_1:low_rank(r=2)"
+
+
+def test_planned_mutations_wait_for_their_step(space):
+    r = TrialRunner(space, seed=0)
+    planned = (Mutation("logits", "pruning", {"sparsity": 0.5}, step=40),)
+    assert r.apply(planned) == [] and r.genome == ()
+    r.train(40)
+    assert len(r.apply(planned)) == 1 and r.genome[0].step == 40
+
+
+def test_restore_takes_another_trials_architecture_and_weights(space, tmp_path):
+    donor = TrialRunner(space, seed=1)
+    donor.train(10)
+    donor.apply((Mutation("dense_2", "kmeans", {"k": 4}), Mutation("dense_1", "low_rank", {"rank": 4})))
+    donor.train(10)  # mid-blend: alpha and step are part of the checkpoint
+    donor.save(tmp_path / "ck")
+    x = donor.x_val[:16]
+    expected = donor.model.predict(x, verbose=0)
+
+    clone = TrialRunner(space, seed=2)
+    clone.train(5)
+    clone.restore(tmp_path / "ck")
+    assert clone.genome == donor.genome and clone.step == donor.step == 20
+    assert [type(layer).__name__ for layer in clone.model.layers] == [type(layer).__name__ for layer in donor.model.layers]
+    np.testing.assert_array_equal(clone.model.predict(x, verbose=0), expected)
+    assert clone.model.get_layer("dense_1").current_alpha() == donor.model.get_layer("dense_1").current_alpha()
+    clone.apply((*donor.genome, Mutation("logits", "pruning", {"sparsity": 0.9})))
+    clone.train(30)
+    assert clone.measure()["genome_summary"] == "dense_2:kmeans(k=4) dense_1:low_rank(r=4) logits:pruning(s=0.9)"
