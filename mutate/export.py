@@ -13,6 +13,7 @@ from mutate import builders
 from mutate.pareto import Point
 from mutate.report import Run
 from mutate.search import load_recorded_space
+from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM
 
 TOLERANCE = 1e-6
 """Largest accepted difference between the stored and the re-evaluated test metric."""
@@ -46,7 +47,8 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
 def _metric(model: keras.Model, data: Any, lm: bool) -> float:
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[] if lm else ["accuracy"])
-    res = model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0, return_dict=True)
+    res = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH_LM if lm else EVAL_BATCH, verbose=0,
+                         return_dict=True)
     return math.exp(min(res["loss"], 50.0)) if lm else float(res["accuracy"])
 
 

@@ -28,6 +28,10 @@ _OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsp
                "adamw": keras.optimizers.AdamW}
 
 
+EVAL_BATCH, EVAL_BATCH_LM = 512, 32
+"""Evaluation batch sizes (a language model's logits are batch x seq_len x vocab floats)."""
+
+
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN or Inf loss; the trial cannot go on."""
 
@@ -125,8 +129,9 @@ class TrialRunner:
         The score is the validation accuracy (negative perplexity for a language model) when the model fits
         the budget; over budget it is below every in-budget score.
         """
-        val = self.model.evaluate(self.x_val, self.y_val, batch_size=512, verbose=0, return_dict=True)
-        test = self.model.evaluate(self.data.x_test, self.data.y_test, batch_size=512, verbose=0, return_dict=True)
+        batch = EVAL_BATCH_LM if self.lm else EVAL_BATCH
+        val = self.model.evaluate(self.x_val, self.y_val, batch_size=batch, verbose=0, return_dict=True)
+        test = self.model.evaluate(self.data.x_test, self.data.y_test, batch_size=batch, verbose=0, return_dict=True)
         size = mutate.model_size(self.model)
         nbytes = size.bits // 8
         if self.lm:
