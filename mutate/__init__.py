@@ -22,8 +22,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CompressionCallback": "mutate.callbacks", "blended_layers": "mutate.callbacks",
     "CompressedConv2D": "mutate.layers", "CompressedDense": "mutate.layers", "CompressedEmbedding": "mutate.layers",
-    "FactorConv2D": "mutate.layers", "FactorDense": "mutate.layers", "FactorEmbedding": "mutate.layers",
-    "SplicedConv2D": "mutate.layers", "SplicedDense": "mutate.layers", "SplicedEmbedding": "mutate.layers",
+    "CompressedLSTM": "mutate.layers", "FactorConv2D": "mutate.layers", "FactorDense": "mutate.layers",
+    "FactorEmbedding": "mutate.layers", "FactorLSTM": "mutate.layers", "SplicedConv2D": "mutate.layers",
+    "SplicedDense": "mutate.layers", "SplicedEmbedding": "mutate.layers", "SplicedLSTM": "mutate.layers",
     "Schedule": "mutate.schedule", "LayerSize": "mutate.size", "ModelSize": "mutate.size",
     "model_size": "mutate.size", "compress": "mutate.surgery", "strip": "mutate.surgery",
     "densify": "mutate.densify", "load_run": "mutate.report", "Run": "mutate.report",

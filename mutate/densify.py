@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from mutate.layers import BlendedLayer, SplicedLayer
+from mutate.layers._lstm import is_lstm, lstm_arguments, lstm_weights
 from mutate.surgery import _check_model, _conv_geometry, _rebuild, _Replacement
 
 
@@ -31,13 +32,15 @@ def _matrix(parts: list[keras.layers.Layer]) -> np.ndarray:
     if isinstance(first, SplicedLayer):
         return ops.convert_to_numpy(first.compressor.product(first.factor_tensors())).reshape(first.matrix_shape)
     left = ops.convert_to_numpy(first.embeddings if isinstance(first, keras.layers.Embedding) else first.kernel)
-    right = ops.convert_to_numpy(parts[1].kernel)
+    right = ops.convert_to_numpy(lstm_weights(parts[1])[0] if is_lstm(parts[1]) else parts[1].kernel)
     return left.reshape(-1, left.shape[-1]) @ right.reshape(-1, right.shape[-1])
 
 
 def _plain(parts: list[keras.layers.Layer], name: str, shape: tuple[int, int]) -> keras.layers.Layer:
     first, last = parts[0], parts[-1]
     dtype = first.dtype_policy
+    if is_lstm(last):
+        return keras.layers.LSTM(last.units, **lstm_arguments(last), name=name, dtype=dtype)
     if hasattr(first, "mask_zero"):  # an embedding table, blended, spliced or a factor pair
         return keras.layers.Embedding(shape[0], shape[1], mask_zero=first.mask_zero, name=name, dtype=dtype)
     if hasattr(first, "filters"):
@@ -49,7 +52,8 @@ def _plain(parts: list[keras.layers.Layer], name: str, shape: tuple[int, int]) -
 
 def densify(model: keras.Model, name: str) -> keras.Model:
     """Replace the compressed layer ``name`` (blending, or spliced into one or two layers) by a plain
-    Dense/Embedding/Conv2D of the same name whose kernel is the matrix it computes with now.
+    Dense/Embedding/Conv2D/LSTM of the same name whose kernel is the matrix it computes with now (an LSTM
+    also keeps its recurrent kernel and bias).
 
     Raises:
         ValueError: no compressed layer comes from ``name``.
@@ -59,14 +63,20 @@ def densify(model: keras.Model, name: str) -> keras.Model:
     if not parts:
         raise ValueError(f"model {model.name!r} has no compressed layer {name!r} to densify.")
     matrix = _matrix(parts)
-    bias = None if getattr(parts[-1], "bias", None) is None else ops.convert_to_numpy(parts[-1].bias)
+    kept = lstm_weights(parts[-1])[1:] if is_lstm(parts[-1]) else (None, getattr(parts[-1], "bias", None))
+    recurrent, bias = (None if w is None else ops.convert_to_numpy(w) for w in kept)
     plain = _plain(parts, name, matrix.shape)
 
     def init() -> None:
-        target = plain.embeddings if isinstance(plain, keras.layers.Embedding) else plain.kernel
+        if isinstance(plain, keras.layers.LSTM):
+            target, plain_recurrent, plain_bias = lstm_weights(plain)
+            plain_recurrent.assign(recurrent)
+        else:
+            target = plain.embeddings if isinstance(plain, keras.layers.Embedding) else plain.kernel
+            plain_bias = getattr(plain, "bias", None)
         target.assign(matrix.reshape(tuple(target.shape)))
         if bias is not None:
-            plain.bias.assign(bias)
+            plain_bias.assign(bias)
 
     replace: dict[str, _Replacement] = {parts[0].name: _Replacement([plain], init)}
     for extra in parts[1:]:

@@ -27,16 +27,6 @@ from mutate.runs import SPACE_FILE, append_point, read_points
 from mutate.space import Space, SpaceError, from_dict
 
 
-def strategy_for(gpus: float, tpus: int) -> str:
-    """Which tf.distribute strategy a trial builds its model under: ``tpu`` (TPUStrategy) when it holds
-    a TPU, ``mirrored`` (MirroredStrategy) with more than one GPU, else ``default``."""
-    if tpus > 0:
-        return "tpu"
-    if gpus > 1:
-        return "mirrored"
-    return "default"
-
-
 def _space_of(config: dict[str, Any]) -> Space:
     path = Path(config["space_path"]) if config.get("space_path") else None
     return from_dict(config["space"], path=path)

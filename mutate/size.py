@@ -80,11 +80,21 @@ def _count(variables: list) -> int:
     return int(sum(int(np.prod(v.shape)) for v in variables))
 
 
+def _kept(layer: keras.layers.Layer) -> list:
+    """The weights a compressed layer keeps uncompressed: its bias, and an LSTM's recurrent kernel too."""
+    kept = getattr(layer, "kept_weights", None)
+    if kept is not None:
+        return list(kept())
+    return [layer.bias] if getattr(layer, "bias", None) is not None else []
+
+
 def model_size(model: keras.Model) -> ModelSize:
     """Size of ``model``: per-layer and total parameters and stored bits, and the ratio to dense.
 
     Dense float32 weights count 32 bits each; every stored array counts elements times its dtype width
     (a pruning bitmask counts its bytes, k-means codes their integer type). Optimizer state is not counted.
+    A compressed layer's dense bits are 32 per element of its matrix plus its uncompressed weights (bias; an
+    LSTM's recurrent kernel and bias), i.e. the bits of the layer it replaces.
     """
     sizes: list[LayerSize | str] = []  # a str holds the place of a spliced group, filled in below
     spliced: dict[str, list[keras.layers.Layer]] = {}
@@ -98,7 +108,7 @@ def model_size(model: keras.Model) -> ModelSize:
             spliced.setdefault(origin["layer"], []).append(layer)
         elif isinstance(layer, BlendedLayer):
             m, n = layer.matrix_shape()
-            bias = [layer.bias] if layer.bias is not None else []
+            bias = _kept(layer)
             op = layer.compressor
             if int(keras.ops.convert_to_numpy(layer.factored)):
                 final = op.size_bits(layer.factor_values())
@@ -112,7 +122,7 @@ def model_size(model: keras.Model) -> ModelSize:
     for name, parts in spliced.items():
         m, n = parts[0].origin["shape"]
         weights = [w for p in parts for w in p.weights]
-        bias = [p.bias for p in parts if getattr(p, "bias", None) is not None]
+        bias = [w for p in parts for w in _kept(p)]
         bits = _bits(weights)
         sizes[sizes.index(name)] = LayerSize(name, "spliced", _count(weights), bits, 32 * m * n + _bits(bias), bits)
     return ModelSize(tuple(s for s in sizes if isinstance(s, LayerSize)))

@@ -14,12 +14,14 @@ import keras
 from keras.src.models.functional import Functional  # the class of keras.Model(inputs, outputs)
 
 import operators
-from mutate.layers import (BlendedLayer, CompressedConv2D, CompressedDense, CompressedEmbedding, FactorConv2D,
-                           FactorDense, FactorEmbedding, SplicedConv2D, SplicedDense, SplicedEmbedding)
+from mutate.layers import (BlendedLayer, CompressedConv2D, CompressedDense, CompressedEmbedding, CompressedLSTM,
+                           FactorConv2D, FactorDense, FactorEmbedding, FactorLSTM, SplicedConv2D, SplicedDense,
+                           SplicedEmbedding, SplicedLSTM)
+from mutate.layers._lstm import check_plain_lstm, lstm_arguments, lstm_weights
 from mutate.schedule import Schedule
 
 PlanValue = Union[operators.Compressor, str, tuple[str, Mapping[str, Any]]]
-_SUPPORTED = "Dense, Embedding and Conv2D (groups=1)"
+_SUPPORTED = "Dense, Embedding, Conv2D (groups=1) and LSTM (its input kernel)"
 
 
 @dataclass
@@ -82,7 +84,8 @@ def matrix_shape(layer: keras.layers.Layer) -> tuple[int, int]:
     """(m, n) of a compressible layer's kernel viewed as a matrix.
 
     Raises:
-        TypeError: the layer is not a Dense, Embedding or Conv2D (groups=1), or is already compressed.
+        TypeError: the layer is not a Dense, Embedding, Conv2D (groups=1) or plain LSTM, or is already
+            compressed. An LSTM is viewed as its input kernel (input_dim, 4*units).
     """
     if isinstance(layer, BlendedLayer):
         raise TypeError(f"layer {layer.name!r} is already being compressed ({layer.compressor.name}); strip it "
@@ -97,6 +100,9 @@ def matrix_shape(layer: keras.layers.Layer) -> tuple[int, int]:
     if isinstance(layer, keras.layers.Conv2D) and getattr(layer, "groups", 1) == 1:
         kh, kw, cin, cout = (int(d) for d in layer.kernel.shape)
         return kh * kw * cin, cout
+    if isinstance(layer, keras.layers.LSTM):
+        check_plain_lstm(layer)
+        return int(layer.cell.kernel.shape[0]), 4 * int(layer.units)
     raise TypeError(f"layer {layer.name!r} of type {type(layer).__name__} cannot be compressed; supported: "
                     f"{_SUPPORTED}.")
 
@@ -157,15 +163,22 @@ def _blended_for(layer: keras.layers.Layer, op: operators.Compressor, schedule: 
                                             **common)
     elif isinstance(layer, keras.layers.Embedding):
         new = CompressedEmbedding(layer.input_dim, layer.output_dim, mask_zero=layer.mask_zero, **common)
+    elif isinstance(layer, keras.layers.LSTM):
+        new = CompressedLSTM(layer.units, **lstm_arguments(layer), **common)
     else:
         new = CompressedConv2D(layer.filters, layer.kernel_size, **_conv_geometry(layer),
                                activation=layer.activation, use_bias=layer.use_bias, **common)
 
     def init() -> None:
-        kernel = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
+        if isinstance(layer, keras.layers.LSTM):
+            kernel, recurrent, bias = lstm_weights(layer)
+            new.recurrent_kernel.assign(keras.ops.convert_to_numpy(recurrent))
+        else:
+            kernel = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
+            bias = layer.bias if new.bias is not None else None
         new.kernel.assign(keras.ops.convert_to_numpy(kernel))
-        if new.bias is not None:
-            new.bias.assign(keras.ops.convert_to_numpy(layer.bias))
+        if bias is not None:
+            new.bias.assign(keras.ops.convert_to_numpy(bias))
 
     return _Replacement([new], init)
 
@@ -211,6 +224,7 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
     factors = layer.factor_values()
     origin = {"layer": layer.name, "operator": op.name, "params": op.get_config(), "shape": [m, n]}
     bias = None if layer.bias is None else keras.ops.convert_to_numpy(layer.bias)
+    recurrent = keras.ops.convert_to_numpy(layer.recurrent_kernel) if isinstance(layer, CompressedLSTM) else None
     dtype = layer.dtype_policy
     if op.pair:
         k = factors["left"].shape[1]
@@ -227,6 +241,11 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
             second = FactorDense(layer.output_dim, use_bias=False, name=f"{layer.name}_right", origin=right_origin,
                                  dtype=dtype)
             left, right = factors["left"], factors["right"]
+        elif isinstance(layer, CompressedLSTM):  # x @ left, then an LSTM whose input kernel is right
+            first = FactorDense(k, use_bias=False, name=f"{layer.name}_left", origin=left_origin, dtype=dtype)
+            second = FactorLSTM(layer.units, **lstm_arguments(layer), name=f"{layer.name}_right",
+                                origin=right_origin, dtype=dtype)
+            left, right = factors["left"], factors["right"]
         else:
             kh, kw = layer.kernel_size
             first = FactorConv2D(k, layer.kernel_size, **_conv_geometry(layer), use_bias=False,
@@ -239,9 +258,15 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
 
         def init_pair() -> None:
             (first.embeddings if isinstance(first, keras.layers.Embedding) else first.kernel).assign(left)
-            second.kernel.assign(right)
+            if isinstance(second, FactorLSTM):
+                _, second_recurrent, second_bias = lstm_weights(second)
+                second.cell.kernel.assign(right)
+                second_recurrent.assign(recurrent)
+            else:
+                second.kernel.assign(right)
+                second_bias = second.bias
             if bias is not None:
-                second.bias.assign(bias)
+                second_bias.assign(bias)
 
         return _Replacement([first, second], init_pair)
 
@@ -252,6 +277,8 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
                                                   use_bias=layer.use_bias, **common)
     elif isinstance(layer, CompressedEmbedding):
         single = SplicedEmbedding(mask_zero=layer.mask_zero, **common)
+    elif isinstance(layer, CompressedLSTM):
+        single = SplicedLSTM(layer.units, **lstm_arguments(layer), **common)
     else:
         single = SplicedConv2D(layer.filters, layer.kernel_size, **_conv_geometry(layer),
                                activation=layer.activation, use_bias=layer.use_bias, **common)
@@ -259,6 +286,8 @@ def _spliced_for(layer: BlendedLayer, force: bool) -> _Replacement:
 
     def init_single() -> None:
         single.assign_packed(packed)
+        if recurrent is not None:
+            single.recurrent_kernel.assign(recurrent)
         if bias is not None:
             single.bias.assign(bias)
 
@@ -269,7 +298,8 @@ def strip(model: keras.Model, *, force: bool = False, finished_only: bool = Fals
     """Splice every blended layer whose alpha reached 0 into its factored layers; A is not kept.
 
     Low-rank layers become two standard layers (Dense m->k without bias, then Dense k->n with the original
-    bias and activation; Conv2D kxk to k channels then 1x1; Embedding to k then Dense). Other operators
+    bias and activation; Conv2D kxk to k channels then 1x1; Embedding to k then Dense; LSTM: Dense m->k, then
+    an LSTM whose input kernel is k x 4*units, with the recurrent kernel and bias). Other operators
     become one ``Spliced*`` layer that stores only their packed arrays. Predictions equal the blended model's
     at alpha=0.
 

@@ -21,6 +21,7 @@ import mutate
 from mutate import builders
 from mutate.data import Dataset
 from mutate.densify import densify
+from mutate.devices import make_strategy, scope, strategy_for
 from mutate.genome import Genome, Mutation, current, from_json, pending, summary, to_json
 from mutate.space import Space
 
@@ -65,16 +66,24 @@ class TrialRunner:
         self.data = data if data is not None else builders.load_data(space.data, space.where)
         self.lm = self.data.y_train.ndim > 1
         self.x, self.y, self.x_val, self.y_val = split_validation(self.data, seed=space.search["seed"])
-        self.model = builders.build_model(space.model, self.data, space.where)
+        res = space.resources
+        self.strategy = make_strategy(strategy_for(res["gpus"], res["tpu"]))
+        with self.scope():
+            self.model = builders.build_model(space.model, self.data, space.where)
         self.dense_bytes = mutate.model_size(self.model).dense_bits // 8
         self.budget = budget_bytes(space, self.dense_bytes)
         self.step = 0
         self.genome: Genome = ()
         self.train_seconds = 0.0
         self._rng = np.random.default_rng(self.seed)
-        self._compile()
+        with self.scope():
+            self._compile()
 
     # -- model state ----------------------------------------------------------------------------------------
+    def scope(self) -> Any:
+        """The distribution strategy's scope (a no-op on one device); model surgery happens inside it."""
+        return scope(self.strategy)
+
     def _compile(self) -> None:
         t = self.space.training
         metrics = [] if self.lm else ["accuracy"]
@@ -94,11 +103,12 @@ class TrialRunner:
 
     def _mutate(self, m: Mutation) -> None:
         mut = self.space.mutations
-        model = densify(self.model, m.layer) if m.layer in current(self.genome) else self.model
-        sched = mutate.Schedule(begin_step=0, end_step=mut["window"] - 1, frequency=mut["frequency"])
-        self.model = mutate.compress(model, {m.layer: (m.operator, m.params)}, sched, refresh=mut["refresh"])
-        self.genome = (*self.genome, m.applied(self.step))
-        self._compile()
+        with self.scope():
+            model = densify(self.model, m.layer) if m.layer in current(self.genome) else self.model
+            sched = mutate.Schedule(begin_step=0, end_step=mut["window"] - 1, frequency=mut["frequency"])
+            self.model = mutate.compress(model, {m.layer: (m.operator, m.params)}, sched, refresh=mut["refresh"])
+            self.genome = (*self.genome, m.applied(self.step))
+            self._compile()
 
     def train(self, steps: int) -> None:
         """Train ``steps`` batches (sampling without replacement, epoch by epoch), then splice every layer
@@ -118,10 +128,11 @@ class TrialRunner:
         loss = hist.history["loss"][-1]
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"training loss became {loss} at step {self.step} (genome {summary(self.genome)})")
-        stripped = mutate.strip(self.model, finished_only=True)
-        if stripped is not self.model:
-            self.model = stripped
-            self._compile()
+        with self.scope():
+            stripped = mutate.strip(self.model, finished_only=True)
+            if stripped is not self.model:
+                self.model = stripped
+                self._compile()
 
     def measure(self) -> dict[str, Any]:
         """Accuracy (or perplexity) on the validation split and the test set, size, and the score.
@@ -169,9 +180,10 @@ class TrialRunner:
         """Load a checkpoint written by `save` (possibly another trial's): architecture, weights and genome."""
         folder = Path(folder)
         state = json.loads((folder / "state.json").read_text())
-        self.model = keras.saving.load_model(folder / "model.keras", compile=False)
+        with self.scope():
+            self.model = keras.saving.load_model(folder / "model.keras", compile=False)
+            self._compile()  # the space's optimizer and learning rate win over the checkpoint's
         self.step, self.genome = int(state["step"]), from_json(state["genome"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         if "rng" in state:
             self._rng.bit_generator.state = state["rng"]
-        self._compile()  # the config's optimizer and learning rate win over the checkpoint's

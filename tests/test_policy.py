@@ -62,3 +62,13 @@ def test_random_genome_is_seeded_and_ordered():
     assert g1 == g2 and len({m.layer for m in g1}) == len(g1) >= 1
     steps = [m.step for m in g1]
     assert steps == sorted(steps) and all(100 <= s <= 500 for s in steps)
+
+
+def test_strategy_choice_follows_the_trial_resources():
+    from mutate.devices import strategy_for
+
+    assert strategy_for(0, 0) == "default" and strategy_for(1, 0) == "default" and strategy_for(0.5, 0) == "default"
+    assert strategy_for(2, 0) == "mirrored" and strategy_for(4, 0) == "mirrored"
+    assert strategy_for(0, 1) == "tpu" and strategy_for(8, 4) == "tpu"
+    with pytest.raises(ValueError, match="gpus=-1"):
+        strategy_for(-1, 0)
