@@ -247,16 +247,14 @@ def run(space: Space, *, run_dir: Path, allowed: dict[str, list[str]], budget: i
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "errors": errors}
 
 
-def prepare_run_dir(space: Space, name: str | None = None) -> Path:
-    """Create ``storage/name`` for a new run and record the space in it.
-
-    Raises:
-        SpaceError: the run directory already exists (resume it, or pick another name with --set name=...).
-    """
-    run_dir = (space.storage / (name or space.name)).resolve()
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise SpaceError(f"{space.where}: name: run directory {run_dir} already exists; continue it with "
-                         f"`mutate search --resume {run_dir}` or pick another name with --set name=NEW")
+def prepare_run_dir(space: Space) -> Path:
+    """Create a new run directory ``storage/name`` (``name-2``, ``name-3``... when taken) and record the
+    space in it. Returns its absolute path."""
+    base = (space.storage / space.name).resolve()
+    run_dir, i = base, 1
+    while run_dir.exists() and any(run_dir.iterdir()):
+        i += 1
+        run_dir = base.with_name(f"{base.name}-{i}")
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"space": space.raw, "space_path": str(space.path) if space.path else None}
     tmp = run_dir / (SPACE_FILE + ".tmp")

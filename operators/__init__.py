@@ -7,12 +7,15 @@
 
 from operators._base import Compressor, FactorSpec, Factors, array_bits, dtype_bits
 from operators._registry import available, get, register
+from operators.compressed import Compressed
+from operators.dictionary import Dictionary
 from operators.gradient_pruning import GradientPruning
 from operators.kmeans import KMeans
 from operators.low_rank import LowRank
+from operators.nmf import NMF
 from operators.pruning import Pruning
 from operators.random_projection import RandomProjection
 from operators.simhash import SimHash
 
-__all__ = ["Compressor", "FactorSpec", "Factors", "GradientPruning", "KMeans", "LowRank", "Pruning", "RandomProjection", "SimHash",
-           "array_bits", "available", "dtype_bits", "get", "register"]
+__all__ = ["Compressed", "Compressor", "FactorSpec", "Dictionary", "Factors", "GradientPruning", "KMeans", "LowRank", "NMF",
+           "Pruning", "RandomProjection", "SimHash", "array_bits", "available", "dtype_bits", "get", "register"]

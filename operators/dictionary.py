@@ -1,0 +1,229 @@
+"""Dictionary learning: A (m x n) ≈ codes (m x atoms, n_nonzero per row) @ dictionary (atoms x n, unit rows).
+
+Learning alternates batch OMP (`operators.omp.batch_omp`) with an approximate K-SVD sweep over the atoms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._bits import code_bits, pack_codes, packed_bytes, unpack_codes
+from operators._registry import register
+from operators.kmeans import code_dtype
+from operators.omp import batch_omp
+
+
+def initial_dictionary(a: np.ndarray, atoms: int, seed: int) -> np.ndarray:
+    """Distinct random non-zero rows of ``a`` (m x n), normalised; random unit vectors when rows run out.
+
+    Returns:
+        float64 array of shape (atoms, n) with unit-norm rows.
+    """
+    rng = np.random.default_rng(seed)
+    norms = np.linalg.norm(a, axis=1)
+    candidates = np.flatnonzero(norms > 0)
+    take = rng.permutation(candidates)[:atoms]
+    filler = rng.standard_normal((atoms - len(take), a.shape[1]))
+    d = np.concatenate([a[take].astype(np.float64), filler])
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def sparse_product(indices: np.ndarray, values: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
+    """``Σ_j values[:, j, None] * dictionary[indices[:, j]]``: (m, S), (m, S), (K, n) -> (m, n)."""
+    out = np.zeros((indices.shape[0], dictionary.shape[1]), np.result_type(values, dictionary))
+    for j in range(indices.shape[1]):
+        out += values[:, j, None] * dictionary[indices[:, j]]
+    return out
+
+
+def ksvd_sweep(a: np.ndarray, indices: np.ndarray, values: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
+    """One approximate K-SVD pass (Rubinstein et al. 2008) over the used atoms, in place, on a fixed support.
+
+    Atom by atom, with the atom's own contribution added back to the residual ``E`` of the rows that use
+    it, the atom becomes the normalised ``Eᵀ g`` and its values ``g`` become ``E d`` (one rank-1 power step).
+    Atoms that no row uses (all their values are zero) are left as they are.
+
+    Args:
+        a: the matrix, (m, n) float64.
+        indices: (m, S) atom indices, distinct within a row.
+        values: (m, S) float64 values, updated in place.
+        dictionary: (K, n) float64 unit rows, updated in place.
+
+    Returns:
+        The residual ``a - codes @ dictionary`` after the pass, (m, n) float64.
+    """
+    if not values.flags.c_contiguous:
+        raise ValueError("ksvd_sweep updates `values` in place and needs a C-contiguous array.")
+    s = indices.shape[1]
+    residual = a - sparse_product(indices, values, dictionary)
+    order = np.argsort(indices, axis=None, kind="stable")
+    bounds = np.searchsorted(indices.ravel()[order], np.arange(dictionary.shape[0] + 1))
+    flat_values = values.reshape(-1)
+    for atom in range(dictionary.shape[0]):
+        pos = order[bounds[atom]:bounds[atom + 1]]
+        g = flat_values[pos]
+        if not g.any():
+            continue
+        rows = pos // s
+        e = residual[rows]
+        e += g[:, None] * dictionary[atom]
+        d = g @ e
+        norm = math.sqrt(d @ d)
+        if norm == 0.0:
+            continue
+        d /= norm
+        g = e @ d
+        e -= g[:, None] * d
+        residual[rows] = e
+        dictionary[atom] = d
+        flat_values[pos] = g
+    return residual
+
+
+def replace_atoms(dictionary: np.ndarray, indices: np.ndarray, values: np.ndarray, residual: np.ndarray,
+                  coherence: float = 0.95) -> None:
+    """Replace unused atoms, and atoms within ``coherence`` of an earlier atom, in place.
+
+    Each replaced atom becomes the normalised residual of one of the worst-represented rows (largest
+    residual norm first), a standard K-SVD remedy that moves idle atoms to where the error is.
+
+    Args:
+        dictionary: (K, n) unit rows, updated in place.
+        indices: (m, S) atom indices of the current codes.
+        values: (m, S) their values; an atom is used when a value on it is non-zero.
+        residual: (m, n), ``a`` minus the codes' product.
+        coherence: |cosine| above which the later atom of a pair counts as a duplicate.
+    """
+    used = np.zeros(dictionary.shape[0], bool)
+    used[indices[values != 0]] = True
+    similar = np.triu(np.abs(dictionary @ dictionary.T), 1) > coherence
+    bad = np.flatnonzero(~used | similar.any(0))
+    if not len(bad):
+        return
+    err = np.einsum("ij,ij->i", residual, residual)
+    worst = np.argsort(-err, kind="stable")[:len(bad)]
+    bad = bad[:len(worst)]  # more atoms than rows: the rest stay as they are
+    keep = err[worst] > 0
+    dictionary[bad[keep]] = residual[worst[keep]] / np.sqrt(err[worst[keep]])[:, None]
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """A context limiting BLAS to one thread (threadpoolctl, a scikit-learn dependency), else a no-op.
+
+    Learning makes thousands of small BLAS calls between NumPy element-wise passes; idle BLAS workers
+    spin-wait after each call and take a core from the main thread, which halves the speed on a busy
+    2-core machine and gains nothing on an idle one.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def learn(a: np.ndarray, atoms: int, n_nonzero: int, *, max_iter: int,
+          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Learn a dictionary and sparse codes of ``a`` (m x n), ``max_iter`` rounds of K-SVD then OMP.
+
+    Returns:
+        indices (m, S) int64, values (m, S) float64 and dictionary (K, n) float64 with unit rows.
+    """
+    with one_blas_thread():
+        return _learn(a, atoms, n_nonzero, max_iter=max_iter, seed=seed)
+
+
+def _learn(a: np.ndarray, atoms: int, n_nonzero: int, *, max_iter: int,
+           seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a64 = a.astype(np.float64)
+    dictionary = initial_dictionary(a64, atoms, seed)
+    indices, values = batch_omp(a64, dictionary, n_nonzero)
+    for _ in range(max_iter):
+        residual = ksvd_sweep(a64, indices, values, dictionary)
+        replace_atoms(dictionary, indices, values, residual)
+        indices, values = batch_omp(a64, dictionary, n_nonzero)
+    return indices, values, dictionary
+
+
+@register("dictionary")
+class Dictionary(Compressor):
+    """Sparse coding over a learned dictionary: row r of A ≈ Σ_j values[r, j] * dictionary[indices[r, j]].
+
+    Learning starts from random rows of A and alternates batch OMP with approximate K-SVD sweeps
+    (`learn`). Blending factors: ``indices`` (m x n_nonzero, the smallest unsigned integer type that holds
+    ``atoms``, fixed), ``values`` (m x n_nonzero, trainable) and ``dictionary`` (atoms x n, trainable): the
+    support stays fixed while training moves the values and the atoms. A spliced layer stores the indices
+    bit-packed at ceil(log2 atoms) bits, the values and the dictionary:
+    ``8*ceil(m*n_nonzero*ceil(log2 atoms)/8) + 32*m*n_nonzero + 32*atoms*n`` bits. An Embedding gathers only
+    the looked-up rows' codes; a Dense multiplies by the (m, n) product built once per call.
+
+    Args:
+        atoms: K, the number of dictionary rows (>= 1).
+        n_nonzero: S, atoms per row of A, in [1, min(atoms, n)].
+        max_iter: rounds of K-SVD sweep then OMP after the first OMP (0 keeps the initial atoms).
+        seed: seed of the choice of initial atoms.
+    """
+
+    def __init__(self, atoms: int = 256, *, n_nonzero: int = 4, max_iter: int = 10, seed: int = 0) -> None:
+        self.atoms = atoms
+        self.n_nonzero = n_nonzero
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def check(self, m: int | None = None, n: int | None = None) -> None:
+        check_int("atoms", self.atoms, 1)
+        check_int("n_nonzero", self.n_nonzero, 1)
+        if self.n_nonzero > self.atoms:
+            raise ValueError(f"`n_nonzero` must be in [1, atoms={self.atoms}], but got n_nonzero={self.n_nonzero}.")
+        check_int("max_iter", self.max_iter, 0)
+        check_int("seed", self.seed, 0)
+        if m is not None and n is not None:
+            check_int("n_nonzero", self.n_nonzero, 1, min(self.atoms, n), shape=f"{m}x{n}")
+
+    def specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        s = self.n_nonzero
+        return {"indices": FactorSpec((m, s), code_dtype(self.atoms), trainable=False),
+                "values": FactorSpec((m, s)), "dictionary": FactorSpec((self.atoms, n))}
+
+    def _factor(self, a: np.ndarray) -> Factors:
+        indices, values, dictionary = learn(a, self.atoms, self.n_nonzero, max_iter=self.max_iter, seed=self.seed)
+        return {"indices": indices, "values": values, "dictionary": dictionary}
+
+    @staticmethod
+    def _combine(indices: Any, values: Any, dictionary: Any) -> Any:
+        """Σ_j values[..., j, None] * dictionary[indices[..., j]]: (..., S), (..., S), (K, n) -> (..., n)."""
+        from keras import ops
+
+        atoms = ops.take(dictionary, ops.cast(indices, "int32"), axis=0)  # (..., S, n)
+        return ops.sum(ops.expand_dims(values, -1) * atoms, axis=-2)
+
+    def product(self, factors: Mapping[str, Any]) -> Any:
+        return self._combine(factors["indices"], factors["values"], factors["dictionary"])
+
+    def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        indices = ops.take(ops.cast(factors["indices"], "int32"), ids, axis=0)  # ids.shape + (S,)
+        values = ops.take(factors["values"], ids, axis=0)
+        return self._combine(indices, values, factors["dictionary"])
+
+    def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        count = m * self.n_nonzero
+        return {"indices": FactorSpec((packed_bytes(count, code_bits(self.atoms)),), "uint8", trainable=False),
+                "values": FactorSpec((m, self.n_nonzero)), "dictionary": FactorSpec((self.atoms, n))}
+
+    def pack(self, factors: Factors) -> Factors:
+        return {"indices": pack_codes(factors["indices"], code_bits(self.atoms)),
+                "values": np.asarray(factors["values"], np.float32),
+                "dictionary": np.asarray(factors["dictionary"], np.float32)}
+
+    def unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
+        from keras import ops
+
+        indices = unpack_codes(packed["indices"], m * self.n_nonzero, code_bits(self.atoms))
+        return {"indices": ops.reshape(indices, (m, self.n_nonzero)), "values": packed["values"],
+                "dictionary": packed["dictionary"]}
