@@ -64,3 +64,13 @@ def test_restore_takes_another_trials_architecture_and_weights(space, tmp_path):
     clone.apply((*donor.genome, Mutation("logits", "pruning", {"sparsity": 0.9})))
     clone.train(30)
     assert clone.measure()["genome_summary"] == "dense_2:kmeans(k=4) dense_1:low_rank(r=4) logits:pruning(s=0.9)"
+
+
+def test_a_loss_that_becomes_nan_stops_the_trial_with_the_reason():
+    from mutate.trial import NonFiniteLoss
+
+    r = TrialRunner(spaces.load(SPACE, ["model.hidden=[16]"]), seed=0)
+    kernel = r.model.get_layer("dense_1").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    with pytest.raises(NonFiniteLoss, match=r"training loss became nan at step 20 \(genome dense\)"):
+        r.train(20)
