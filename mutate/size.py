@@ -108,21 +108,21 @@ def model_size(model: keras.Model) -> ModelSize:
             spliced.setdefault(origin["layer"], []).append(layer)
         elif isinstance(layer, BlendedLayer):
             m, n = layer.matrix_shape()
-            bias = _kept(layer)
+            kept = _kept(layer)
             op = layer.compressor
             if int(keras.ops.convert_to_numpy(layer.factored)):
                 final = op.size_bits(layer.factor_values())
             else:
                 final = sum(int(np.prod(s.shape)) * dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
             sizes.append(LayerSize(layer.name, "blending", _count(layer.weights), _bits(layer.weights),
-                                   32 * m * n + _bits(bias), final + _bits(bias)))
+                                   32 * m * n + _bits(kept), final + _bits(kept)))
         else:
             bits = _bits(layer.weights)
             sizes.append(LayerSize(layer.name, "dense", _count(layer.weights), bits, bits, bits))
     for name, parts in spliced.items():
         m, n = parts[0].origin["shape"]
         weights = [w for p in parts for w in p.weights]
-        bias = [w for p in parts for w in _kept(p)]
+        kept = [w for p in parts for w in _kept(p)]
         bits = _bits(weights)
-        sizes[sizes.index(name)] = LayerSize(name, "spliced", _count(weights), bits, 32 * m * n + _bits(bias), bits)
+        sizes[sizes.index(name)] = LayerSize(name, "spliced", _count(weights), bits, 32 * m * n + _bits(kept), bits)
     return ModelSize(tuple(s for s in sizes if isinstance(s, LayerSize)))

@@ -7,6 +7,7 @@ happens between `fit` calls: compile the result before training it.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
@@ -34,6 +35,14 @@ def _clone(layer: keras.layers.Layer) -> keras.layers.Layer:
     return layer.__class__.from_config(layer.get_config())
 
 
+def _call_kwargs(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A node's recorded call kwargs for ``layer`` (maybe a replacement with another ``call`` signature), less
+    those its ``call`` does not take that carry nothing: a mask (Keras re-attaches it from the input tensor)
+    or a None. ``training`` stays: Keras drops it for layers that do not take it."""
+    params = inspect.signature(layer.call).parameters
+    return {k: v for k, v in kwargs.items() if k in params or (k != "mask" and v is not None)}
+
+
 def _rebuild(model: keras.Model, replace: dict[str, _Replacement]) -> keras.Model:
     """Clone ``model`` with the named top-level layers replaced, and copy every other layer's weights."""
     kept: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
@@ -42,13 +51,14 @@ def _rebuild(model: keras.Model, replace: dict[str, _Replacement]) -> keras.Mode
         if layer.name in replace:
             return replace[layer.name].layers[0]
         new = _clone(layer)
-        kept.append((layer, new))
+        if isinstance(layer, keras.layers.Layer):  # not a graph op, e.g. the ops.not_equal of an embedding mask
+            kept.append((layer, new))
         return new
 
     followers = {id(r.layers[0]): r.layers[1:] for r in replace.values() if r.layers}
 
     def call_function(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        out = layer(*args, **kwargs)
+        out = layer(*args, **_call_kwargs(layer, kwargs))
         for nxt in followers.get(id(layer), []):
             out = nxt(out)
         return out

@@ -107,3 +107,15 @@ def test_sigkilled_driver_resumes_and_keeps_every_point(tmp_path):
         last[p["trial"]] = max(last.get(p["trial"], 0), p["step"])
     assert set(last.values()) == {300}, "every trial finished"
     assert "on the front" in res.stdout
+
+
+def test_seeded_random_strategy_with_one_trial_is_reproducible(tmp_path):
+    args = ["search", str(SPACE), *SMALL, "--strategy", "random", "--set", "search.population=1",
+            "--set", "search.seed=3"]
+    first = run([*args, "--set", f"storage={tmp_path / 'a'}"])
+    second = run([*args, "--set", f"storage={tmp_path / 'b'}"])
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    keys = ("step", "bytes", "genome", "accuracy", "val_accuracy")
+    a = [{k: p[k] for k in keys} for p in rows(tmp_path / "a" / "digits_mlp")]
+    b = [{k: p[k] for k in keys} for p in rows(tmp_path / "b" / "digits_mlp")]
+    assert a == b and len(a) == 6 and any(p["genome"] for p in a)

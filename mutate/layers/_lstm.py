@@ -2,9 +2,11 @@
 
 Design: one operator compresses the LSTM's input kernel ``A`` (m = input_dim, n = 4*units); the recurrent
 kernel (units x 4*units) and the bias stay dense and trainable in every form (blending, spliced, densified).
-The input projection of all time steps is computed at once, ``z = blend(x @ A, x @ (B∘C)) + bias`` of shape
-(batch, T, 4*units), and only ``h @ R`` runs inside the recurrence. Gates follow Keras' LSTM (order i, f, c,
-o; ``c = f*c + i*activation(z_c)``, ``h = o*activation(c)``), so at alpha = 1 the layer is Keras' LSTM.
+The input projection of all time steps is computed at once, ``z = x @ (alpha*A + (1-alpha)*(B∘C)) + bias`` of
+shape (batch, T, 4*units), and only ``h @ R`` runs inside the recurrence. The kernel is blended before the
+matmul (as in `CompressedConv2D`): with batch*T rows far above input_dim, forming B∘C once is cheaper than a
+second (batch*T, m) x (m, 4*units) product. Gates follow Keras' LSTM (order i, f, c, o;
+``c = f*c + i*activation(z_c)``, ``h = o*activation(c)``), so at alpha = 1 the layer is Keras' LSTM.
 
 Spliced forms: a pair operator (low-rank) becomes ``FactorDense(k)`` (x @ left) followed by a `FactorLSTM`, a
 plain Keras LSTM whose input kernel is ``right`` (k x 4*units); other operators become one `SplicedLSTM`
@@ -118,8 +120,9 @@ def check_plain_lstm(layer: keras.layers.LSTM) -> None:
                         f"{', '.join(_UNSUPPORTED)}; this one has {', '.join(used)}.")
 
 
-def lstm_weights(layer: keras.layers.Layer) -> tuple[keras.Variable, keras.Variable, keras.Variable | None]:
-    """(input kernel, recurrent kernel, bias or None) of a Keras LSTM or a mutate LSTM."""
+def lstm_weights(layer: keras.layers.Layer) -> tuple[keras.Variable | None, keras.Variable, keras.Variable | None]:
+    """(input kernel, recurrent kernel, bias) of a Keras LSTM or a mutate LSTM; None where there is none (a
+    `SplicedLSTM` stores no input kernel)."""
     holder = layer.cell if isinstance(layer, keras.layers.LSTM) else layer
     return holder.kernel if hasattr(holder, "kernel") else None, holder.recurrent_kernel, holder.bias
 
@@ -134,7 +137,7 @@ class CompressedLSTM(LSTMArgs, BlendedLayer):
     """An LSTM whose input kernel A (input_dim x 4*units) blends into ``operator``'s factors.
 
     Input (batch, T, input_dim) -> (batch, T, units) with ``return_sequences``, else (batch, units). The input
-    projection ``blend(x @ A, x @ (B∘C)) + bias`` (batch, T, 4*units) is computed for all steps at once; the
+    projection ``x @ blend(A, B∘C) + bias`` (batch, T, 4*units) is computed for all steps at once; the
     recurrent kernel (units x 4*units) stays dense and trainable (see the module docstring).
 
     Args:
@@ -162,8 +165,8 @@ class CompressedLSTM(LSTMArgs, BlendedLayer):
 
     def call(self, inputs: Any, mask: Any = None, training: Any = None) -> Any:
         self._check_driven(training)
-        z = self.blend(ops.matmul(inputs, self.tapped_kernel(training)),
-                       self.compressor.matmul(inputs, self.factor_tensors()))
+        kernel = self.blend(self.tapped_kernel(training), self.compressor.product(self.factor_tensors()))
+        z = ops.matmul(inputs, kernel)
         return self._recur(z + self.bias if self.bias is not None else z, mask)
 
     def get_config(self) -> dict[str, Any]:
