@@ -50,3 +50,45 @@ def pareto_png(runs: list[Any]) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def pareto_html(runs: list[Any]) -> str:
+    """A self-contained interactive page (plotly.js inlined, no CDN): every point, each run's front, the
+    dense model and the budget. Hovering a point shows its genome, size, metric and its export command.
+
+    Args:
+        runs: `mutate.report.Run` objects.
+
+    Returns:
+        The HTML text.
+    """
+    import plotly.graph_objects as go
+
+    first = runs[0]
+    metric = "perplexity" if first.lm else "accuracy"
+    fig = go.Figure()
+    for run in runs:
+        pts = run.points()
+        front_index = {id(p): i for i, p in enumerate(run.pareto_front())}
+
+        def hover(p: Any) -> str:
+            cmd = (f"mutate export {run.dir} --point {front_index[id(p)]} --out model.keras"
+                   if id(p) in front_index else "not on the front")
+            return (f"{p.genome or 'dense'}<br>{p.size:,} bytes ({p.ratio:.4f} of dense)<br>{metric} {p.metric:.4f}"
+                    f"<br>trial {p.trial}, step {p.step}<br>{cmd}")
+
+        fig.add_trace(go.Scatter(x=[p.size for p in pts], y=[p.metric for p in pts], mode="markers",
+                                 name=f"{run.dir.name}: all points", marker={"color": "lightgrey", "size": 6},
+                                 hovertext=[hover(p) for p in pts], hoverinfo="text"))
+        fr = run.pareto_front()
+        fig.add_trace(go.Scatter(x=[p.size for p in fr], y=[p.metric for p in fr], mode="lines+markers",
+                                 line={"shape": "hv"}, marker={"size": 9},
+                                 name=f"{run.dir.name}: front (HV {run.hypervolume():.3f})",
+                                 hovertext=[hover(p) for p in fr], hoverinfo="text"))
+    if first.dense_bytes:
+        fig.add_vline(x=first.dense_bytes, line_dash="dot", annotation_text="dense model")
+    if first.budget_bytes():
+        fig.add_vline(x=first.budget_bytes(), line_dash="dash", line_color="red", annotation_text="budget")
+    fig.update_layout(title=f"mutate: size against {metric}", xaxis={"type": "log", "title": "stored size (bytes)"},
+                      yaxis={"title": f"test {metric}"}, template="plotly_white", hovermode="closest")
+    return fig.to_html(include_plotlyjs=True, full_html=True)

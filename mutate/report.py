@@ -94,7 +94,7 @@ def _rows(run: Run) -> list[dict[str, Any]]:
 
 
 def write_outputs(run: Run) -> None:
-    """pareto.csv, pareto.json and pareto.png in the run directory."""
+    """pareto.csv, pareto.json, pareto.png and pareto.html (interactive, offline) in the run directory."""
     rows = _rows(run)
     buf = io.StringIO()
     if rows:
@@ -106,9 +106,10 @@ def write_outputs(run: Run) -> None:
                "hypervolume_reference": {"ratio": 1.0, "metric": run.reference_metric},
                "dense_bytes": run.dense_bytes, "budget_bytes": run.budget_bytes(), "points": len(run.points())}
     _write_atomic(run.dir / "pareto.json", json.dumps(summary, indent=1))
-    from mutate.plots import pareto_png
+    from mutate.plots import pareto_html, pareto_png
 
     _write_atomic(run.dir / "pareto.png", pareto_png([run]))
+    _write_atomic(run.dir / "pareto.html", pareto_html([run]))
 
 
 def pareto(runs: list[Path]) -> None:
@@ -123,12 +124,13 @@ def pareto(runs: list[Path]) -> None:
               f"{run.hypervolume():.4f} (reference: ratio 1.0, {'perplexity' if run.lm else 'accuracy'} "
               f"{run.reference_metric:.4g})")
         print(table(run))
-        print(f"wrote pareto.csv, pareto.json, pareto.png in {run.dir}\n")
+        print(f"wrote pareto.csv, pareto.json, pareto.png, pareto.html in {run.dir}\n")
     if len(opened) > 1:
-        from mutate.plots import pareto_png
+        from mutate.plots import pareto_html, pareto_png
 
         out = opened[0].dir.parent / ("compare_" + "_vs_".join(r.dir.name for r in opened) + ".png")
         _write_atomic(out, pareto_png(opened))
+        _write_atomic(out.with_suffix(".html"), pareto_html(opened))
         print(f"{'run':<30}{'points':>8}{'front':>7}{'hypervolume':>13}")
         for run in opened:
             print(f"{run.dir.name:<30}{len(run.points()):>8}{len(run.pareto_front()):>7}{run.hypervolume():>13.4f}")

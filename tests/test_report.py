@@ -1,0 +1,73 @@
+"""`mutate pareto` outputs on a hand-made run directory: table, CSV, JSON, PNG and the offline HTML page,
+rendered in a real headless browser when one is installed."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from mutate import report
+from mutate.runs import append_point
+
+SPACE = {"name": "toy", "data": {"name": "digits"}, "budget": {"ratio": 0.1}}
+ROWS = [(1000, 1.0, 0.95, []), (200, 0.2, 0.93, ["dense_1:low_rank(r=8)"]), (90, 0.09, 0.90, ["x"]),
+        (150, 0.15, 0.85, ["y"]), (90, 0.09, 0.90, ["dup"])]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    d = tmp_path / "toy"
+    d.mkdir()
+    (d / "space.json").write_text(json.dumps({"space": SPACE, "space_path": None}))
+    for i, (size, ratio, acc, genome) in enumerate(ROWS):
+        append_point(d, {"trial": f"t{i % 2}", "step": 50 * (i + 1), "bytes": size, "ratio": ratio, "accuracy": acc,
+                         "genome": [], "genome_summary": " ".join(genome) or "dense", "checkpoint": f"models/{i}"})
+    with open(d / "points.jsonl", "a") as f:
+        f.write('{"trial": "t0", "step": 9')  # a torn last line, as after a SIGKILL
+    return d
+
+
+def test_front_table_files_and_hypervolume(run_dir, capsys):
+    report.pareto([run_dir])
+    out = capsys.readouterr().out
+    run = report.load_run(run_dir)
+    assert [(p.size, p.metric) for p in run.pareto_front()] == [(90, 0.90), (200, 0.93), (1000, 0.95)]
+    assert run.pareto_front()[0].checkpoint == "models/2"  # of duplicates, the first reported
+    # (0.2-0.09)*(0.9-0.1) + (1-0.2)*(0.93-0.1)
+    assert run.hypervolume() == pytest.approx(0.11 * 0.8 + 0.8 * 0.83)
+    assert run.dense_bytes == 1000 and run.budget_bytes() == 100
+    assert re.search(r"^\s+0\s+90\s+0\.0900\s+0\.9000", out, re.M), out
+    rows = (run_dir / "pareto.csv").read_text().splitlines()
+    assert rows[0].startswith("point,bytes,ratio,accuracy") and len(rows) == 4
+    summary = json.loads((run_dir / "pareto.json").read_text())
+    assert summary["hypervolume"] == pytest.approx(run.hypervolume()) and summary["points"] == 5
+    assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (run_dir / "pareto.html").read_text()
+    assert "mutate export" in html and not re.search(r"<script[^>]+src=\"https?://", html), "must work offline"
+
+
+def test_compare_two_runs(run_dir, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    report.pareto([run_dir, other])
+    out = capsys.readouterr().out
+    assert "hypervolume" in out and (tmp_path / "compare_toy_vs_other.png").is_file()
+    assert (tmp_path / "compare_toy_vs_other.html").is_file()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (.ci/run installs Debian's)")
+def test_html_renders_every_point_without_console_errors(run_dir):
+    report.pareto([run_dir])
+    res = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                          "--v=0", "--virtual-time-budget=5000", "--dump-dom",
+                          (run_dir / "pareto.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console
+    drawn = len(re.findall(r'class="point"', res.stdout))
+    assert drawn == len(ROWS) + 3  # every point in grey, plus the three front points
