@@ -27,7 +27,7 @@ _EXPORTS = {
     "SplicedDense": "mutate.layers", "SplicedEmbedding": "mutate.layers", "SplicedLSTM": "mutate.layers",
     "Schedule": "mutate.schedule", "LayerSize": "mutate.size", "ModelSize": "mutate.size",
     "model_size": "mutate.size", "compress": "mutate.surgery", "strip": "mutate.surgery",
-    "densify": "mutate.densify", "load_run": "mutate.report", "Run": "mutate.report",
+    "densify": "mutate._densify", "load_run": "mutate.report", "Run": "mutate.report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ import numpy as np
 import mutate
 from mutate import builders
 from mutate.data import Dataset
-from mutate.densify import densify
+from mutate._densify import densify
 from mutate.devices import make_strategy, scope, strategy_for
 from mutate.genome import Genome, Mutation, current, from_json, pending, summary, to_json
 from mutate.space import Space
