@@ -27,9 +27,9 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     if resume is not None:
         run_dir = Path(resume).resolve()
         space = runner.load_recorded_space(run_dir)
-    allowed, budget, dense_bytes = driver.prepare(space)
+    allowed, budget, dense_bytes, classes = driver.prepare(space)
     if resume is None:
-        run_dir = runner.prepare_run_dir(space)
+        run_dir = runner.prepare_run_dir(space, classes=classes)
     s = space.search
     print(f"mutate search: {space.name} ({s['strategy']}, population {s['population']}, "
           f"{space.training['steps']} steps per trial) -> {run_dir}")

@@ -43,8 +43,9 @@ def _smallest_bits(op_name: str, choices: dict[str, list[Any]], m: int, n: int) 
     return int(best or 0)
 
 
-def prepare(space: Space) -> tuple[dict[str, list[str]], int, int]:
-    """Validate the space against its model; returns (allowed, budget bytes, dense bytes).
+def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
+    """Validate the space against its model; returns (allowed, budget bytes, dense bytes, classes), where
+    classes is the model's output width (the vocabulary of a language model).
 
     Raises:
         SpaceError: a glob matches nothing, a layer cannot be compressed, a parameter does not fit a layer,
@@ -88,5 +89,5 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int]:
         value = space.budget["bytes"] if space.budget["bytes"] is not None else space.budget["ratio"]
         raise space.error(key, f"{value!r} ({budget:,} bytes) is below the smallest model this space can reach "
                                f"({floor:,} bytes of {dense_bytes:,} dense)")
-    return allowed, budget, dense_bytes
+    return allowed, budget, dense_bytes, int(data.num_classes)
 

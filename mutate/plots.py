@@ -64,12 +64,15 @@ def pareto_html(runs: list[Any]) -> str:
     """
     import plotly.graph_objects as go
 
+    from mutate.pareto import front
+
     first = runs[0]
     metric = "perplexity" if first.lm else "accuracy"
     fig = go.Figure()
     for run in runs:
         pts = run.points()
-        front_index = {id(p): i for i, p in enumerate(run.pareto_front())}
+        fr = front(pts, higher_is_better=not run.lm)
+        front_index = {id(p): i for i, p in enumerate(fr)}
 
         def hover(p: Any) -> str:
             cmd = (f"mutate export {run.dir} --point {front_index[id(p)]} --out model.keras"
@@ -80,7 +83,6 @@ def pareto_html(runs: list[Any]) -> str:
         fig.add_trace(go.Scatter(x=[p.size for p in pts], y=[p.metric for p in pts], mode="markers",
                                  name=f"{run.dir.name}: all points", marker={"color": "lightgrey", "size": 6},
                                  hovertext=[hover(p) for p in pts], hoverinfo="text"))
-        fr = run.pareto_front()
         fig.add_trace(go.Scatter(x=[p.size for p in fr], y=[p.metric for p in fr], mode="lines+markers",
                                  line={"shape": "hv"}, marker={"size": 9},
                                  name=f"{run.dir.name}: front (HV {run.hypervolume():.3f})",

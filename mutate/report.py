@@ -22,6 +22,7 @@ class Run:
         self.lm = any("perplexity" in r for r in rows)
         info = json.loads((self.dir / "space.json").read_text())
         self.space = info["space"]
+        self.classes = info.get("classes")
 
     def points(self) -> list[Point]:
         """Every reported point, in order."""
@@ -40,9 +41,9 @@ class Run:
     def reference_metric(self) -> float:
         """Chance level: 1 / classes for accuracy (from the model's output width), the vocabulary size for
         perplexity (a uniform guess)."""
-        classes = self.space.get("_classes")
-        if classes is None:
-            classes = {"digits": 10, "fashion_mnist": 10}.get(str(self.space.get("data", {}).get("name")), 10)
+        classes = self.classes
+        if classes is None:  # a run recorded without it: the built-in datasets have 10 classes
+            classes = 10
         return float(classes) if self.lm else 1.0 / classes
 
     def hypervolume(self) -> float:

@@ -247,16 +247,16 @@ def run(space: Space, *, run_dir: Path, allowed: dict[str, list[str]], budget: i
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "errors": errors}
 
 
-def prepare_run_dir(space: Space) -> Path:
+def prepare_run_dir(space: Space, classes: int | None = None) -> Path:
     """Create a new run directory ``storage/name`` (``name-2``, ``name-3``... when taken) and record the
-    space in it. Returns its absolute path."""
+    space (and the model's number of classes, for chance level) in it. Returns its absolute path."""
     base = (space.storage / space.name).resolve()
     run_dir, i = base, 1
     while run_dir.exists() and any(run_dir.iterdir()):
         i += 1
         run_dir = base.with_name(f"{base.name}-{i}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"space": space.raw, "space_path": str(space.path) if space.path else None}
+    record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes}
     tmp = run_dir / (SPACE_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(run_dir / SPACE_FILE)
