@@ -119,3 +119,17 @@ def test_seeded_random_strategy_with_one_trial_is_reproducible(tmp_path):
     a = [{k: p[k] for k in keys} for p in rows(tmp_path / "a" / "digits_mlp")]
     b = [{k: p[k] for k in keys} for p in rows(tmp_path / "b" / "digits_mlp")]
     assert a == b and len(a) == 6 and any(p["genome"] for p in a)
+
+
+def test_a_trial_that_crashes_once_is_retried_from_its_checkpoint(tmp_path):
+    marker = tmp_path / "crashed-once"
+    res = run(["search", str(SPACE), *SMALL, "--set", f"storage={tmp_path}", "--set", "model.builder=tests.faulty:flaky_mlp",
+               "--set", f"model.marker={marker}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert marker.exists(), "the builder never failed"
+    points = rows(tmp_path / "digits_mlp")
+    last = {}
+    for p in points:
+        last[p["trial"]] = max(last.get(p["trial"], 0), p["step"])
+    assert len(last) == 2 and set(last.values()) == {300}, last
+    assert "a trial failed" not in res.stdout
