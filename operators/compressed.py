@@ -123,7 +123,9 @@ class Compressed(Compressor):
         hook: SparseLeft = type(base).sparse_left  # type: ignore[attr-defined]
         p = self.projection(m)
         sketch = np.asarray(p @ a.astype(np.float64), np.float32)
-        small = getattr(base, "factor_sketch", base.factor)(sketch)
+        factor_sketch = getattr(base, "factor_sketch", None)
+        fan_in = m * self.column_nonzeros / self.sketch_dim  # rows of A summed by a sketch row, on average
+        small = factor_sketch(sketch, fan_in=fan_in) if factor_sketch is not None else base.factor(sketch)
         split = getattr(base, "split_sparse_left", None)
         sketch_left, right = split(small) if split is not None else (small[hook.left], small[hook.right])
         left = recover_sparse(np.asarray(sketch_left, np.float64), p, nonnegative=hook.nonnegative,

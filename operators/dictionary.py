@@ -16,6 +16,7 @@ from operators._bits import code_bits, pack_codes, packed_bytes, unpack_codes
 from operators._registry import register
 from operators.kmeans import code_dtype
 from operators.omp import batch_omp
+from operators.sketching import SparseLeft
 
 
 def initial_dictionary(a: np.ndarray, atoms: int, seed: int) -> np.ndarray:
@@ -168,6 +169,10 @@ class Dictionary(Compressor):
         seed: seed of the choice of initial atoms.
     """
 
+    sparse_left = SparseLeft(left="codes", right="dictionary", nonnegative=False)
+    """``compressed`` can wrap it: L is the dense (m x atoms) code matrix, R the dictionary; L is recovered by
+    OMP. The factor names here are nominal: the hook methods below translate to and from the real factors."""
+
     def __init__(self, atoms: int = 256, *, n_nonzero: int = 4, max_iter: int = 10, seed: int = 0) -> None:
         self.atoms = atoms
         self.n_nonzero = n_nonzero
@@ -191,6 +196,72 @@ class Dictionary(Compressor):
 
     def _factor(self, a: np.ndarray) -> Factors:
         indices, values, dictionary = learn(a, self.atoms, self.n_nonzero, max_iter=self.max_iter, seed=self.seed)
+        return {"indices": indices, "values": values, "dictionary": dictionary}
+
+    # -- the `SparseLeft` hook, used by the ``compressed`` operator --------------------------------------------
+    def sketch_nonzero(self, n: int, fan_in: float) -> int:
+        """Atoms per row used to code a sketch row that sums ``fan_in`` rows of A (each ``n_nonzero``-sparse).
+
+        ``min(atoms, n, n_nonzero * ceil(fan_in))``: the codes of a sum of ``fan_in`` rows may use up to that
+        many atoms, and more than ``n`` (or ``atoms``) atoms never help a least-squares fit.
+        """
+        return int(max(1, min(self.atoms, n, self.n_nonzero * math.ceil(max(fan_in, 1.0)))))
+
+    def factor_sketch(self, sketch: np.ndarray, *, fan_in: float = 1.0) -> Factors:
+        """Learn the dictionary on the (d x n) sketch ``P A`` with `sketch_nonzero` atoms per row.
+
+        Args:
+            sketch: ``P A``, shape (d, n).
+            fan_in: the mean number of rows of A that one sketch row sums (``m * s / d``).
+
+        Returns:
+            ``indices`` and ``values`` of shape (d, `sketch_nonzero`) and the ``dictionary`` (atoms, n), as
+            `split_sparse_left` reads them (not in `specs` shape: the codes are wider than ``n_nonzero``).
+        """
+        sketch = np.asarray(sketch, np.float64)
+        nonzero = self.sketch_nonzero(sketch.shape[1], fan_in)
+        indices, values, dictionary = learn(sketch, self.atoms, nonzero, max_iter=self.max_iter, seed=self.seed)
+        return {"indices": indices, "values": values, "dictionary": dictionary}
+
+    def split_sparse_left(self, factors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The dense codes (rows x atoms, float64) and the dictionary (atoms x n) of ``factors``."""
+        indices = np.asarray(factors["indices"]).astype(np.int64)
+        values = np.asarray(factors["values"], np.float64)
+        codes = np.zeros((len(indices), self.atoms))
+        np.add.at(codes, (np.arange(len(indices))[:, None], indices), values)
+        return codes, np.asarray(factors["dictionary"], np.float64)
+
+    def join_sparse_left(self, a: np.ndarray, left: np.ndarray, right: np.ndarray) -> Factors:
+        """Normal ``dictionary`` factors of A (m x n): the atoms of ``right``, A re-encoded over them by OMP.
+
+        The rows of ``right`` are normalised to unit norm (an all-zero or non-finite row, e.g. an atom that no
+        recovered code uses, is replaced by the row `initial_dictionary` would start from) and every row of A
+        is then coded with exactly ``n_nonzero`` atoms by `batch_omp` (one pass over A). The recovered codes
+        ``left`` are not used to choose the support: a recovered row of L is neither ``n_nonzero``-sparse nor
+        optimal for the atoms; they reach the result only through ``right`` when ``compressed`` refits it
+        (``refit=True``, least squares of A on ``left``).
+
+        Args:
+            a: the full matrix, shape (m, n).
+            left: the recovered codes, shape (m, atoms); unused (see above).
+            right: the dictionary, shape (atoms, n).
+
+        Returns:
+            ``indices`` (m, n_nonzero), ``values`` (m, n_nonzero) and ``dictionary`` (atoms, n) with unit rows.
+        """
+        del left
+        a64 = np.asarray(a, np.float64)
+        dictionary = np.array(right, np.float64)
+        norms = np.linalg.norm(dictionary, axis=1)
+        finite = np.isfinite(norms)
+        largest = float(np.max(norms[finite], initial=0.0))
+        bad = ~finite | (norms <= 1e-12 * max(largest, 1e-300))
+        norms[bad] = 1.0
+        dictionary /= norms[:, None]
+        if bad.any():
+            dictionary[bad] = initial_dictionary(a64, self.atoms, self.seed)[bad]
+        with one_blas_thread():
+            indices, values = batch_omp(a64, dictionary, self.n_nonzero)
         return {"indices": indices, "values": values, "dictionary": dictionary}
 
     @staticmethod

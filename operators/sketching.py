@@ -27,8 +27,9 @@ class SparseLeft:
     A from L and R. By default L and R are the factors named ``left`` and ``right`` (dense, in the
     operator's `specs`); an operator whose factors hold them differently defines some of these methods:
 
-    - ``factor_sketch(sketch) -> Factors``: factor the (d x n) sketch (default: ``factor``), e.g. without a
-      sparsity constraint that holds for L but not for ``P L``.
+    - ``factor_sketch(sketch, *, fan_in) -> Factors``: factor the (d x n) sketch (default: ``factor``), e.g.
+      without a sparsity constraint that holds for L but not for ``P L``; ``fan_in`` (float) is ``m * s / d``,
+      the mean number of rows of A that one sketch row sums.
     - ``split_sparse_left(factors) -> (L, R)``: dense L (rows x k) and R (k x n) from factors (default:
       ``factors[left], factors[right]``).
     - ``refit_right(a, L, R) -> R``: the best R for A (m x n) given L, starting from R (default: least

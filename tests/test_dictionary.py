@@ -1,5 +1,7 @@
 """Dictionary learning with batch OMP: the conformance suites plus OMP, recovery, validation and storage."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,83 @@ def test_embedding_trains_its_atoms_and_splices_to_gathers():
     s = mutate.strip(c)
     assert isinstance(s.get_layer("emb"), mutate.SplicedEmbedding)
     np.testing.assert_allclose(s.predict(x, verbose=0), c.predict(x, verbose=0), atol=1e-5)
+
+
+# -- dictionary wrapped by ``compressed`` (compressed factorization, operators/compressed.py) -----------------
+COMPRESSED_DICTIONARY = {"base": "dictionary", "base_params": {"atoms": 16, "n_nonzero": 3, "max_iter": 3},
+                         "sketch_dim": 16, "column_nonzeros": 3, "seed": 1}
+
+
+class TestCompressedDictionaryConformance(OperatorConformance):
+    name = "compressed"
+    params = COMPRESSED_DICTIONARY
+
+    def reconstruct(self, op, factors):
+        return sparse_product(factors["indices"].astype(int), factors["values"], factors["dictionary"])
+
+
+class TestCompressedDictionaryLayers(LayerConformance):
+    name = "compressed"
+    params = {**COMPRESSED_DICTIONARY, "base_params": {"atoms": 8, "n_nonzero": 3, "max_iter": 3}}
+    exact_params = {**COMPRESSED_DICTIONARY, "base_params": {"atoms": 12, "n_nonzero": 12, "max_iter": 2}}
+
+
+def test_compressed_dictionary_gives_the_dictionary_operators_factors():
+    import operators.compressed  # noqa: F401  (registers "compressed")
+
+    op = operators.get("compressed", base="dictionary", base_params={"atoms": 32, "n_nonzero": 3},
+                       sketch_dim=50, column_nonzeros=4, seed=0)
+    assert "dictionary" in operators.compressed.supported()
+    assert op.specs(200, 20) == operators.get("dictionary", atoms=32, n_nonzero=3).specs(200, 20)
+    a, _ = planted(200, 20, 32, 3, noise=0.01)
+    f = op.factor(a)
+    assert f["indices"].shape == f["values"].shape == (200, 3) and f["indices"].dtype == np.uint8
+    assert all(len(set(row)) == 3 for row in f["indices"].astype(int))
+    np.testing.assert_allclose(np.linalg.norm(f["dictionary"], axis=1), 1.0, atol=1e-5)
+    # the codes are exactly an OMP re-encoding of A against the returned dictionary
+    idx, val = batch_omp(a.astype(np.float64), f["dictionary"].astype(np.float64), 3)
+    np.testing.assert_array_equal(f["indices"], idx)
+    np.testing.assert_allclose(f["values"], val, rtol=1e-4, atol=1e-5)
+
+
+def test_dictionary_sketch_sparsity_grows_with_the_fan_in():
+    op = operators.get("dictionary", atoms=32, n_nonzero=3)
+    assert [op.sketch_nonzero(20, f) for f in (0.5, 1.0, 2.5, 20.0)] == [3, 3, 9, 20]
+    assert op.sketch_nonzero(64, 20.0) == 32
+
+
+@functools.lru_cache(maxsize=1)
+def _planted_relative_errors() -> dict[str, tuple[float, float]]:
+    """(relative error, seconds) of plain and compressed (d=400) dictionary learning on the planted case."""
+    import time
+
+    import operators.compressed  # noqa: F401  (registers "compressed")
+
+    a, _ = planted(2000, 32, 32, 3, noise=0.01)
+    ops = {"plain": operators.get("dictionary", atoms=32, n_nonzero=3),
+           "compressed": operators.get("compressed", base="dictionary", base_params={"atoms": 32, "n_nonzero": 3},
+                                       sketch_dim=400, column_nonzeros=4, seed=0)}
+    out = {}
+    for key, op in ops.items():
+        start = time.perf_counter()
+        f = op.factor(a)
+        seconds = time.perf_counter() - start
+        approx = sparse_product(f["indices"].astype(int), f["values"], f["dictionary"])
+        out[key] = (float(np.linalg.norm(a - approx) / np.linalg.norm(a)), seconds)
+    return out
+
+
+def test_compressed_dictionary_on_a_planted_case_is_valid_but_far_from_plain():
+    # Measured: plain ~0.076 in ~0.1 s, compressed ~0.67 in ~1 s. Each of the 400 sketch rows sums ~20 rows of
+    # A, so its codes use ~28 of the 32 atoms: the sketch does not identify the atoms, and re-encoding A
+    # against the sketch's dictionary is only somewhat better than nothing.
+    errors = _planted_relative_errors()
+    assert errors["plain"][0] < 0.1
+    assert errors["compressed"][0] < 0.8
+
+
+@pytest.mark.xfail(strict=True, reason="compressed dictionary learning does not identify the atoms when a sketch "
+                                       "row's codes are dense (here ~28 of 32 atoms); see the test above")
+def test_compressed_dictionary_matches_plain_on_a_planted_case():
+    errors = _planted_relative_errors()
+    assert errors["compressed"][0] <= 1.5 * errors["plain"][0]
