@@ -1,12 +1,15 @@
-"""A search against a local two-node Ray cluster on loopback (a head and a worker raylet)."""
+"""Searches against a local two-node Ray cluster on loopback (a head and a worker raylet), healthy and with
+the worker node killed mid-search."""
 
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +25,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def raylets() -> set[int]:
+    out = subprocess.run(["pgrep", "-x", "raylet"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
 @pytest.mark.skipif(not RAY.exists(), reason="the ray CLI is not installed next to this Python")
-def test_search_on_a_two_node_loopback_cluster(tmp_path):
+@pytest.mark.parametrize("lose_worker", [False, True], ids=["healthy", "worker_killed"])
+def test_search_on_a_two_node_loopback_cluster(tmp_path, lose_worker):
     ray_tmp = tempfile.mkdtemp(prefix="mr", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     # `ray start --head` turns on token authentication (the token goes to ~/.ray/auth_token): the worker
     # node and the driver need RAY_AUTH_MODE=token to join.
@@ -37,15 +46,31 @@ def test_search_on_a_two_node_loopback_cluster(tmp_path):
     try:
         head = ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
         assert head.returncode == 0, head.stderr[-2000:]
+        head_raylets = raylets()
         worker = ray("start", f"--address=127.0.0.1:{port}", *common)
         assert worker.returncode == 0, worker.stderr[-2000:]
-        res = subprocess.run([sys.executable, "-m", "mutate.cli", "search", str(SPACE), *SMALL,
-                              "--set", f"storage={tmp_path}", "--address", f"127.0.0.1:{port}"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, res.stderr[-3000:]
-        rows = [json.loads(x) for x in (tmp_path / "digits_mlp" / "points.jsonl").read_text().splitlines()]
-        assert {r["step"] for r in rows} == {50, 100, 150, 200, 250, 300}
-        assert "on the front" in res.stdout
+        worker_raylet = raylets() - head_raylets
+        proc = subprocess.Popen([sys.executable, "-m", "mutate.cli", "search", str(SPACE), *SMALL,
+                                 "--set", f"storage={tmp_path}", "--address", f"127.0.0.1:{port}"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        points = tmp_path / "digits_mlp" / "points.jsonl"
+        if lose_worker:  # kill the worker node (its raylet and everything under it) mid-search
+            assert len(worker_raylet) == 1
+            deadline = time.time() + 300
+            while time.time() < deadline and not (points.is_file() and len(points.read_text().splitlines()) >= 4):
+                time.sleep(0.5)
+            os.kill(worker_raylet.pop(), signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        rows = [json.loads(x) for x in points.read_text().splitlines()]
+        last: dict[str, int] = {}
+        for r in rows:
+            last[r["trial"]] = max(last.get(r["trial"], 0), r["step"])
+        assert len(last) == 2 and set(last.values()) == {300}, last  # lost trials retried to the end
+        assert "on the front" in stdout
+        if lose_worker:
+            log = (tmp_path / "digits_mlp" / "ray_output.log").read_text()
+            assert "errored after" in log, "the worker node's trial never failed"  # Ray's own line
     finally:
         ray("stop", "--force")
         shutil.rmtree(ray_tmp, ignore_errors=True)
