@@ -5,7 +5,7 @@
 >>> factors = op.factor(A)        # {"left": (m, 16), "right": (16, n)}
 """
 
-from operators._base import Compressor, FactorSpec, Factors, array_bits, dtype_bits
+from operators._base import Compressor, FactorSpec, Factors, TwoFactor, array_bits, dtype_bits
 from operators._registry import available, get, register
 from operators.compressed import Compressed
 from operators.dictionary import Dictionary
@@ -17,5 +17,6 @@ from operators.pruning import Pruning
 from operators.random_projection import RandomProjection
 from operators.simhash import SimHash
 
-__all__ = ["Compressed", "Compressor", "FactorSpec", "Dictionary", "Factors", "GradientPruning", "KMeans", "LowRank", "NMF",
-           "Pruning", "RandomProjection", "SimHash", "array_bits", "available", "dtype_bits", "get", "register"]
+__all__ = ["Compressed", "Compressor", "Dictionary", "FactorSpec", "Factors", "GradientPruning", "KMeans", "LowRank",
+           "NMF", "Pruning", "RandomProjection", "SimHash", "TwoFactor", "array_bits", "available", "dtype_bits",
+           "get", "register"]

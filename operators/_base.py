@@ -181,6 +181,32 @@ class Compressor(abc.ABC):
         return hash((type(self).__name__, tuple(sorted(map(str, self.get_config().items())))))
 
 
+class TwoFactor(Compressor):
+    """A compressor whose product is ``factors[left_name] @ factors[right_name]``, (m, k) @ (k, n).
+
+    It computes ``x @ B∘C`` as ``(x @ left) @ right`` and looks up rows of ``left`` before multiplying, so no
+    m x n matrix is formed in a Dense or Embedding layer.
+    """
+
+    left_name: ClassVar[str] = "left"
+    right_name: ClassVar[str] = "right"
+
+    def product(self, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        return ops.matmul(factors[self.left_name], factors[self.right_name])
+
+    def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        return ops.matmul(ops.matmul(x, factors[self.left_name]), factors[self.right_name])
+
+    def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        return ops.matmul(ops.take(factors[self.left_name], ids, axis=0), factors[self.right_name])
+
+
 def check_int(name: str, value: Any, low: int, high: float = math.inf, *, shape: str = "") -> None:
     """Raise if ``value`` is not an int in [low, high]; the message echoes the value."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
 
 import numpy as np
 
-from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._base import FactorSpec, Factors, TwoFactor, check_int
 from operators._registry import register
 
 _EXACT_MAX_ELEMENTS = 1_000_000
@@ -35,7 +34,7 @@ def randomized_svd(a: np.ndarray, k: int, *, oversample: int = 10, power_iters: 
 
 
 @register("low_rank")
-class LowRank(Compressor):
+class LowRank(TwoFactor):
     """Truncated SVD; the singular values are split evenly, ``left = U√S`` and ``right = √S Vᵀ``.
 
     Args:
@@ -93,17 +92,3 @@ class LowRank(Compressor):
         root = np.sqrt(s)
         return {"left": u * root, "right": root[:, None] * vt}
 
-    def product(self, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(factors["left"], factors["right"])
-
-    def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(ops.matmul(x, factors["left"]), factors["right"])
-
-    def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(ops.take(factors["left"], ids, axis=0), factors["right"])

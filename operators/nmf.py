@@ -7,11 +7,11 @@ nonnegative and ``right`` is unconstrained (Ding, Li and Jordan, 2010). When A >
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._base import FactorSpec, Factors, TwoFactor, check_int
 from operators._registry import register
 from operators.sketching import SparseLeft
 
@@ -93,7 +93,7 @@ def nmf(a: np.ndarray, rank: int, *, max_iter: int = 200, tol: float = 1e-4, l1:
 
 
 @register("nmf")
-class NMF(Compressor):
+class NMF(TwoFactor):
     """(Semi-)nonnegative matrix factorization ``A ≈ left @ right`` with ``left >= 0``, splice as two layers.
 
     When A >= 0 both factors are nonnegative (NMF). When A has a negative entry (the usual weight matrix)
@@ -149,17 +149,3 @@ class NMF(Compressor):
         _hals_columns(h.T, wta.T, wtw, 0.0, 20)
         return h
 
-    def product(self, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(factors["left"], factors["right"])
-
-    def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(ops.matmul(x, factors["left"]), factors["right"])
-
-    def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(ops.take(factors["left"], ids, axis=0), factors["right"])

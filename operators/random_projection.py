@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
 
 import numpy as np
 
-from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._base import FactorSpec, Factors, TwoFactor, check_int
 from operators._registry import register
 
 
@@ -17,7 +16,7 @@ def gaussian(shape: tuple[int, int], seed: int, scale_dim: int) -> np.ndarray:
 
 
 @register("random_projection")
-class RandomProjection(Compressor):
+class RandomProjection(TwoFactor):
     """One factor is random and fixed (0 stored bits), the other (``right``, k x n) is fit then trained.
 
     ``right`` starts as the least-squares solution of R @ C = A. A Dense layer computes ``(x @ R) @ C``.
@@ -28,6 +27,7 @@ class RandomProjection(Compressor):
     """
 
     generated = ("projection",)
+    left_name = "projection"
 
     def __init__(self, rank: int = 16, *, seed: int = 0) -> None:
         self.rank = rank
@@ -49,17 +49,3 @@ class RandomProjection(Compressor):
         c, *_ = np.linalg.lstsq(r.astype(np.float64), a.astype(np.float64), rcond=None)
         return {"projection": r, "right": c}
 
-    def product(self, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(factors["projection"], factors["right"])
-
-    def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(ops.matmul(x, factors["projection"]), factors["right"])
-
-    def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
-        return ops.matmul(ops.take(factors["projection"], ids, axis=0), factors["right"])
