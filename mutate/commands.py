@@ -13,23 +13,23 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     """``mutate search``: validate, run (or resume) the search, then print the front. Returns the run dir."""
     import sys
 
-    import operators
+    from mutate import policy, runs
     from mutate.cli import quiet_tensorflow_import
 
     console = sys.stdout
     if resume is None:  # the YAML is checked before anything heavy is imported: a typo costs no TF import
         extra = [f"search.strategy={strategy}"] if strategy else []
         space = spaces.load(path, [*overrides, *extra],  # type: ignore[arg-type]
-                            check_operator=lambda name, params: operators.get(name, **params))
+                            check_operator=policy.check_operator)
     quiet_tensorflow_import(verbose)
     from mutate import driver, search as runner
 
     if resume is not None:
         run_dir = Path(resume).resolve()
-        space = runner.load_recorded_space(run_dir)
+        space = runs.load_recorded_space(run_dir)
     allowed, budget, dense_bytes, classes = driver.prepare(space)
     if resume is None:
-        run_dir = runner.prepare_run_dir(space, classes=classes)
+        run_dir = runs.prepare_run_dir(space, classes=classes)
     s = space.search
     print(f"mutate search: {space.name} ({s['strategy']}, population {s['population']}, "
           f"{space.training['steps']} steps per trial) -> {run_dir}")

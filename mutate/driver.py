@@ -20,11 +20,6 @@ from mutate.surgery import matrix_shape
 from mutate.trial import budget_bytes
 
 
-def check_operator(name: str, params: dict[str, Any]) -> None:
-    """``operators.get(name, **params)``: raises ValueError/TypeError for unknown names or bad values."""
-    operators.get(name, **params)
-
-
 def _glob_matches(space: Space, key: str, globs: list[str], names: list[str]) -> None:
     import fnmatch
 

@@ -12,7 +12,7 @@ import mutate
 from mutate import builders
 from mutate.pareto import Point
 from mutate.report import Run
-from mutate.search import load_recorded_space
+from mutate.runs import load_recorded_space
 from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM
 
 TOLERANCE = 1e-6

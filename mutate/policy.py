@@ -8,6 +8,14 @@ from typing import Any, Mapping
 
 from mutate.genome import Genome, Mutation, current
 
+def check_operator(name: str, params: dict[str, Any]) -> None:
+    """``operators.get(name, **params)``: raises ValueError/TypeError for unknown names or bad values (pure
+    NumPy, so a space is checked without importing TensorFlow)."""
+    import operators
+
+    operators.get(name, **params)
+
+
 # Moving along a parameter's sorted choices in this direction compresses more.
 TIGHTER: dict[str, int] = {"rank": -1, "k": -1, "atoms": -1, "n_nonzero": -1, "sparsity": +1, "block_size": +1}
 

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mutate.space import Space, SpaceError, from_dict
+
 POINTS = "points.jsonl"
 SPACE_FILE = "space.json"
 
@@ -46,3 +48,32 @@ def read_points(run_dir: Path) -> list[dict[str, Any]]:
             continue
         rows[row.get("checkpoint") or len(rows)] = row
     return list(rows.values())
+
+
+def prepare_run_dir(space: Space, classes: int | None = None) -> Path:
+    """Create a new run directory ``storage/name`` (``name-2``, ``name-3``... when taken) and record the
+    space (and the model's number of classes, for chance level) in it. Returns its absolute path."""
+    base = (space.storage / space.name).resolve()
+    run_dir, i = base, 1
+    while run_dir.exists() and any(run_dir.iterdir()):
+        i += 1
+        run_dir = base.with_name(f"{base.name}-{i}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes}
+    tmp = run_dir / (SPACE_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(run_dir / SPACE_FILE)
+    return run_dir
+
+
+def load_recorded_space(run_dir: Path) -> Space:
+    """The space a run directory was started with.
+
+    Raises:
+        SpaceError: ``run_dir`` is not a run directory.
+    """
+    f = run_dir / SPACE_FILE
+    if not f.is_file():
+        raise SpaceError(f"{run_dir}: not a mutate run directory (no {SPACE_FILE})")
+    record = json.loads(f.read_text())
+    return from_dict(record["space"], path=Path(record["space_path"]) if record.get("space_path") else None)

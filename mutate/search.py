@@ -9,7 +9,6 @@ cloned trial's exact architecture, then splices in the mutation that explore app
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -23,8 +22,8 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from mutate import policy
 from mutate.genome import from_json, to_json
-from mutate.runs import SPACE_FILE, append_point, read_points
-from mutate.space import Space, SpaceError, from_dict
+from mutate.runs import append_point, read_points
+from mutate.space import Space, from_dict
 
 
 def _space_of(config: dict[str, Any]) -> Space:
@@ -245,32 +244,3 @@ def run(space: Space, *, run_dir: Path, allowed: dict[str, list[str]], budget: i
     errors = [str(r.error).strip().splitlines()[-1][:200] for r in results if r.error is not None]
     compute = sum(p.get("time_this_iter_s") or 0.0 for p in points)
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "errors": errors}
-
-
-def prepare_run_dir(space: Space, classes: int | None = None) -> Path:
-    """Create a new run directory ``storage/name`` (``name-2``, ``name-3``... when taken) and record the
-    space (and the model's number of classes, for chance level) in it. Returns its absolute path."""
-    base = (space.storage / space.name).resolve()
-    run_dir, i = base, 1
-    while run_dir.exists() and any(run_dir.iterdir()):
-        i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes}
-    tmp = run_dir / (SPACE_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(run_dir / SPACE_FILE)
-    return run_dir
-
-
-def load_recorded_space(run_dir: Path) -> Space:
-    """The space a run directory was started with.
-
-    Raises:
-        SpaceError: ``run_dir`` is not a run directory.
-    """
-    f = run_dir / SPACE_FILE
-    if not f.is_file():
-        raise SpaceError(f"{run_dir}: not a mutate run directory (no {SPACE_FILE})")
-    record = json.loads(f.read_text())
-    return from_dict(record["space"], path=Path(record["space_path"]) if record.get("space_path") else None)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mutate import driver
+from mutate import driver, policy
 from mutate import space as spaces
 from mutate.space import SpaceError
 
@@ -24,12 +24,12 @@ def base():
 
 
 def load(tmp_path, data, overrides=()):
-    return spaces.load(write(tmp_path, data), list(overrides), check_operator=driver.check_operator)
+    return spaces.load(write(tmp_path, data), list(overrides), check_operator=policy.check_operator)
 
 
 def test_shipped_spaces_validate():
     for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
-        s = spaces.load(path, check_operator=driver.check_operator)
+        s = spaces.load(path, check_operator=policy.check_operator)
         assert s.name == path.stem
 
 
