@@ -1,7 +1,8 @@
 """The ``mutate`` command line: ``search``, ``pareto``, ``export`` and ``demo``.
 
 Bad input of any kind prints one line, ``mutate: error: ...``, and exits with code 2 (a traceback only
-with ``--verbose``).
+with ``--verbose``). A search in which some trials failed still exits with 0 (each failure is listed on
+one line, the others' front is kept); one in which every trial failed exits with 1.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from mutate.errors import SearchFailed
 
 
 def quiet_tensorflow_import(verbose: bool = False) -> None:
@@ -38,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("space", nargs="?", type=Path, help="search space YAML (see search_spaces/)")
     search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a key of the space, e.g. --set search.population=8 (repeatable)")
-    search.add_argument("--strategy", choices=("pbt", "random"), help="override search.strategy")
+    search.add_argument("--strategy", choices=("pbt", "random", "uniform"), help="override search.strategy")
     search.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: an embedded Ray)")
     search.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted search")
     search.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
@@ -75,7 +78,8 @@ def _search(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for bad input)."""
+    """Entry point; returns the exit code: 0, 1 when every trial of a search failed, 2 for bad input, 130 when
+    interrupted."""
     args = _parser().parse_args(argv)
     try:
         if args.command != "search":  # search validates its YAML first, so a typo costs no TF import
@@ -101,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mutate: error: {e}", file=sys.stderr)
         return 2
+    except SearchFailed as e:
+        if args.verbose:
+            raise
+        print(f"mutate: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mutate: interrupted", file=sys.stderr)
         return 130

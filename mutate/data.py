@@ -182,3 +182,24 @@ def ptb(*, data_dir: str | Path | None = None, vocab: int = 10000, seq_len: int 
                 raise FileNotFoundError(f"ptb: no data_dir given and the download failed: {type(e).__name__}: {e}") from None
     read = {k: [line.strip() for line in p.read_text().splitlines() if line.strip()] for k, p in files.items()}
     return word_lm("ptb", read["train"], read["test"], vocab=vocab, seq_len=seq_len)
+
+
+def cifar10(*, flatten: bool = False) -> Dataset:
+    """CIFAR-10 (50k train, 10k test, 32x32x3, 10 classes) scaled to [0, 1], from Keras' download (online).
+
+    Args:
+        flatten: x as (N, 3072) when True, else (N, 32, 32, 3).
+
+    Raises:
+        FileNotFoundError: the download failed (no internet, and nothing in Keras' cache).
+    """
+    try:
+        import keras
+
+        (x_tr, y_tr), (x_te, y_te) = keras.datasets.cifar10.load_data()
+    except Exception as e:  # noqa: BLE001 - any download failure means the same thing to the user
+        raise FileNotFoundError(f"cifar10: the download failed (needs the internet once): {type(e).__name__}: {e}") from None
+    shape = (-1, 3072) if flatten else (-1, 32, 32, 3)
+    x_tr = (x_tr.reshape(shape) / 255.0).astype(np.float32)
+    x_te = (x_te.reshape(shape) / 255.0).astype(np.float32)
+    return Dataset("cifar10", x_tr, y_tr.reshape(-1).astype(np.int64), x_te, y_te.reshape(-1).astype(np.int64), 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import random
 from typing import Any, Mapping
 
@@ -99,3 +100,26 @@ def random_genome(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[s
         if m is not None:
             out.append(m.applied(step))
     return tuple(out)
+
+
+def uniform_genomes(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], rng: random.Random,
+                    count: int, *, step: int) -> list[Genome]:
+    """Genomes for ``--strategy uniform``: each applies ONE operator at one level to every layer that allows
+    it, all at ``step``. The (operator, level) grid is shuffled by ``rng`` and dealt out in turn, so ``count``
+    trials cover ``min(count, grid size)`` distinct combinations.
+
+    Args:
+        operators: the space's ``mutations.operators``.
+        allowed: layer name -> operators allowed on it (see `targets`).
+        rng: the search's seeded generator.
+        count: the number of trials.
+        step: the training step at which every mutation is applied (the warm-up's end).
+    """
+    grid: list[tuple[str, dict[str, Any]]] = []
+    for op in sorted({o for ops in allowed.values() for o in ops}):
+        names, values = zip(*sorted(choices(operators, op).items())) if choices(operators, op) else ((), ())
+        for combo in itertools.product(*values):
+            grid.append((op, dict(zip(names, combo))))
+    rng.shuffle(grid)
+    return [tuple(Mutation(layer, op, params).applied(step) for layer in allowed if op in allowed[layer])
+            for op, params in (grid[i % len(grid)] for i in range(count))] if grid else [() for _ in range(count)]

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,8 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from mutate import policy
 from mutate.genome import from_json, to_json
-from mutate.runs import append_point, read_points
+from mutate.errors import NonFiniteLoss
+from mutate.runs import append_point, divergence, read_points, record_divergence
 from mutate.space import Space, from_dict
 
 
@@ -35,6 +37,7 @@ class MutationTrainable(tune.Trainable):
     """A Ray Tune trainable: one report = ``training.report_every`` steps, then measure and checkpoint."""
 
     def setup(self, config: dict[str, Any]) -> None:
+        self._refuse_diverged(config)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from mutate.trial import TrialRunner
 
@@ -44,15 +47,27 @@ class MutationTrainable(tune.Trainable):
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Reuse this actor for another trial: keep the loaded data, start a fresh model."""
+        self._refuse_diverged(new_config)
         self.config = new_config
         self.runner = self._runner_cls(self.space, seed=new_config["member"]["seed"], data=self.runner.data)
         return True
 
+    def _refuse_diverged(self, config: dict[str, Any]) -> None:
+        """A retry of a trial that diverged fails at once: from its last checkpoint (same weights, data order
+        and genome) it would only diverge again, so Ray's retries (`FailureConfig`) cost no training."""
+        reason = divergence(Path(config["run_dir"]), self.trial_id)
+        if reason is not None:
+            raise NonFiniteLoss(f"not retried: {reason}")
+
     def step(self) -> dict[str, Any]:
         t = self.space.training
-        self.runner.apply(from_json(self.config["member"]["genome"]))
-        self.runner.train(t["report_every"])
-        result = self.runner.measure()
+        try:
+            self.runner.apply(from_json(self.config["member"]["genome"]))
+            self.runner.train(t["report_every"])
+            result = self.runner.measure()
+        except NonFiniteLoss as e:
+            record_divergence(Path(self.config["run_dir"]), self.trial_id, str(e))
+            raise
         # unique per report: after an exploit a trial may report the same step again with another model
         folder = (Path(self.config["run_dir"]) / "models" / self.trial_id
                   / f"step_{result['step']:07d}_{uuid.uuid4().hex[:8]}")
@@ -122,8 +137,16 @@ class _Points(tune.Callback):
                 f"best under budget ({self.budget:,} B): {best}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        reason = (trial.error_file and Path(trial.error_file).read_text().strip().splitlines() or ["?"])[-1]
-        _emit(f"[{time.time() - self.t0:6.0f}s] trial {trial.trial_id} failed: {reason[:300]}")
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+        _emit(f"[{time.time() - self.t0:6.0f}s] trial {trial.trial_id} failed: {reason(text)}")
+
+
+def reason(error: Any) -> str:
+    """One line for a failed trial: the last line of its error (Ray's traceback ends with the exception),
+    without the exception's module path, at most 300 characters."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else "unknown error"
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Z]\w*: )", "", line)[:300]
 
 
 def _trial_name(trial: Any) -> str:
@@ -143,18 +166,53 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
     if address:
         ray.init(address=address, logging_level=level, log_to_driver=verbose)
     else:  # an embedded Ray on loopback, dashboard off unless asked for
-        ray.init(include_dashboard=space.ray["dashboard"], dashboard_host="127.0.0.1", logging_level=level,
-                 log_to_driver=verbose, _node_ip_address="127.0.0.1", configure_logging=True)
+        with _loopback_only():
+            ray.init(include_dashboard=space.ray["dashboard"], dashboard_host="127.0.0.1", logging_level=level,
+                     log_to_driver=verbose, _node_ip_address="127.0.0.1", configure_logging=True)
+
+
+_SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Any:
+    """Make the Ray started inside listen on 127.0.0.1 only.
+
+    On Linux, Ray 2.60 turns a node address of 127.0.0.1 into the machine's outbound address
+    (`ray._private.services.resolve_ip_for_localhost`), and its gRPC servers (GCS, raylet, object manager,
+    workers) then listen on all interfaces. With Ray's single-node mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+    the default on macOS and Windows) the node address stays 127.0.0.1 and every server binds to it. Ray reads
+    the variable when it is imported, so the constant is set here too; both are restored afterwards (the
+    processes started meanwhile keep it in their environment), so a later ``ray.init(address=...)`` in this
+    process can still join a cluster.
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_SINGLE_NODE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_NODE] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_SINGLE_NODE, None)
+        else:
+            os.environ[_SINGLE_NODE] = saved_env
 
 
 def _members(space: Space, allowed: dict[str, list[str]]) -> list[dict[str, Any]]:
     """The initial population: per trial a seed and a genome (PBT: one mutation planned after warm-up;
-    random: a whole random genome with planned steps)."""
+    random: a whole random genome with planned steps; uniform: one operator and level on every layer)."""
     s, mut, steps = space.search, space.mutations, space.training["steps"]
     rng = random.Random(s["seed"])
     out = []
+    uniform = (policy.uniform_genomes(mut["operators"], allowed, rng, s["population"], step=mut["warmup_steps"])
+               if s["strategy"] == "uniform" else [])
     for i in range(s["population"]):
-        if s["strategy"] == "random":
+        if s["strategy"] == "uniform":
+            genome = uniform[i]
+        elif s["strategy"] == "random":
             genome = policy.random_genome(mut["operators"], allowed, rng, first_step=mut["warmup_steps"],
                                           last_step=max(mut["warmup_steps"], steps - mut["window"]))
         else:
@@ -224,6 +282,10 @@ def run(space: Space, *, run_dir: Path, allowed: dict[str, list[str]], budget: i
         verbose: show Ray's own logs.
         interval: seconds between progress lines.
         out: where progress lines go.
+
+    Returns:
+        ``wall_s``, ``compute_s``, ``points`` (reported points in the run), ``trials`` (how many), and
+        ``failed``: (trial id, one-line reason) for each trial that ended in error after its retries.
     """
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
@@ -241,6 +303,7 @@ def run(space: Space, *, run_dir: Path, allowed: dict[str, list[str]], budget: i
             results = _tuner(space, run_dir, allowed, budget, resume, interval).fit()
     wall = time.time() - t0
     points = read_points(run_dir)
-    errors = [str(r.error).strip().splitlines()[-1][:200] for r in results if r.error is not None]
+    failed = [(Path(r.path).name.removeprefix("trial_") if r.path else "?", reason(r.error))
+              for r in results if r.error is not None]
     compute = sum(p.get("time_this_iter_s") or 0.0 for p in points)
-    return {"wall_s": wall, "compute_s": compute, "points": len(points), "errors": errors}
+    return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed}

@@ -16,8 +16,8 @@ from typing import Any, Callable
 import yaml
 
 BUILTIN_MODELS = ("mlp", "cnn", "lstm_lm")
-BUILTIN_DATA = ("digits", "fashion_mnist", "shakespeare", "ptb")
-STRATEGIES = ("pbt", "random")
+BUILTIN_DATA = ("digits", "fashion_mnist", "cifar10", "shakespeare", "ptb")
+STRATEGIES = ("pbt", "random", "uniform")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 
@@ -145,7 +145,7 @@ def _data(c: _Ctx, raw: Any) -> dict[str, Any]:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict) or "name" not in raw:
-        raise c.fail("data", "a mapping with a `name` (digits, fashion_mnist, shakespeare, ptb or "
+        raise c.fail("data", "a mapping with a `name` (digits, fashion_mnist, cifar10, shakespeare, ptb or "
                      "package.module:function)", raw)
     c.choice(raw["name"], "data.name", BUILTIN_DATA, dotted_ok=True)
     return dict(raw)

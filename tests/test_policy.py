@@ -72,3 +72,19 @@ def test_strategy_choice_follows_the_trial_resources():
     assert strategy_for(0, 1) == "tpu" and strategy_for(8, 4) == "tpu"
     with pytest.raises(ValueError, match="gpus=-1"):
         strategy_for(-1, 0)
+
+
+def test_uniform_genomes_deal_one_operator_and_level_to_every_allowed_layer():
+    allowed = policy.targets(OPS, ["dense_*", "logits"], ["dense_1", "dense_2", "logits"])
+    genomes = policy.uniform_genomes(OPS, allowed, random.Random(0), 7, step=300)
+    assert len(genomes) == 7
+    combos = set()
+    for g in genomes:
+        ops = {m.operator for m in g}
+        assert len(ops) == 1 and len({tuple(sorted(m.params.items())) for m in g}) == 1
+        op = ops.pop()
+        assert [m.layer for m in g] == [name for name in allowed if op in allowed[name]]
+        assert all(m.step == 300 for m in g)
+        combos.add((op, tuple(g[0].params.items())))
+    assert len(combos) == 5  # 3 low_rank ranks + 2 sparsities: the grid is dealt out before any repeat
+    assert genomes == policy.uniform_genomes(OPS, allowed, random.Random(0), 7, step=300)

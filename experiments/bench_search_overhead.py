@@ -1,0 +1,52 @@
+"""Ray overhead of the search: trial compute against wall time (a benchmark, not a test).
+
+    .venv/bin/python experiments/bench_search_overhead.py                 # digits_mlp.yaml at 1200 and 4800 steps
+    .venv/bin/python experiments/bench_search_overhead.py --steps 1200    # the README's main job only
+
+Runs ``mutate search search_spaces/digits_mlp.yaml`` (PBT, population 4, 1 CPU per trial) once per trial
+length and reads the summary line the search prints: the wall time, the summed trial compute (the
+``time_this_iter_s`` of every report: training and evaluation), and the parallel slots. Overhead is
+``wall - compute / slots`` as a share of wall: Ray's start-up, the actors' start with the TensorFlow import,
+data loading, model builds, checkpoints and PBT exploits. Writes ``bench_search_overhead.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def run(steps: int) -> str:
+    """One search of ``steps`` per trial (reports every steps/24); returns its summary line."""
+    cmd = [sys.executable, "-m", "mutate.cli", "search", str(ROOT / "search_spaces" / "digits_mlp.yaml"),
+           "--set", f"training.steps={steps}", "--set", f"storage={ROOT / 'mutate_runs' / 'bench_overhead'}",
+           "--set", f"search.perturbation_interval={steps // 6}", "--set", f"training.report_every={steps // 24}",
+           "--set", f"mutations.warmup_steps={steps // 4}", "--progress", "60"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("search done")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"bench_search_overhead: search exited {out.returncode}: {out.stdout[-2000:]}")
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1200, 4800])
+    args = parser.parse_args()
+    lines = []
+    for steps in args.steps:
+        line = run(steps)
+        pct = re.search(r"\((-?\d+)% of wall\)", line).group(1)  # type: ignore[union-attr]
+        lines.append(f"{steps:>5} steps per trial: {line}  -> overhead {pct}% (target at most 10%)")
+        print(lines[-1], flush=True)
+    (HERE / "bench_search_overhead.txt").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The README's headline: LeNet-300-100 on Fashion-MNIST, every method and anchor, and the search's front.
+
+    .venv/bin/python experiments/headline.py      # seconds: reads the studies' CSVs, runs nothing
+
+Reads ``method_comparison_lenet.csv`` (method_comparison.py, with the TFMOT anchors) and, when present,
+``search_study_fronts.csv`` (search_study.py on fashion_mlp.yaml, the same 784-300-100-10 model and data),
+writes ``headline.png`` and prints the markdown table the README shows: per method, the most compressed row
+within 0.3 and within 1 point of the dense model's accuracy, and the most accurate row at 10x or more.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from comparison_plot import mean_rows, plot_comparison  # noqa: E402
+
+
+def best(points: list[tuple[float, float, str]], floor: float) -> str:
+    """The largest compression among ``points`` (ratio, accuracy, level) with accuracy >= floor."""
+    ok = [p for p in points if p[1] >= floor]
+    if not ok:
+        return "-"
+    ratio, acc, level = max(ok)
+    return f"{ratio:.1f}x ({acc:.4f}{', ' + level if level else ''})"
+
+
+def at_least(points: list[tuple[float, float, str]], ratio: float) -> str:
+    """The most accurate of ``points`` compressed ``ratio`` times or more."""
+    ok = [p for p in points if p[0] >= ratio]
+    if not ok:
+        return "-"
+    r, acc, level = max(ok, key=lambda p: p[1])
+    return f"{acc:.4f} ({r:.1f}x{', ' + level if level else ''})"
+
+
+def main() -> None:
+    rows = list(csv.DictReader((HERE / "method_comparison_lenet.csv").open()))
+    fronts: dict[str, list[tuple[float, float]]] = {}
+    path = HERE / "search_study_fronts.csv"
+    if path.exists():
+        for r in csv.DictReader(path.open()):
+            if r["front"] in ("pbt", "random"):
+                fronts.setdefault(f"search front ({r['front']}, fashion_mlp.yaml)", []).append(
+                    (1.0 / float(r["ratio"]), float(r["accuracy"])))
+    plot_comparison(rows, HERE / "headline.png", title="LeNet-300-100 on Fashion-MNIST: accuracy against compression",
+                    fronts=fronts)
+    means = mean_rows(rows)
+    dense = means["dense"][0][1]
+    print(f"dense accuracy {dense:.4f}\n")
+    print("| method | most compressed within 0.3 pts | within 1 pt | most accurate at >= 10x | at >= 30x |")
+    print("|---|---|---|---|---|")
+    for method, points in means.items():
+        if method.startswith("dense"):
+            continue
+        print(f"| {method} | {best(points, dense - 0.003)} | {best(points, dense - 0.01)} | "
+              f"{at_least(points, 10)} | {at_least(points, 30)} |")
+    for label, front in fronts.items():
+        pts = [(ratio, acc, "") for ratio, acc in front]
+        print(f"| {label} | {best(pts, dense - 0.003)} | {best(pts, dense - 0.01)} | {at_least(pts, 10)} | "
+              f"{at_least(pts, 30)} |")
+    print("\nwrote headline.png")
+
+
+if __name__ == "__main__":
+    main()
