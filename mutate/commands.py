@@ -10,7 +10,15 @@ from mutate import space as spaces
 def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None = None,  # type: ignore[assignment]
            address: str | None = None, resume: Path | None = None, verbose: bool = False,
            progress: float = 10.0) -> Path:
-    """``mutate search``: validate, run (or resume) the search, then print the front. Returns the run dir."""
+    """``mutate search``: validate, run (or resume) the search, then print the front. Returns the run dir.
+
+    A trial that fails (after ``search.max_failures`` retries) is listed on one line with its reason; the
+    others' points and the front are kept.
+
+    Raises:
+        SpaceError: the space is invalid (before anything is written).
+        SearchFailed: every trial failed (after printing the reasons and whatever front their points make).
+    """
     import sys
 
     from mutate import policy, runs
@@ -43,10 +51,17 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     print(f"\nsearch done in {wall:.0f}s: {summary['points']} points; trial compute {compute:.0f}s over {slots} "
           f"parallel slot(s); overhead (wall - compute/slots) {wall - compute / slots:.0f}s "
           f"({100 * (1 - compute / slots / max(wall, 1e-9)):.0f}% of wall)")
-    for err in summary["errors"]:
-        print(f"  a trial failed: {err}")
+    failed, trials = summary["failed"], summary["trials"]
+    if failed:
+        print(f"{len(failed)} of {trials} trials failed (full errors in {run_dir}/trial_*/error.txt):")
+        for trial, reason in failed:
+            print(f"  trial {trial} failed: {reason}")
     print()
     pareto([run_dir])
+    if failed and len(failed) >= trials:
+        from mutate.errors import SearchFailed
+
+        raise SearchFailed(f"every trial failed ({len(failed)} of {trials}); the reasons are listed above")
     return run_dir
 
 

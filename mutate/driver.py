@@ -17,7 +17,7 @@ from mutate import builders, policy
 from mutate.size import model_size
 from mutate.space import Space
 from mutate.surgery import matrix_shape
-from mutate.trial import budget_bytes
+from mutate.trial import budget_bytes, nonfinite_weights
 
 
 def _glob_matches(space: Space, key: str, globs: list[str], names: list[str]) -> None:
@@ -44,7 +44,8 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
 
     Raises:
         SpaceError: a glob matches nothing, a layer cannot be compressed, a parameter does not fit a layer,
-            or the budget is below the smallest model the space can reach.
+            a mutable layer holds a NaN or Inf weight, or the budget is below the smallest model the space
+            can reach.
     """
     data = builders.load_data(space.data, space.where)
     keras.utils.set_random_seed(space.search["seed"])
@@ -57,6 +58,10 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
     allowed = policy.targets(mut["operators"], mut["layers"], names)
     if not allowed:
         raise space.error("mutations.layers", f"no layer is left to mutate after the per-operator `layers`: {names}")
+    bad = nonfinite_weights(model, list(allowed))
+    if bad:  # every operator refuses to factor such a matrix: say so now, not in every trial
+        raise space.error("model.builder", f"{space.model['builder']} built a model whose mutable {bad}; "
+                                           "the operators cannot factor it")
     size = model_size(model)
     dense_bytes = size.dense_bits // 8
     saved = 0

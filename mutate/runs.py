@@ -2,7 +2,8 @@
 
 A row holds: trial, step, genome (list of mutations), genome_summary, bytes, ratio (of the dense model),
 accuracy and val_accuracy (or perplexity and val_perplexity), score, fits_budget, checkpoint (a folder
-relative to the run directory holding ``model.keras`` and ``state.json``) and timings.
+relative to the run directory holding ``model.keras`` and ``state.json``) and timings. A trial that
+diverged (NaN/Inf) leaves ``diverged/TRIAL.txt`` with its reason.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from mutate.space import Space, SpaceError, from_dict
 
 POINTS = "points.jsonl"
 SPACE_FILE = "space.json"
+DIVERGED = "diverged"
 
 
 def append_point(run_dir: Path, row: dict[str, Any]) -> None:
@@ -48,6 +50,22 @@ def read_points(run_dir: Path) -> list[dict[str, Any]]:
             continue
         rows[row.get("checkpoint") or len(rows)] = row
     return list(rows.values())
+
+
+def record_divergence(run_dir: Path, trial_id: str, reason: str) -> None:
+    """Note that ``trial_id`` diverged (NaN/Inf), so a retry of it fails at once instead of repeating the
+    same steps from its last checkpoint (``RUN_DIR/diverged/TRIAL.txt``, written atomically)."""
+    folder = Path(run_dir) / DIVERGED
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f"{trial_id}.tmp"
+    tmp.write_text(reason, encoding="utf-8")
+    tmp.replace(folder / f"{trial_id}.txt")
+
+
+def divergence(run_dir: Path, trial_id: str) -> str | None:
+    """The reason recorded by `record_divergence` for ``trial_id``, or None."""
+    f = Path(run_dir) / DIVERGED / f"{trial_id}.txt"
+    return f.read_text(encoding="utf-8") if f.is_file() else None
 
 
 def prepare_run_dir(space: Space, classes: int | None = None) -> Path:

@@ -22,6 +22,7 @@ from mutate import builders
 from mutate.data import Dataset
 from mutate._densify import densify
 from mutate.devices import make_strategy, scope, strategy_for
+from mutate.errors import NonFiniteLoss
 from mutate.genome import Genome, Mutation, current, from_json, pending, summary, to_json
 from mutate.space import Space
 
@@ -31,10 +32,6 @@ _OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsp
 
 EVAL_BATCH, EVAL_BATCH_LM = 512, 32
 """Evaluation batch sizes (a language model's logits are batch x seq_len x vocab floats)."""
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training produced a NaN or Inf loss; the trial cannot go on."""
 
 
 def split_validation(data: Dataset, seed: int, fraction: float = 0.1) -> tuple[np.ndarray, ...]:
@@ -49,6 +46,23 @@ def budget_bytes(space: Space, dense_bytes: int) -> int:
     """The size budget in bytes (``budget.bytes``, or ``budget.ratio`` of the dense model)."""
     b = space.budget
     return int(b["bytes"]) if b["bytes"] is not None else int(math.floor(b["ratio"] * dense_bytes))
+
+
+def nonfinite_weights(model: keras.Model, layers: list[str] | None = None) -> str:
+    """'' when every weight of ``model`` (or of the named layers) is finite; otherwise where the first
+    non-finite value is, e.g. ``"layer 'dense_2' kernel holds 1 NaN/Inf value (nan at [0, 0])"``."""
+    for layer in (model.layers if layers is None else [model.get_layer(n) for n in layers]):
+        for w in layer.weights:
+            a = np.asarray(keras.ops.convert_to_numpy(w))
+            if not np.issubdtype(a.dtype, np.floating):
+                continue
+            bad = ~np.isfinite(a)
+            count = int(bad.sum())
+            if count:
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                return (f"layer {layer.name!r} {w.name} holds {count} NaN/Inf value{'s' * (count > 1)} "
+                        f"({a[where]} at {list(where)})")
+    return ""
 
 
 class TrialRunner:
@@ -115,14 +129,21 @@ class TrialRunner:
         whose blend finished.
 
         Raises:
-            NonFiniteLoss: the loss became NaN or Inf.
+            NonFiniteLoss: the loss became NaN or Inf, or a weight did (an operator then refuses to factor it).
         """
         batch = self.space.training["batch_size"]
         need = steps * batch
         idx = np.concatenate([self._rng.permutation(len(self.x)) for _ in range(-(-need // len(self.x)))])[:need]
         t0 = time.perf_counter()
-        hist = self.model.fit(self.x[idx], self.y[idx], batch_size=batch, epochs=1, shuffle=False, verbose=0,
-                              callbacks=[mutate.CompressionCallback()])
+        try:
+            hist = self.model.fit(self.x[idx], self.y[idx], batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                                  callbacks=[mutate.CompressionCallback()])
+        except ValueError as e:
+            bad = nonfinite_weights(self.model)
+            if bad:
+                raise NonFiniteLoss(f"weights became NaN/Inf before step {self.step + steps}: {bad} (genome "
+                                    f"{summary(self.genome)})") from e
+            raise
         self.train_seconds += time.perf_counter() - t0
         self.step += steps
         loss = hist.history["loss"][-1]
@@ -139,10 +160,17 @@ class TrialRunner:
 
         The score is the validation accuracy (negative perplexity for a language model) when the model fits
         the budget; over budget it is below every in-budget score.
+
+        Raises:
+            NonFiniteLoss: the validation or test loss is NaN or Inf.
         """
         batch = EVAL_BATCH_LM if self.lm else EVAL_BATCH
         val = self.model.evaluate(self.x_val, self.y_val, batch_size=batch, verbose=0, return_dict=True)
         test = self.model.evaluate(self.data.x_test, self.data.y_test, batch_size=batch, verbose=0, return_dict=True)
+        for split, res in (("validation", val), ("test", test)):
+            if not math.isfinite(res["loss"]):  # never report a point measured on a diverged model
+                raise NonFiniteLoss(f"{split} loss became {res['loss']} at step {self.step} "
+                                    f"(genome {summary(self.genome)})")
         size = mutate.model_size(self.model)
         nbytes = size.bits // 8
         if self.lm:
@@ -151,7 +179,9 @@ class TrialRunner:
             metric, test_metric = val["accuracy"], test["accuracy"]
         fits = nbytes <= self.budget
         floor = -1.0 if not self.lm else -1e9
-        score = metric if fits and math.isfinite(metric) else floor - nbytes / max(self.budget, 1)
+        # Over budget: smaller is better, and among equal sizes (e.g. every dense trial) the lower validation loss.
+        score = (metric if fits and math.isfinite(metric)
+                 else floor - nbytes / max(self.budget, 1) - 1e-6 * min(val["loss"], 50.0))
         out = {"step": self.step, "bytes": nbytes, "ratio": nbytes / self.dense_bytes, "fits_budget": fits,
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
                "train_seconds": self.train_seconds}

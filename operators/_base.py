@@ -59,12 +59,18 @@ class Compressor(abc.ABC):
             projection). Layers hold them as constants, never as weights, and they cost no bits.
         uses_saliency: True when `_factor` takes a ``saliency`` matrix (m, n): an EMA of ``|A * dL/dW|``
             that a blended layer accumulates from real gradients with decay ``saliency_decay``.
+        refreshable: False when a blended layer must factor A once and then train the factors, even with
+            ``refresh=True``. k-means sets it: re-clustering a drifting A at every update moves the whole
+            codebook in one discontinuous jump, and on LeNet-300-100 (Fashion-MNIST, k = 4 and 8) those
+            jumps collapsed training to chance level; clustering once and training the codebook (Deep
+            Compression's trained quantization) is stable (see experiments/README.md).
     """
 
     name: ClassVar[str] = ""
     pair: ClassVar[bool] = False
     generated: ClassVar[tuple[str, ...]] = ()
     uses_saliency: ClassVar[bool] = False
+    refreshable: ClassVar[bool] = True
     saliency_decay: float = 0.9
 
     # -- the three methods every operator defines ------------------------------------------------------

@@ -75,6 +75,8 @@ class KMeans(Compressor):
         seed: seed of the k-means++ start.
     """
 
+    refreshable = False  # see Compressor.refreshable: clustered once, then the codebook trains
+
     def __init__(self, k: int = 16, *, block_size: int = 1, prune: bool = False, max_iter: int = 30,
                  seed: int = 0) -> None:
         self.k = k
@@ -110,6 +112,10 @@ class KMeans(Compressor):
             centroids = lloyd(x, self.k, max_iter=self.max_iter, seed=self.seed)
         if self.prune:
             centroids[np.argmin((centroids * centroids).sum(1))] = 0.0
+        # A stable order (by first coordinate, then the rest): with `refresh`, code j keeps meaning "the j-th
+        # smallest centroid" from one factorization to the next, so an optimizer's per-centroid state stays
+        # attached to a similar value instead of jumping between clusters.
+        centroids = centroids[np.lexsort(centroids.T[::-1])]
         codes, _ = _assign(x, centroids)
         return {"codebook": centroids, "codes": codes.reshape(m, n // self.block_size)}
 

@@ -89,6 +89,11 @@ class LowRank(TwoFactor):
             u, s, vt = u[:, :k], s[:k], vt[:k]
         else:
             u, s, vt = randomized_svd(a, k, seed=self.seed)
+        # Fix each singular pair's sign (largest |entry| of u positive): with `refresh`, successive
+        # factorizations then agree in sign and an optimizer's per-entry state stays meaningful.
+        flip = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
+        flip[flip == 0] = 1.0
+        u, vt = u * flip, vt * flip[:, None]
         root = np.sqrt(s)
         return {"left": u * root, "right": root[:, None] * vt}
 

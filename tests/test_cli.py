@@ -1,4 +1,5 @@
-"""The console script: the demo end to end, and bad input exits 2 with a one-line error."""
+"""The console script: the demo end to end, bad input exits 2 with a one-line error, a search whose every
+trial failed exits 1."""
 
 import subprocess
 import sys
@@ -33,3 +34,37 @@ def test_demo_bad_input_is_one_line_and_exit_2():
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("mutate: error:") and "rank=0" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_search_whose_every_trial_failed_exits_1(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from mutate import cli, search
+
+    failed = [("abc12_00000", "RuntimeError: boom"), ("abc12_00001", "NonFiniteLoss: training loss became nan")]
+    monkeypatch.setattr(search, "run", lambda space, **kw: {"wall_s": 1.0, "compute_s": 0.0, "points": 0,
+                                                            "trials": 2, "failed": failed})
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+    code = cli.main(["search", str(space), "--set", "model.hidden=[32,32]", "--set", f"storage={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "2 of 2 trials failed" in out
+    assert "  trial abc12_00000 failed: RuntimeError: boom\n" in out
+    assert "  trial abc12_00001 failed: NonFiniteLoss: training loss became nan\n" in out
+    assert err.strip().splitlines() == ["mutate: error: every trial failed (2 of 2); the reasons are listed above"]
+
+
+def test_an_inf_weight_in_a_mutable_layer_is_refused_before_ray_starts():
+    import pytest
+    from pathlib import Path
+
+    from mutate import driver, space as spaces
+
+    space = spaces.load(Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml",
+                        ["model.builder=tests.faulty:nan_weight_mlp", "model.layer=logits", "model.value=-.inf",
+                         "model.hidden=[32,32]"])
+    with pytest.raises(spaces.SpaceError) as e:
+        driver.prepare(space)
+    assert str(e.value) == ("digits_mlp.yaml: model.builder: tests.faulty:nan_weight_mlp built a model whose mutable "
+                            "layer 'logits' kernel holds 1 NaN/Inf value (-inf at [0, 0]); the operators cannot "
+                            "factor it")

@@ -71,6 +71,23 @@ def test_factors_come_from_a_at_first_update_and_refresh_only_when_asked():
         assert (not np.allclose(first, later)) == refresh
 
 
+def test_kmeans_is_clustered_once_even_with_refresh(monkeypatch):
+    # Re-clustering a drifting A at every update collapsed LeNet-300-100 to chance level (experiments/README):
+    # k-means is not refreshable, so its codes stay those of the first update and its codebook trains.
+    import operators
+
+    assert operators.get("kmeans").refreshable is False and operators.get("low_rank", rank=2).refreshable is True
+    calls = []
+    original = mutate.CompressedDense.refactor
+    monkeypatch.setattr(mutate.CompressedDense, "refactor", lambda self: (calls.append(self.name), original(self)))
+    x, y = data()
+    for op, params, once in (("kmeans", {"k": 4}, True), ("low_rank", {"rank": 2}, False)):
+        calls.clear()
+        c = compile_(mutate.compress(mlp(), {"dense_1": (op, params)}, mutate.Schedule(0, 8, 2), refresh=True))
+        c.fit(x[:160], y[:160], batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+        assert (len(calls) == 1) == once and len(calls) >= 1, (op, calls)
+
+
 def test_factors_train_by_backprop_unless_frozen():
     x, y = data()
     for frozen in (False, True):

@@ -1,6 +1,8 @@
-"""Real searches on digits through the CLI: PBT end to end, export, and a SIGKILLed driver resumed."""
+"""Real searches on digits through the CLI: PBT end to end, export, a SIGKILLed driver resumed, and trials
+that crash or diverge while the rest of the search goes on."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -132,4 +134,88 @@ def test_a_trial_that_crashes_once_is_retried_from_its_checkpoint(tmp_path):
     for p in points:
         last[p["trial"]] = max(last.get(p["trial"], 0), p["step"])
     assert len(last) == 2 and set(last.values()) == {300}, last
-    assert "a trial failed" not in res.stdout
+    assert "trials failed" not in res.stdout and " failed: " not in res.stdout
+
+
+# One search, four trials (tests/faulty.py:crashing_mlp): trial 0 raises whenever it is built, trial 1's loss
+# becomes NaN at its 61st batch (its first report, at step 50, is fine), trials 2 and 3 are healthy.
+FAULTY = [*SMALL, "--set", "training.steps=200", "--set", "search.population=4", "--set", "search.max_failures=1",
+          "--set", "mutations.warmup_steps=100", "--set", "model.builder=tests.faulty:crashing_mlp",
+          "--set", "model.crash_trial=0", "--set", "model.nan_trial=1", "--set", "model.nan_after=60"]
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("faulty")
+    res = run(["search", str(SPACE), *FAULTY, "--set", f"storage={storage}"])
+    run_dir = storage / "digits_mlp"
+    assert len(trial_ids(run_dir)) == 4, (res.stdout[-3000:], res.stderr[-3000:])
+    return run_dir, res
+
+
+def trial_ids(run_dir):
+    return sorted(p.name.removeprefix("trial_") for p in run_dir.glob("trial_*"))
+
+
+def failure_lines(res):
+    return [line.strip() for line in res.stdout.splitlines() if line.startswith("  trial ") and " failed: " in line]
+
+
+def test_a_trial_that_always_crashes_fails_with_its_reason_and_the_search_goes_on(faulty):
+    run_dir, res = faulty
+    assert res.returncode == 0, res.stderr[-3000:]  # the others finished: a usable front
+    crash, nan, *healthy = trial_ids(run_dir)
+    assert "2 of 4 trials failed" in res.stdout, res.stdout
+    lines = failure_lines(res)
+    assert len(lines) == 2 and lines[0] == (f"trial {crash} failed: ValueError: digits_mlp.yaml: model.builder: "
+                                            "tests.faulty:crashing_mlp raised RuntimeError: crashing builder: "
+                                            "trial 0 always fails on purpose"), lines
+    # Ray's own record: retried once (search.max_failures=1), then ERROR, with the reason in error.txt
+    error = (run_dir / f"trial_{crash}" / "error.txt").read_text()
+    assert error.count("Failure # ") == 2 and "trial 0 always fails on purpose" in error.splitlines()[-1]
+    progress = [line for line in res.stdout.splitlines() if line.startswith("[") and "trials" in line]
+    assert "0 running, 2 done, 2 failed" in progress[-1], progress[-1]  # ERROR is what `failed` counts
+    assert f"trial {crash} failed: ValueError" in res.stdout.split("search done")[0]  # reported when it failed
+    assert crash not in {p["trial"] for p in rows(run_dir)}
+
+
+def test_a_trial_whose_loss_becomes_nan_fails_once_and_writes_no_nan_point(faulty):
+    run_dir, res = faulty
+    crash, nan, *healthy = trial_ids(run_dir)
+    lines = failure_lines(res)
+    assert lines[1] == (f"trial {nan} failed: NonFiniteLoss: not retried: training loss became nan at step 100 "
+                        "(genome dense)"), lines
+    # the first failure is the NaN itself; its retry stops in setup, before any training
+    error = (run_dir / f"trial_{nan}" / "error.txt").read_text()
+    assert error.count("Failure # ") == 2, error[-3000:]
+    assert "NonFiniteLoss: training loss became nan at step 100" in error
+    assert (run_dir / "diverged" / f"{nan}.txt").read_text() == "training loss became nan at step 100 (genome dense)"
+    points = rows(run_dir)
+    assert [p["step"] for p in points if p["trial"] == nan] == [50]  # reported before it diverged, never after
+    for p in points:
+        assert all(math.isfinite(p[k]) for k in ("accuracy", "val_accuracy", "score", "ratio")), p
+
+
+def test_the_healthy_trials_finish_and_keep_their_front(faulty):
+    import mutate
+
+    run_dir, res = faulty
+    crash, nan, *healthy = trial_ids(run_dir)
+    run = mutate.load_run(run_dir)
+    last = {}
+    for p in run.points():
+        last[p.trial] = max(last.get(p.trial, 0), p.step)
+    assert {t: last.get(t) for t in healthy} == {t: 200 for t in healthy}, last
+    assert run.pareto_front() and {p.trial for p in run.pareto_front()} <= {nan, *healthy}
+    assert "on the front" in res.stdout and (run_dir / "pareto.json").is_file()
+    assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_a_nan_weight_in_a_mutable_layer_is_one_line_and_exit_2(tmp_path):
+    res = run(["search", str(SPACE), "--set", "model.builder=tests.faulty:nan_weight_mlp",
+               "--set", "model.hidden=[32,32]", "--set", f"storage={tmp_path}"])
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines() == [
+        "mutate: error: digits_mlp.yaml: model.builder: tests.faulty:nan_weight_mlp built a model whose mutable "
+        "layer 'dense_2' kernel holds 1 NaN/Inf value (nan at [0, 0]); the operators cannot factor it"]
+    assert "Traceback" not in res.stdout and not any(tmp_path.iterdir()), "nothing may be written"

@@ -28,7 +28,8 @@ class BlendedLayer(keras.layers.Layer):
         operator: a registered operator name, or a Compressor.
         operator_params: parameters for a named operator.
         schedule: a `Schedule` or its config dict.
-        refresh: recompute the factors from A at every update while alpha stays above 0.
+        refresh: recompute the factors from A at every update while alpha stays above 0 (ignored by
+            operators that are not ``refreshable``, e.g. k-means).
         trainable_factors: per-factor overrides of the operator's default trainability.
     """
 
@@ -141,7 +142,8 @@ class BlendedLayer(keras.layers.Layer):
         if step >= sched.begin_step:
             index = sched.update_index(step)
             alpha = sched.alpha(step)
-            refactor = not self._host_factored or bool(index and self.refresh and alpha > 0)
+            refresh = self.refresh and self.compressor.refreshable
+            refactor = not self._host_factored or bool(index and refresh and alpha > 0)
             if refactor:
                 self.refactor()
                 self._host_factored = True

@@ -1,0 +1,77 @@
+"""The embedded Ray a search starts listens on loopback only, with the dashboard off."""
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_search import ROOT, SPACE
+
+# Runs in a fresh interpreter (Ray is process-global): start Ray exactly as `mutate search` does, start one
+# worker, then list every LISTEN socket of this process and its descendants (GCS, raylet, agents, workers).
+PROBE = r"""
+import json, os, sys
+from mutate import space as spaces
+from mutate.search import _init_ray
+import ray
+try:
+    import psutil  # Ray ships its own copy in ray/thirdparty_files
+except ImportError:
+    print(json.dumps({"skip": "psutil is not available"}))
+    sys.exit(0)
+space = spaces.load(sys.argv[1])
+_init_ray(space, None, verbose=False)
+@ray.remote(num_cpus=0)
+def worker_pid():
+    return os.getpid()
+ray.get(worker_pid.remote())
+node = ray._private.worker._global_node
+me = psutil.Process()
+listening, names = [], []
+for p in [me, *me.children(recursive=True)]:
+    try:
+        conns = p.net_connections(kind="inet") if hasattr(p, "net_connections") else p.connections(kind="inet")
+        name, cmdline = p.name(), " ".join(p.cmdline())
+    except psutil.Error:
+        continue
+    names.append(cmdline)
+    listening += [[name, c.laddr.ip, c.laddr.port, cmdline[:300]] for c in conns if c.status == psutil.CONN_LISTEN]
+from ray._private import ray_constants
+print(json.dumps({"node_ip": node.node_ip_address, "gcs": node.gcs_address, "listening": listening,
+                  "webui": node.address_info.get("webui_url"), "processes": names,
+                  "flag_restored": ray_constants.ENABLE_RAY_CLUSTER,
+                  "env_restored": "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ}))
+ray.shutdown()
+"""
+
+
+def loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return addr.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def test_embedded_ray_listens_on_loopback_only_and_has_no_dashboard():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    res = subprocess.run([sys.executable, "-c", PROBE, str(SPACE)], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    if "skip" in info:
+        pytest.skip(info["skip"])
+    assert info["node_ip"] == "127.0.0.1" and info["gcs"].startswith("127.0.0.1:"), info
+    servers = {name for name, *_ in info["listening"]}
+    assert {"gcs_server", "raylet"} <= servers, info["listening"]  # the probe saw Ray's servers at all
+    exposed = [s for s in info["listening"] if not loopback(s[1])]
+    assert not exposed, f"listening on a non-loopback address: {exposed}"
+    # Dashboard off: no web UI address, nothing of the dashboard listens (Ray 2.60 still runs its head
+    # process with --minimal --disable-frontend, and the per-node agent with --minimal, both without a port)
+    assert not info["webui"], info["webui"]
+    assert not [s for s in info["listening"] if "dashboard" in s[3] or s[2] == 8265], info["listening"]
+    heads = [p for p in info["processes"] if "dashboard/dashboard.py" in p]
+    assert all("--minimal" in p and "--disable-frontend" in p for p in heads), heads
+    assert info["flag_restored"] and info["env_restored"], "Ray's single-node switch leaked out of ray.init"
