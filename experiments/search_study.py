@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="digits_mlp.yaml instead of fashion_mlp.yaml")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every search as --set (the same for all strategies)")
+    parser.add_argument("--keep", action="store_true",
+                        help="re-read a strategy's finished run instead of searching again (after an interruption)")
     parser.add_argument("--yaml-steps", action="store_true", help="fashion_mlp.yaml's own population and steps")
     args = parser.parse_args()
     space = ROOT / "search_spaces" / ("digits_mlp.yaml" if args.quick else "fashion_mlp.yaml")
@@ -119,6 +121,14 @@ def main() -> None:
     fronts: dict[str, list[Point]] = {}
     runs = {}
     for strategy in STRATEGIES:
+        done = storage / f"{space.stem}_{strategy}"
+        if args.keep and (done / "pareto.csv").is_file():  # finished earlier: re-read it
+            run = load_run(done)
+            wall = max(float(p.row.get("wall_s") or 0.0) for p in run.points())
+            compute = sum(float(p.row.get("time_this_iter_s") or 0.0) for p in run.points())
+            runs[strategy] = (run, wall, round(100 * (1 - compute / 2 / max(wall, 1e-9))))
+            print(f"kept {done} (finished earlier)", flush=True)
+            continue
         run_dir, wall, overhead = search(space, strategy, storage, extra)
         runs[strategy] = (load_run(run_dir), wall, overhead)
         print(f"[{time.perf_counter() - t0:6.0f}s] {strategy} done: {run_dir}", flush=True)

@@ -250,12 +250,7 @@ def _tuner(space: Space, run_dir: Path, allowed: dict[str, list[str]], budget: i
         scheduler = PopulationBasedTraining(
             time_attr="training_iteration", perturbation_interval=perturb,
             quantile_fraction=s["quantile_fraction"], custom_explore_fn=_explore_fn(space, allowed),
-            resample_probability=0.0, log_config=False,
-            # Synchronous: exploit decisions wait until every trial reached the perturbation point. With
-            # more trials than slots, asynchronous PBT compared a running trial with paused ones still at an
-            # earlier step, cloned their older checkpoint, and looped on the same steps (measured:
-            # fashion_mlp, 8 trials on 2 slots, two trials re-ran steps 750-1000 forty times).
-            synch=True)
+            resample_probability=0.0, log_config=False)
     param_space = {"member": tune.grid_search(_members(space, allowed)), "space": space.raw,
                    "space_path": str(space.path) if space.path else None, "run_dir": str(run_dir)}
     return tune.Tuner(
