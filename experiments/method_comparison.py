@@ -8,7 +8,7 @@
 Per seed, one dense model trains for the protocol's dense epochs (`experiments/protocol.py`). From those same
 weights every (method, level) row compresses the protocol's layers (LeNet: fc1, fc2; CNN: conv_2, dense_1)
 with that one method, blends them in (alpha 1 -> 0, factors refreshed from the current weights at every
-update), splices them, and fine-tunes: equal total steps for every row. In the same run: the dense anchor
+update, except k-means, which is clustered once: `Compressor.refreshable`), splices them, and fine-tunes: equal total steps for every row. In the same run: the dense anchor
 (the same extra epochs, no compression), post-hoc SVD truncation of the final dense model with no
 fine-tuning, and, for LeNet, TFMOT pruning and clustering trained by the same protocol in a separate
 tf_keras virtual environment (`anchors_tfmot.py`). Writes ``method_comparison_<model>[_quick].csv`` and
