@@ -84,13 +84,36 @@ def test_batch_omp_rejects_bad_shapes():
 
 def test_recovers_a_planted_sparse_dictionary():
     a, truth = planted(1000, 20, 30, 3, noise=0.01)
-    op = operators.get("dictionary", atoms=30, n_nonzero=3, max_iter=50)
+    op = operators.get("dictionary", atoms=30, n_nonzero=3, max_iter=50, balance=False)
     f = op.factor(a)
     approx = sparse_product(f["indices"].astype(int), f["values"], f["dictionary"])
     assert np.linalg.norm(a - approx) / np.linalg.norm(a) < 0.06  # noise floor 0.01; K-SVD reaches ~0.04
     match = np.abs(truth @ f["dictionary"].T).max(1)  # best |cosine| of each true atom with a learned one
     assert np.mean(match > 0.99) >= 0.9
     np.testing.assert_allclose(np.linalg.norm(f["dictionary"], axis=1), 1.0, atol=1e-5)
+
+
+def test_balance_equalises_atom_and_value_rms_and_keeps_the_product():
+    """Wide atoms: unit rows hold elements ~1/sqrt(n) against values ~30; balanced, both sides match."""
+    a, _ = planted(60, 400, 12, 2, noise=0.01, seed=3)
+    a *= 30.0
+    unit = operators.get("dictionary", atoms=12, n_nonzero=2, max_iter=5, balance=False).factor(a)
+    bal = operators.get("dictionary", atoms=12, n_nonzero=2, max_iter=5).factor(a)
+    np.testing.assert_array_equal(bal["indices"], unit["indices"])
+    product = sparse_product(unit["indices"].astype(int), unit["values"], unit["dictionary"])
+    np.testing.assert_allclose(sparse_product(bal["indices"].astype(int), bal["values"], bal["dictionary"]),
+                               product, rtol=1e-4, atol=1e-3)
+    idx, val, d = bal["indices"].astype(int), bal["values"], bal["dictionary"]
+    rms_unit = np.sqrt(np.mean(unit["values"] ** 2)) / np.sqrt(np.mean(unit["dictionary"] ** 2))
+    assert rms_unit > 100  # the imbalance the option removes
+    for atom in np.unique(idx):
+        g = val[idx == atom]
+        np.testing.assert_allclose(np.sqrt(np.mean(g ** 2)), np.sqrt(np.mean(d[atom] ** 2)), rtol=1e-4)
+
+
+def test_bad_balance_names_the_value():
+    with pytest.raises(TypeError, match="balance='yes'"):
+        operators.get("dictionary", balance="yes")
 
 
 def test_more_iterations_do_not_hurt_and_beat_the_initial_atoms():
@@ -183,7 +206,7 @@ class TestCompressedDictionaryLayers(LayerConformance):
 def test_compressed_dictionary_gives_the_dictionary_operators_factors():
     import operators.compressed  # noqa: F401  (registers "compressed")
 
-    op = operators.get("compressed", base="dictionary", base_params={"atoms": 32, "n_nonzero": 3},
+    op = operators.get("compressed", base="dictionary", base_params={"atoms": 32, "n_nonzero": 3, "balance": False},
                        sketch_dim=50, column_nonzeros=4, seed=0)
     assert "dictionary" in operators.compressed.supported()
     assert op.specs(200, 20) == operators.get("dictionary", atoms=32, n_nonzero=3).specs(200, 20)
