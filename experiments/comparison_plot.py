@@ -16,16 +16,30 @@ ANCHORS = {"posthoc_svd": ("SVD, no fine-tuning", "--", "x"), "tfmot_prune": ("T
 """Anchor rows drawn in grey: label, line style ("" for markers only), marker."""
 
 
-def mean_rows(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float, str]]]:
+Point = tuple[float, float, str]
+"""(compression ratio, accuracy, level) of one method's row, averaged over seeds."""
+
+
+def mean_rows(rows: Sequence[dict[str, Any]]) -> dict[str, list[Point]]:
     """Per method, (ratio, accuracy, level) averaged over seeds, sorted by ratio."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((str(r["method"]), str(r["level"])), []).append(r)
-    out: dict[str, list[tuple[float, float, str]]] = {}
+    out: dict[str, list[Point]] = {}
     for (method, level), g in groups.items():
         out.setdefault(method, []).append((float(np.mean([float(r["ratio"]) for r in g])),
                                            float(np.mean([float(r["accuracy"]) for r in g])), level))
     return {m: sorted(v) for m, v in out.items()}
+
+
+def most_compressed(points: Sequence[Point], floor: float) -> Point | None:
+    """The point with the largest ratio among those with accuracy >= ``floor``; None when there is none."""
+    return max((p for p in points if p[1] >= floor), default=None)
+
+
+def most_accurate(points: Sequence[Point], ratio: float) -> Point | None:
+    """The most accurate point compressed ``ratio`` times or more; None when there is none."""
+    return max((p for p in points if p[0] >= ratio), key=lambda p: p[1], default=None)
 
 
 def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, *, title: str,

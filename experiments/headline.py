@@ -16,25 +16,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from comparison_plot import mean_rows, plot_comparison  # noqa: E402
+from comparison_plot import Point, mean_rows, most_accurate, most_compressed, plot_comparison  # noqa: E402
 
 
-def best(points: list[tuple[float, float, str]], floor: float) -> str:
-    """The largest compression among ``points`` (ratio, accuracy, level) with accuracy >= floor."""
-    ok = [p for p in points if p[1] >= floor]
-    if not ok:
-        return "-"
-    ratio, acc, level = max(ok)
-    return f"{ratio:.1f}x ({acc:.4f}{', ' + level if level else ''})"
+def best(points: list[Point], floor: float) -> str:
+    """The largest compression among ``points`` with accuracy >= floor, as a table cell."""
+    p = most_compressed(points, floor)
+    return "-" if p is None else f"{p[0]:.1f}x ({p[1]:.4f}{', ' + p[2] if p[2] else ''})"
 
 
-def at_least(points: list[tuple[float, float, str]], ratio: float) -> str:
-    """The most accurate of ``points`` compressed ``ratio`` times or more."""
-    ok = [p for p in points if p[0] >= ratio]
-    if not ok:
-        return "-"
-    r, acc, level = max(ok, key=lambda p: p[1])
-    return f"{acc:.4f} ({r:.1f}x{', ' + level if level else ''})"
+def at_least(points: list[Point], ratio: float) -> str:
+    """The most accurate of ``points`` compressed ``ratio`` times or more, as a table cell."""
+    p = most_accurate(points, ratio)
+    return "-" if p is None else f"{p[1]:.4f} ({p[0]:.1f}x{', ' + p[2] if p[2] else ''})"
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 import mutate  # noqa: E402
 from mutate.builders import cnn  # noqa: E402
 from mutate.data import Dataset, digits, fashion_mnist  # noqa: E402
+from comparison_plot import mean_rows, most_compressed, plot_comparison  # noqa: E402
 from protocol import CNN, COMPRESSED, LENET, Protocol  # noqa: E402
 
 LEVELS: dict[str, list[dict[str, Any]]] = {
@@ -156,22 +157,16 @@ class Study:
 
 
 def targets(rows: list[dict[str, Any]]) -> list[str]:
-    """Lines stating the best ratio within 0.3 and 1 point of dense, per method (means over seeds)."""
-    dense = np.mean([float(r["accuracy"]) for r in rows if r["method"] == "dense"])
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        if r["method"] in LEVELS:
-            groups.setdefault((r["method"], str(r["level"])), []).append(r)
-    mean = {key: (np.mean([float(r["accuracy"]) for r in g]), np.mean([float(r["ratio"]) for r in g]))
-            for key, g in groups.items()}
+    """Lines stating the best ratio within 0.3 and 1 point of dense over mutate's methods (means over seeds)."""
+    means = mean_rows(rows)
+    dense = means["dense"][0][1]
     lines = [f"dense accuracy {dense:.4f}"]
     for drop, goal in ((0.003, 10), (0.01, 30)):
-        ok = {k: v for k, v in mean.items() if v[0] >= dense - drop}
-        best = max(ok.items(), key=lambda kv: kv[1][1], default=None)
-        if best is None:
+        found = [(p, m) for m in LEVELS if (p := most_compressed(means.get(m, []), dense - drop)) is not None]
+        if not found:
             lines.append(f"within {100 * drop:.1f} pts: no row")
             continue
-        (method, level), (acc, ratio) = best
+        (ratio, acc, level), method = max(found)
         verdict = "reached" if ratio >= goal else "MISSED"
         lines.append(f"within {100 * drop:.1f} pts of dense: best {ratio:.1f}x ({method} {level}, accuracy "
                      f"{acc:.4f}); target {goal}x {verdict}")
@@ -204,8 +199,6 @@ def main() -> None:
                 csv.DictWriter(f, FIELDS).writerow(study.rows[-1])
     for seed in range(args.seeds):
         study.seed(seed, args.methods, args.quick or args.model == "cnn")
-    from comparison_plot import plot_comparison
-
     png = plot_comparison(study.rows, HERE / f"{stem}.png", title=f"{args.model} on {data.name}")
     print("\n".join(targets(study.rows)))
     print(f"rows in {out.name}, plot in {png.name}; {time.perf_counter() - study.t0:.0f} s")

@@ -37,6 +37,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from mutate import load_run  # noqa: E402
 from mutate.pareto import Point, front, hypervolume  # noqa: E402
+from mutate.runs import read_timing  # noqa: E402
 
 STRATEGIES = ("pbt", "random", "uniform")
 HALF = ["training.steps=3000", "mutations.warmup_steps=1000", "search.perturbation_interval=500",
@@ -45,8 +46,8 @@ FIELDS = ["strategy", "run_dir", "trials", "points", "front", "hypervolume", "be
           "smallest_ratio_within_1pt", "wall_s", "overhead_pct"]
 
 
-def search(space: Path, strategy: str, storage: Path, extra: list[str]) -> tuple[Path, float, float]:
-    """Run ``mutate search`` in a child process; returns the run dir, wall seconds and overhead percent."""
+def search(space: Path, strategy: str, storage: Path, extra: list[str]) -> Path:
+    """Run ``mutate search`` in a child process; returns the run dir."""
     cmd = [sys.executable, "-m", "mutate.cli", "search", str(space), "--strategy", strategy,
            "--set", f"storage={storage}", "--set", f"name={space.stem}_{strategy}", "--progress", "30", *extra]
     print("$ " + " ".join(cmd[1:]), flush=True)
@@ -58,10 +59,7 @@ def search(space: Path, strategy: str, storage: Path, extra: list[str]) -> tuple
             print("  " + line.rstrip(), flush=True)
     if proc.wait() != 0:
         raise RuntimeError(f"search_study: {strategy} search exited {proc.returncode}:\n{''.join(lines[-20:])}")
-    text = "".join(lines)
-    run_dir = Path(re.search(r"-> (\S+)", text).group(1))  # type: ignore[union-attr]
-    done = re.search(r"search done in (\d+)s.*\((-?\d+)% of wall\)", text)
-    return run_dir, float(done.group(1)), float(done.group(2))  # type: ignore[union-attr]
+    return Path(re.search(r"-> (\S+)", "".join(lines)).group(1))  # type: ignore[union-attr]
 
 
 def operator_of(point: Point) -> str:
@@ -108,7 +106,7 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every search as --set (the same for all strategies)")
     parser.add_argument("--keep", action="store_true",
-                        help="re-read a strategy's finished run instead of searching again (after an interruption)")
+                        help="re-read a strategy's finished run (one with timing.json) instead of searching again")
     parser.add_argument("--yaml-steps", action="store_true", help="fashion_mlp.yaml's own population and steps")
     args = parser.parse_args()
     space = ROOT / "search_spaces" / ("digits_mlp.yaml" if args.quick else "fashion_mlp.yaml")
@@ -121,18 +119,14 @@ def main() -> None:
     fronts: dict[str, list[Point]] = {}
     runs = {}
     for strategy in STRATEGIES:
-        done = storage / f"{space.stem}_{strategy}"
-        if args.keep and (done / "pareto.csv").is_file():  # finished earlier: re-read it
-            run = load_run(done)
-            wall = max(float(p.row.get("wall_s") or 0.0) for p in run.points())
-            compute = sum(float(p.row.get("time_this_iter_s") or 0.0) for p in run.points())
-            runs[strategy] = (run, wall, round(100 * (1 - compute / 2 / max(wall, 1e-9))))
-            print(f"kept {done} (finished earlier)", flush=True)
-            continue
-        run_dir, wall, overhead = search(space, strategy, storage, extra)
-        runs[strategy] = (load_run(run_dir), wall, overhead)
-        print(f"[{time.perf_counter() - t0:6.0f}s] {strategy} done: {run_dir}", flush=True)
-    for strategy, (run, wall, overhead) in runs.items():
+        run_dir = storage / f"{space.stem}_{strategy}"
+        if args.keep and read_timing(run_dir) is not None:  # finished earlier: re-read it
+            print(f"kept {run_dir} (finished earlier)", flush=True)
+        else:
+            run_dir = search(space, strategy, storage, extra)
+            print(f"[{time.perf_counter() - t0:6.0f}s] {strategy} done: {run_dir}", flush=True)
+        runs[strategy] = (load_run(run_dir), read_timing(run_dir))
+    for strategy, (run, timing) in runs.items():
         pts, budget = run.points(), run.budget_bytes()
         trials = len({p.trial for p in pts})
         groups = {strategy: pts}
@@ -149,7 +143,8 @@ def main() -> None:
         for label, g in groups.items():
             fronts[label] = front(g)
         rows.append({**describe(strategy, pts, run.reference_metric, budget), "trials": trials,
-                     "run_dir": run.dir.name, "wall_s": round(wall), "overhead_pct": overhead})
+                     "run_dir": run.dir.name, "wall_s": round(timing["wall_s"]),
+                     "overhead_pct": round(timing["overhead_pct"])})
     stem = "search_study_quick" if args.quick else "search_study"
     with (HERE / f"{stem}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)

@@ -48,9 +48,10 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
                          out=lambda line: print(line, file=console, flush=True))
     wall, compute = summary["wall_s"], summary["compute_s"]
     slots = max(1, min(s["population"], _cpus() // max(1, int(space.resources["cpus"]))))
+    timing = runs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots)
     print(f"\nsearch done in {wall:.0f}s: {summary['points']} points; trial compute {compute:.0f}s over {slots} "
           f"parallel slot(s); overhead (wall - compute/slots) {wall - compute / slots:.0f}s "
-          f"({100 * (1 - compute / slots / max(wall, 1e-9)):.0f}% of wall)")
+          f"({timing['overhead_pct']:.0f}% of wall)")
     failed, trials = summary["failed"], summary["trials"]
     if failed:
         print(f"{len(failed)} of {trials} trials failed (full errors in {run_dir}/trial_*/error.txt):")

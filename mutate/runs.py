@@ -17,6 +17,7 @@ from mutate.space import Space, SpaceError, from_dict
 
 POINTS = "points.jsonl"
 SPACE_FILE = "space.json"
+TIMING = "timing.json"
 DIVERGED = "diverged"
 
 
@@ -82,6 +83,26 @@ def prepare_run_dir(space: Space, classes: int | None = None) -> Path:
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(run_dir / SPACE_FILE)
     return run_dir
+
+
+def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int) -> dict[str, float]:
+    """Record a finished search's timing in ``RUN_DIR/timing.json`` (atomically) and return it.
+
+    ``overhead_pct`` is the share of wall time not spent in trial compute, with the compute spread over the
+    ``slots`` trials that ran in parallel: ``100 * (1 - compute_s / slots / wall_s)``.
+    """
+    record = {"wall_s": round(wall_s, 1), "compute_s": round(compute_s, 1), "slots": slots,
+              "overhead_pct": round(100 * (1 - compute_s / slots / max(wall_s, 1e-9)), 1)}
+    tmp = Path(run_dir) / (TIMING + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(Path(run_dir) / TIMING)
+    return record
+
+
+def read_timing(run_dir: Path) -> dict[str, float] | None:
+    """The record of `write_timing`, or None for a run that never finished (or predates it)."""
+    f = Path(run_dir) / TIMING
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def load_recorded_space(run_dir: Path) -> Space:

@@ -54,6 +54,9 @@ def test_search_reports_every_point_and_prints_the_front(finished):
     for name in ("pareto.csv", "pareto.json", "pareto.png"):
         assert (run_dir / name).is_file()
     assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert 0 < timing["compute_s"] <= timing["slots"] * timing["wall_s"] and timing["slots"] >= 1
+    assert f"({timing['overhead_pct']:.0f}% of wall)" in out
 
 
 def test_export_reevaluates_and_reloads(finished, tmp_path):
