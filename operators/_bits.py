@@ -30,16 +30,23 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 
 
 def unpack_codes(packed: Any, count: int, bits: int) -> Any:
-    """Inverse of `pack_codes` in Keras ops: a uint8 tensor -> int32 tensor of shape (count,)."""
+    """Inverse of `pack_codes` in Keras ops: a uint8 tensor -> int32 tensor of shape (count,).
+
+    Bits are read with floor division and modulo by powers of two rather than shifts and masks: the
+    values are non-negative, so both give the same codes, and TensorFlow Lite has builtin kernels for
+    FLOOR_DIV and FLOOR_MOD but none for BitwiseAnd, which would force the Flex (Select TF ops) runtime.
+    """
     from keras import ops
 
     byte = ops.cast(packed, "int32")
     if 8 % bits == 0:  # 1, 2, 4 or 8 bits: codes never straddle a byte
-        per = 8 // bits
-        shifts = ops.arange(0, 8, bits, dtype="int32")
-        codes = ops.bitwise_and(ops.right_shift(ops.expand_dims(byte, 1), shifts), (1 << bits) - 1)
-        return ops.reshape(codes, (-1,))[:count] if per > 1 else byte[:count]
-    allbits = ops.bitwise_and(ops.right_shift(ops.expand_dims(byte, 1), ops.arange(8, dtype="int32")), 1)
+        if bits == 8:
+            return byte[:count]
+        steps = ops.convert_to_tensor(np.left_shift(1, np.arange(0, 8, bits)).astype(np.int32))
+        codes = ops.mod(ops.floor_divide(ops.expand_dims(byte, 1), steps), 1 << bits)
+        return ops.reshape(codes, (-1,))[:count]
+    steps = ops.convert_to_tensor(np.left_shift(1, np.arange(8)).astype(np.int32))
+    allbits = ops.mod(ops.floor_divide(ops.expand_dims(byte, 1), steps), 2)
     allbits = ops.reshape(ops.reshape(allbits, (-1,))[: count * bits], (count, bits))
     weights = ops.convert_to_tensor(np.left_shift(1, np.arange(bits)).astype(np.int32))
     return ops.sum(allbits * weights, axis=1)

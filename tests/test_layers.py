@@ -139,3 +139,12 @@ def test_schedule_updates_do_not_retrace_the_training_step(monkeypatch):
     monkeypatch.setattr(mutate.CompressedDense, "call", counting_call)
     fit(c, x, y, epochs=3)  # 12 steps, an alpha update and a refresh at every one
     assert sorted(traced) == [(f"dense_{i}", True) for i in range(4)]
+
+
+@pytest.mark.parametrize("bits", range(1, 10))
+def test_unpack_codes_inverts_pack_codes_at_every_width(bits):
+    from operators._bits import pack_codes, unpack_codes
+
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, 37)
+    out = keras.ops.convert_to_numpy(unpack_codes(pack_codes(codes, bits), len(codes), bits))
+    np.testing.assert_array_equal(out, codes)
