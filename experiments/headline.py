@@ -3,7 +3,8 @@
     .venv/bin/python experiments/headline.py      # seconds: reads the studies' CSVs, runs nothing
 
 Reads ``method_comparison_lenet.csv`` (method_comparison.py, with the TFMOT anchors) and, when present,
-``search_study_fronts.csv`` (search_study.py on fashion_mlp.yaml, the same 784-300-100-10 model and data),
+``search_study_yaml_fronts.csv`` or else ``search_study_fronts.csv`` (search_study.py on fashion_mlp.yaml,
+the same 784-300-100-10 model and data),
 writes ``headline.png`` and prints the markdown table the README shows: per method, the most compressed row
 within 0.3 and within 1 point of the dense model's accuracy, and the most accurate row at 10x or more.
 """
@@ -34,11 +35,13 @@ def at_least(points: list[Point], ratio: float) -> str:
 def main() -> None:
     rows = list(csv.DictReader((HERE / "method_comparison_lenet.csv").open()))
     fronts: dict[str, list[tuple[float, float]]] = {}
-    path = HERE / "search_study_fronts.csv"
-    if path.exists():
+    path = next((p for p in (HERE / "search_study_yaml_fronts.csv", HERE / "search_study_fronts.csv") if p.exists()),
+                None)
+    if path is not None:
+        size = "8 x 6000 steps" if "yaml" in path.name else "4 x 3000 steps"
         for r in csv.DictReader(path.open()):
             if r["front"] in ("pbt", "random"):
-                fronts.setdefault(f"search front ({r['front']}, fashion_mlp.yaml)", []).append(
+                fronts.setdefault(f"search front ({r['front']}, fashion_mlp.yaml, {size})", []).append(
                     (1.0 / float(r["ratio"]), float(r["accuracy"])))
     plot_comparison(rows, HERE / "headline.png", title="LeNet-300-100 on Fashion-MNIST: accuracy against compression",
                     fronts=fronts)

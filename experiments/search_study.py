@@ -16,10 +16,10 @@ Runs the same space three times with the same population (trial budget), steps a
   it; the grid of (operator, level) is dealt out. Its trials are then grouped by operator, and the operator
   whose trials have the largest hypervolume is "the best uniform single method".
 
-Writes ``search_study[_quick].csv`` (one row per strategy: hypervolume, front, best accuracy within the budget,
-wall time and Ray overhead), ``search_study[_quick]_fronts.csv`` (every front's points) and ``.png`` (the
-overlaid fronts) next to this script; the runs themselves go to
-``mutate_runs/search_study/`` (re-open them with ``mutate pareto``).
+Writes ``search_study[_quick|_yaml].csv`` (one row per strategy: hypervolume, front, best accuracy within the
+budget, wall time and Ray overhead), ``search_study[_quick|_yaml]_fronts.csv`` (every front's points) and
+``.png`` (the overlaid fronts) next to this script; the runs themselves go to
+``mutate_runs/search_study[_quick|_yaml]/`` (re-open them with ``mutate pareto``).
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def main() -> None:
     space = ROOT / "search_spaces" / ("digits_mlp.yaml" if args.quick else "fashion_mlp.yaml")
     if not args.quick and not args.yaml_steps:
         args.extra = [*HALF, *args.extra]
-    storage = ROOT / "mutate_runs" / "search_study"
+    stem = "search_study" + ("_quick" if args.quick else "_yaml" if args.yaml_steps else "")
+    storage = ROOT / "mutate_runs" / stem
     extra = [x for kv in args.extra for x in ("--set", kv)]
     t0 = time.perf_counter()
     rows: list[dict[str, object]] = []
@@ -145,7 +146,6 @@ def main() -> None:
         rows.append({**describe(strategy, pts, run.reference_metric, budget), "trials": trials,
                      "run_dir": run.dir.name, "wall_s": round(timing["wall_s"]),
                      "overhead_pct": round(timing["overhead_pct"])})
-    stem = "search_study_quick" if args.quick else "search_study"
     with (HERE / f"{stem}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
