@@ -43,8 +43,15 @@ LEVELS: dict[str, list[dict[str, Any]]] = {
     "kmeans": [{"k": k} for k in (16, 8, 4, 2)],
     "simhash": [{"rank": r} for r in (2048, 1024, 512, 256)],
     "dictionary": [{"atoms": a, "n_nonzero": s} for a, s in ((128, 8), (64, 4), (32, 2), (16, 2))],
+    "kmeans_vq": [{"k": k, "block_size": b} for k, b in ((256, 10), (128, 10), (64, 10), (64, 20))],
 }
 """Each method's levels, from mild to strong; the same parameters for every compressed layer."""
+
+OPERATOR = {"kmeans_vq": "kmeans"}
+"""Methods that are another operator's setting: ``kmeans_vq`` is vector k-means on blocks of 10 or 20
+consecutive weights of a row (product quantization), LeNet only: the blocks must divide every compressed
+layer's columns (300 and 100; the CNN's 64 and 128 are not multiples of 10)."""
+DEFAULT_METHODS = {"lenet": list(LEVELS), "cnn": [m for m in LEVELS if m != "kmeans_vq"]}
 
 SVD_RANKS = (32, 20, 16, 8)
 FIELDS = ["model", "seed", "method", "level", "accuracy", "bits", "ratio", "seconds"]
@@ -89,7 +96,7 @@ def splice_run(name: str, data: Dataset, p: Protocol, weights: list[np.ndarray],
     steps = -(-len(data.x_train) // p.batch)
     schedule = mutate.Schedule(begin_step=0, end_step=p.blend_epochs * steps - 1,
                                frequency=max(1, steps // p.updates_per_epoch))
-    plan = {layer: (method, params) for layer in COMPRESSED[name]}
+    plan = {layer: (OPERATOR.get(method, method), params) for layer in COMPRESSED[name]}
     blended = compiled(mutate.compress(model, plan, schedule, refresh=True), p.tune_lr)
     blended.fit(data.x_train, data.y_train, epochs=p.blend_epochs, batch_size=p.batch, verbose=0,
                 callbacks=[mutate.CompressionCallback()])
@@ -178,9 +185,11 @@ def main() -> None:
     parser.add_argument("--model", choices=("lenet", "cnn"), default="lenet")
     parser.add_argument("--quick", action="store_true", help="digits instead of Fashion-MNIST (a smoke run)")
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--methods", nargs="+", choices=sorted(LEVELS), default=list(LEVELS))
+    parser.add_argument("--methods", nargs="+", choices=sorted(LEVELS),
+                        help="default: every method (the CNN skips kmeans_vq)")
     parser.add_argument("--no-tfmot", action="store_true", help="skip the TFMOT anchors (separate venv)")
     args = parser.parse_args()
+    methods = args.methods or DEFAULT_METHODS[args.model]
     mode = "quick" if args.quick else "full"
     p = (LENET if args.model == "lenet" else CNN)[mode]
     data = digits() if args.quick else fashion_mnist()
@@ -198,7 +207,7 @@ def main() -> None:
             with out.open("a", newline="") as f:
                 csv.DictWriter(f, FIELDS).writerow(study.rows[-1])
     for seed in range(args.seeds):
-        study.seed(seed, args.methods, args.quick or args.model == "cnn")
+        study.seed(seed, methods, args.quick or args.model == "cnn")
     png = plot_comparison(study.rows, HERE / f"{stem}.png", title=f"{args.model} on {data.name}")
     print("\n".join(targets(study.rows)))
     print(f"rows in {out.name}, plot in {png.name}; {time.perf_counter() - study.t0:.0f} s")
