@@ -148,3 +148,38 @@ def test_unpack_codes_inverts_pack_codes_at_every_width(bits):
     codes = np.random.default_rng(bits).integers(0, 1 << bits, 37)
     out = keras.ops.convert_to_numpy(unpack_codes(pack_codes(codes, bits), len(codes), bits))
     np.testing.assert_array_equal(out, codes)
+
+
+MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np, mutate
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(0)
+x, y = rng.standard_normal((64, 12)).astype("float32"), rng.integers(0, 3, 64)
+with strategy.scope():
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu", name="h"),
+                              keras.layers.Dense(3, name="out")])
+    c = mutate.compress(model, {"h": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 3, 1))
+    c.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+c.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+layer = c.get_layer("h")
+assert strategy.num_replicas_in_sync == 2
+assert (layer.current_step(), layer.current_alpha()) == (4, 0.0), (layer.current_step(), layer.current_alpha())
+s = mutate.strip(c)
+np.testing.assert_allclose(s.predict(x, verbose=0), c.predict(x, verbose=0), atol=1e-5)
+print("ok")
+"""
+
+
+def test_blending_under_a_mirrored_strategy_counts_each_batch_once():
+    """Two logical CPUs stand in for two GPUs (the device setup must precede TensorFlow's, hence a child)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]

