@@ -36,6 +36,27 @@ def array_bits(arrays: Mapping[str, np.ndarray]) -> int:
     return int(sum(int(np.prod(a.shape)) * dtype_bits(a.dtype) for a in arrays.values()))
 
 
+def take_rows(table: Any, indices: Any) -> Any:
+    """``ops.take(table, indices, axis=0)`` whose gradient with respect to ``table`` is dense.
+
+    In TensorFlow the gradient of a gather is an IndexedSlices with one slice per lookup. Keras' Adam squares
+    those slices before their duplicates are summed, so a row looked up N times gets the second moment
+    Σg² instead of (Σg)² and steps up to sqrt(N) times too far: one step on a 2-entry k-means codebook
+    looked up 235,200 times moved it 297 learning rates, and LeNet's k=2 codebook ran away to chance
+    accuracy. The reshape to its own shape makes TensorFlow sum the slices first (its gradient densifies).
+
+    Args:
+        table: (rows, ...) factor, e.g. a codebook (k, block) or a dictionary (atoms, n).
+        indices: integer tensor of any shape.
+
+    Returns:
+        indices.shape + table.shape[1:].
+    """
+    from keras import ops
+
+    return ops.take(ops.reshape(table, ops.shape(table)), indices, axis=0)
+
+
 @dataclass(frozen=True)
 class FactorSpec:
     """Shape, dtype and default trainability of one factor."""
@@ -210,7 +231,7 @@ class TwoFactor(Compressor):
     def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
         from keras import ops
 
-        return ops.matmul(ops.take(factors[self.left_name], ids, axis=0), factors[self.right_name])
+        return ops.matmul(take_rows(factors[self.left_name], ids), factors[self.right_name])
 
 
 def check_int(name: str, value: Any, low: int, high: float = math.inf, *, shape: str = "") -> None:

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._base import Compressor, FactorSpec, Factors, check_int, take_rows
 from operators._bits import code_bits, pack_codes, packed_bytes, unpack_codes
 from operators._registry import register
 from operators.kmeans import code_dtype
@@ -312,7 +312,7 @@ class Dictionary(Compressor):
         """Σ_j values[..., j, None] * dictionary[indices[..., j]]: (..., S), (..., S), (K, n) -> (..., n)."""
         from keras import ops
 
-        atoms = ops.take(dictionary, ops.cast(indices, "int32"), axis=0)  # (..., S, n)
+        atoms = take_rows(dictionary, ops.cast(indices, "int32"))  # (..., S, n)
         return ops.sum(ops.expand_dims(values, -1) * atoms, axis=-2)
 
     def product(self, factors: Mapping[str, Any]) -> Any:
@@ -322,7 +322,7 @@ class Dictionary(Compressor):
         from keras import ops
 
         indices = ops.take(ops.cast(factors["indices"], "int32"), ids, axis=0)  # ids.shape + (S,)
-        values = ops.take(factors["values"], ids, axis=0)
+        values = take_rows(factors["values"], ids)
         return self._combine(indices, values, factors["dictionary"])
 
     def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:

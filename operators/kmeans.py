@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from operators._base import Compressor, FactorSpec, Factors, check_int
+from operators._base import Compressor, FactorSpec, Factors, check_int, take_rows
 from operators._bits import code_bits, pack_codes, packed_bytes, unpack_codes
 from operators._registry import register
 
@@ -123,7 +123,7 @@ class KMeans(Compressor):
         from keras import ops
 
         codes = ops.cast(factors["codes"], "int32")
-        w = ops.take(factors["codebook"], codes, axis=0)  # (m, n/b, b)
+        w = take_rows(factors["codebook"], codes)  # (m, n/b, b)
         return ops.reshape(w, (ops.shape(codes)[0], -1))
 
     def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:

@@ -183,3 +183,25 @@ def test_blending_under_a_mirrored_strategy_counts_each_batch_once():
     res = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=300, env=env,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("operator, params, factor", [("kmeans", {"k": 2}, "codebook"),
+                                                      ("dictionary", {"atoms": 4, "n_nonzero": 2}, "dictionary")])
+def test_one_adam_step_moves_a_shared_factor_by_one_learning_rate(operator, params, factor):
+    """Each codebook entry / atom is looked up hundreds of times; Adam's first step must still be ~lr.
+
+    A gather's gradient in TensorFlow is one slice per lookup, and Keras' Adam squared the slices before
+    summing duplicates, which moved the codebook ~sqrt(lookups) learning rates in one step.
+    """
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(48, name="h")])
+    c = mutate.compress(model, {"h": (operator, params)}, mutate.Schedule(0, 0, 1))
+    c.compile(keras.optimizers.Adam(1e-3), "mse")
+    rng = np.random.default_rng(0)  # positive inputs, targets far below: every weight's gradient is positive
+    x, y = rng.uniform(0, 1, (32, 64)).astype("float32"), np.full((32, 48), -10.0, "float32")
+    c.fit(x[:1], y[:1], verbose=0, callbacks=[mutate.CompressionCallback()])  # factors the layer (alpha -> 0)
+    variable = c.get_layer("h").factors[factor]
+    before = variable.numpy().copy()
+    c.fit(x, y, batch_size=32, verbose=0, callbacks=[mutate.CompressionCallback()])
+    step = np.abs(variable.numpy() - before).max()
+    assert 0 < step <= 2e-3, f"{factor} moved {step / 1e-3:.1f} learning rates in one Adam step"
