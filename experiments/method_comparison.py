@@ -4,6 +4,7 @@
     .venv/bin/python experiments/method_comparison.py --model cnn            # 2 levels per method, ~30 min
     .venv/bin/python experiments/method_comparison.py --quick                # digits, 2 levels per method, ~3 min
     .venv/bin/python experiments/method_comparison.py --model lenet --no-tfmot
+    .venv/bin/python experiments/method_comparison.py --model lenet --seeds 2 --methods kmeans --no-tfmot --merge
 
 Per seed, one dense model trains for the protocol's dense epochs (`experiments/protocol.py`). From those same
 weights every (method, level) row compresses the protocol's layers (LeNet: fc1, fc2; CNN: conv_2, dense_1)
@@ -188,6 +189,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=sorted(LEVELS),
                         help="default: every method (the CNN skips kmeans_vq)")
     parser.add_argument("--no-tfmot", action="store_true", help="skip the TFMOT anchors (separate venv)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the existing CSV's rows of every method this run does not produce")
     args = parser.parse_args()
     methods = args.methods or DEFAULT_METHODS[args.model]
     mode = "quick" if args.quick else "full"
@@ -195,9 +198,16 @@ def main() -> None:
     data = digits() if args.quick else fashion_mnist()
     stem = f"method_comparison_{args.model}{'_quick' if args.quick else ''}"
     out = HERE / f"{stem}.csv"
+    produced = {"dense", "posthoc_svd", *methods} | (set() if args.no_tfmot or args.model != "lenet" else
+                                                      {"dense_tfkeras", "tfmot_prune", "tfmot_cluster"})
+    kept = [r for r in csv.DictReader(out.open())
+            if r["method"] not in produced] if args.merge and out.exists() else []
     with out.open("w", newline="") as f:
-        csv.DictWriter(f, FIELDS).writeheader()
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(kept)
     study = Study(args.model, data, p, out)
+    study.rows.extend(kept)
     if args.model == "lenet" and not args.no_tfmot:
         from anchors_tfmot import run_tfmot
 
