@@ -3,6 +3,7 @@
     .venv/bin/python experiments/lm_comparison.py                # full run, 1 seed, ~35 min on 2 shared cores
     .venv/bin/python experiments/lm_comparison.py --quick        # smoke run, tiny step counts, ~3-4 min
     .venv/bin/python experiments/lm_comparison.py --seeds 3      # three seeds (three times as long)
+    .venv/bin/python experiments/lm_comparison.py --no-balance --only lstm softmax   # dictionary, unit-norm atoms
 
 Google's graph_compression paper reported that on PTB dictionary learning is slightly better than low-rank.
 This study repeats the comparison on the Shakespeare corpus (``mutate.data.shakespeare``: 10k vocabulary,
@@ -226,7 +227,7 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as f:
         return [{**r, "seed": int(r["seed"]), "level": int(r["level"]), "matrix_ratio": float(r["matrix_ratio"]),
                  "model_ratio": float(r["model_ratio"]), "perplexity": float(r["perplexity"]),
-                 "params": dict((kv.split("=")[0], int(kv.split("=")[1])) for kv in r["params"].split())}
+                 "params": {k: int(v) if v.isdigit() else v for k, v in (kv.split("=") for kv in r["params"].split())}}
                 for r in csv.DictReader(f)]
 
 
@@ -343,10 +344,17 @@ def main() -> None:
                         help="no training: redo the plot, table and statement from the mode's existing CSV")
     parser.add_argument("--only", nargs="+", choices=MATRICES, default=list(MATRICES),
                         help="compress only these matrices")
+    parser.add_argument("--no-balance", action="store_true",
+                        help="dictionary rows only, with balance=False (unit-norm atoms); writes *_nobalance.*")
     args = parser.parse_args()
+    if args.no_balance:
+        global METHODS
+        METHODS = ("dictionary",)
+        for matrix in MATRICES:
+            LEVELS[matrix]["dictionary"] = tuple({**p, "balance": False} for p in LEVELS[matrix]["dictionary"])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     budget = QUICK if args.quick else FULL
-    stem = "lm_comparison_quick" if args.quick else "lm_comparison"
+    stem = ("lm_comparison_quick" if args.quick else "lm_comparison") + ("_nobalance" if args.no_balance else "")
     t0 = time.perf_counter()
     if args.replot:
         rows = read_csv(HERE / f"{stem}.csv")
@@ -356,7 +364,8 @@ def main() -> None:
         write_csv(rows, HERE / f"{stem}.csv")
     plot(rows, HERE / f"{stem}.png", matrices)
     print_table(rows, matrices)
-    verdict(rows, matrices)
+    if not args.no_balance:
+        verdict(rows, matrices)
     seeds = len({r["seed"] for r in rows})
     print(f"\n{seeds} seed(s); {time.perf_counter() - t0:.0f}s; wrote {'' if args.replot else stem + '.csv and '}"
           f"{stem}.png")
