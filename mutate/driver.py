@@ -7,6 +7,7 @@ nothing, an unreachable budget) surface in a second, before any trial starts.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import keras
@@ -78,8 +79,13 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
                     try:
                         operators.get(op, **{**{q: vs[0] for q, vs in choices.items()}, p: v}).check(m, n)
                     except (ValueError, TypeError) as e:
-                        raise space.error(f"mutations.operators.{op}.{p}",
-                                          f"{v!r} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
+                        # the message names the parameter at fault, which may be another one held at its
+                        # first value (k=16 is fine; block_size=7 is not)
+                        named = [q for q in choices if re.search(rf"\b{q}=", str(e))]
+                        q = p if p in named or not named else named[0]
+                        bad = v if q == p else choices[q][0]
+                        raise space.error(f"mutations.operators.{op}.{q}",
+                                          f"{bad!r} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
         smallest = min(_smallest_bits(op, policy.choices(mut["operators"], op), m, n) for op in allowed[layer_name])
         saved += max(0, 32 * m * n - smallest) // 8
     budget = budget_bytes(space, dense_bytes)

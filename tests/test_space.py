@@ -97,6 +97,8 @@ def test_set_overrides_any_key_and_parses_yaml(tmp_path):
     (["mutations.layers=[nothing_*]"], "mutations.layers", "'nothing_*' matches no layer"),
     (["mutations.operators.low_rank.rank=[300]"], "mutations.operators.low_rank.rank", "300 does not fit layer"),
     (["mutations.operators.kmeans.k=[20000]"], "mutations.operators.kmeans.k", "20000"),
+    (["mutations.operators.kmeans.block_size=[7]"], "mutations.operators.kmeans.block_size: 7 does not fit",
+     "must divide"),
     (["budget.ratio=0.001"], "budget.ratio", "below the smallest model"),
     (["mutations.layers=[flatten_x, logits]"], "mutations.layers", "matches no layer"),
     (["model.hidden=oops"], "model", ""),
