@@ -53,7 +53,7 @@ class BlendedLayer(keras.layers.Layer):
         m, n = self.matrix_shape()
         self.compressor.check(m, n)
         self.alpha = self.add_weight(name="alpha", shape=(), initializer="ones", trainable=False)
-        # counted inside the training graph (`_check_driven`); one replica counts under a distribution strategy
+        # counted inside the training graph (`_begin_call`); one replica counts under a distribution strategy
         self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
                                     aggregation="only_first_replica")
         self.factored = self.add_weight(name="factored", shape=(), dtype="int32", initializer="zeros",
@@ -81,7 +81,7 @@ class BlendedLayer(keras.layers.Layer):
                                             trainable=False)
 
     # -- the blend ------------------------------------------------------------------------------------------
-    def _check_driven(self, training: Any) -> None:
+    def _begin_call(self, training: Any) -> None:
         """Refuse a training call without `CompressionCallback`; otherwise count the batch in ``step``.
 
         The count is an in-graph ``assign_add``: an eager ``assign`` from the host before every batch cost
@@ -145,7 +145,7 @@ class BlendedLayer(keras.layers.Layer):
         Computes the factors at the first update (or at any later step if they are missing, e.g. after a
         restore) and, with ``refresh``, again at each later update whose alpha stays above 0. Alpha is
         assigned at update steps. The step variable is not assigned here: the training call counts the
-        batch in the graph (`_check_driven`), so it equals the host count after every batch and a checkpoint
+        batch in the graph (`_begin_call`), so it equals the host count after every batch and a checkpoint
         is exact.
         """
         step, sched = self._host_step, self.schedule
@@ -200,7 +200,7 @@ class CompressedDense(DenseArgs, BlendedLayer):
         self._build_blend_state()
 
     def call(self, inputs: Any, training: Any = None) -> Any:
-        self._check_driven(training)
+        self._begin_call(training)
         return self._finish(self.blend(ops.matmul(inputs, self.tapped_kernel(training)),
                                        self.compressor.matmul(inputs, self.factor_tensors())))
 
@@ -228,7 +228,7 @@ class CompressedEmbedding(BlendedLayer):
         self._build_blend_state()
 
     def call(self, inputs: Any, training: Any = None) -> Any:
-        self._check_driven(training)
+        self._begin_call(training)
         ids = inputs if inputs.dtype in ("int32", "int64") else ops.cast(inputs, "int32")
         return self.blend(ops.take(self.tapped_kernel(training), ids, axis=0),
                           self.compressor.gather(ids, self.factor_tensors()))
@@ -265,7 +265,7 @@ class CompressedConv2D(ConvArgs, BlendedLayer):
         self._build_blend_state()
 
     def call(self, inputs: Any, training: Any = None) -> Any:
-        self._check_driven(training)
+        self._begin_call(training)
         approx = ops.reshape(self.compressor.product(self.factor_tensors()), self.kernel.shape)
         return self._conv(inputs, self.blend(self.tapped_kernel(training), approx))
 

@@ -164,7 +164,7 @@ class CompressedLSTM(LSTMArgs, BlendedLayer):
         self._build_blend_state()
 
     def call(self, inputs: Any, mask: Any = None, training: Any = None) -> Any:
-        self._check_driven(training)
+        self._begin_call(training)
         kernel = self.blend(self.tapped_kernel(training), self.compressor.product(self.factor_tensors()))
         z = ops.matmul(inputs, kernel)
         return self._recur(z + self.bias if self.bias is not None else z, mask)
