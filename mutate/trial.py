@@ -48,20 +48,41 @@ def budget_bytes(space: Space, dense_bytes: int) -> int:
     return int(b["bytes"]) if b["bytes"] is not None else int(math.floor(b["ratio"] * dense_bytes))
 
 
-def nonfinite_weights(model: keras.Model, layers: list[str] | None = None) -> str:
-    """'' when every weight of ``model`` (or of the named layers) is finite; otherwise where the first
-    non-finite value is, e.g. ``"layer 'dense_2' kernel holds 1 NaN/Inf value (nan at [0, 0])"``."""
+def _float_weights(model: keras.Model, layers: list[str] | None) -> list[tuple[str, Any]]:
+    """(owner layer name, variable) for every floating-point weight, the model's layers in order."""
+    out, seen = [], set()
     for layer in (model.layers if layers is None else [model.get_layer(n) for n in layers]):
         for w in layer.weights:
-            a = np.asarray(keras.ops.convert_to_numpy(w))
-            if not np.issubdtype(a.dtype, np.floating):
+            if id(w) in seen or not str(w.dtype).startswith(("float", "bfloat")):
                 continue
-            bad = ~np.isfinite(a)
-            count = int(bad.sum())
-            if count:
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                return (f"layer {layer.name!r} {w.name} holds {count} NaN/Inf value{'s' * (count > 1)} "
-                        f"({a[where]} at {list(where)})")
+            seen.add(id(w))
+            out.append((layer.name, w))
+    return out
+
+
+def nonfinite_weights(model: keras.Model, layers: list[str] | None = None) -> str:
+    """'' when every floating-point weight of ``model`` (or of the named layers) is finite; otherwise where the
+    first non-finite value is, e.g. ``"layer 'dense_2' kernel holds 1 NaN/Inf value (nan at [0, 0])"``.
+
+    Trainable weights, blend state and every other variable are checked with one reduction each, on the
+    device, and a single transfer of the per-variable flags; only a bad variable is copied to the host (to
+    count and locate its values). This does not depend on the loss: a kernel whose NaN a fused
+    matmul+ReLU maps to 0 (oneDNN on AVX-512 CPUs) trains with a finite loss, but is caught here.
+    """
+    weights = _float_weights(model, layers)
+    if not weights:
+        return ""
+    ok = keras.ops.convert_to_numpy(keras.ops.stack(
+        [keras.ops.all(keras.ops.isfinite(w.value)) for _, w in weights]))
+    for (owner, w), fine in zip(weights, ok):
+        if fine:
+            continue
+        a = np.asarray(keras.ops.convert_to_numpy(w))
+        bad = ~np.isfinite(a)
+        count = int(bad.sum())
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        return (f"layer {owner!r} {w.name} holds {count:,} NaN/Inf value{'s' * (count > 1)} "
+                f"({a[where]} at {list(where)})")
     return ""
 
 
@@ -138,14 +159,15 @@ class TrialRunner:
         try:
             hist = self.model.fit(self.x[idx], self.y[idx], batch_size=batch, epochs=1, shuffle=False, verbose=0,
                                   callbacks=[mutate.CompressionCallback()])
-        except ValueError as e:
-            bad = nonfinite_weights(self.model)
-            if bad:
-                raise NonFiniteLoss(f"weights became NaN/Inf before step {self.step + steps}: {bad} (genome "
-                                    f"{summary(self.genome)})") from e
+        except ValueError as e:  # an operator refused to factor a NaN/Inf matrix at an update step
+            self._check_weights(self.step + steps, e)
             raise
         self.train_seconds += time.perf_counter() - t0
         self.step += steps
+        # The weights first: a NaN kernel behind a fused matmul+ReLU can train with a finite loss on some CPUs
+        # (oneDNN on AVX-512 maps NaN to 0), so the loss alone would miss it; whenever the loss is NaN the
+        # weights usually are too, and naming the weight says where it started.
+        self._check_weights(self.step)
         loss = hist.history["loss"][-1]
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"training loss became {loss} at step {self.step} (genome {summary(self.genome)})")
@@ -154,6 +176,13 @@ class TrialRunner:
             if stripped is not self.model:
                 self.model = stripped
                 self._compile()
+
+    def _check_weights(self, step: int, cause: BaseException | None = None) -> None:
+        """Raise `NonFiniteLoss` naming the first non-finite weight (see `nonfinite_weights`), if any."""
+        bad = nonfinite_weights(self.model)
+        if bad:
+            raise NonFiniteLoss(f"weights became NaN/Inf by step {step}: {bad} (genome {summary(self.genome)})") \
+                from cause
 
     def measure(self) -> dict[str, Any]:
         """Accuracy (or perplexity) on the validation split and the test set, size, and the score.
