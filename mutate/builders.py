@@ -3,6 +3,9 @@
 A user builder is imported only from the name the YAML gives, and runs arbitrary code: treat a search
 space like a script. Model builders are called as ``fn(data=Dataset, **kwargs)`` and return a Keras model;
 data builders as ``fn(**kwargs)`` and return a `mutate.data.Dataset`.
+
+Whatever a user builder raises is the user's to fix (`mutate.errors.BadInput`); a built-in one raising
+anything but ``TypeError``/``ValueError`` (what a bad keyword or value gives) is a bug here and propagates.
 """
 
 from __future__ import annotations
@@ -13,24 +16,28 @@ from typing import Any, Callable
 import keras
 
 from mutate import data as datasets
+from mutate.errors import BadInput, MissingInput
 
 
 def import_callable(spec: str, key: str, where: str) -> Callable[..., Any]:
     """``package.module:function`` -> the function.
 
     Raises:
-        ValueError: malformed, the module cannot be imported, or the attribute is missing or not callable.
+        BadInput: malformed, the module cannot be imported (or raises on import), or the attribute is missing
+            or not callable.
     """
     module, _, attr = spec.partition(":")
     if not module or not attr:
-        raise ValueError(f"{where}: {key}: expected package.module:function, got {spec!r}")
+        raise BadInput(f"{where}: {key}: expected package.module:function, got {spec!r}")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise ValueError(f"{where}: {key}: cannot import module {module!r} ({e})") from None
+        raise BadInput(f"{where}: {key}: cannot import module {module!r} ({e})") from None
+    except Exception as e:  # noqa: BLE001 - the user's module runs on import; whatever it raises is theirs
+        raise BadInput(f"{where}: {key}: cannot import module {module!r} ({type(e).__name__}: {e})") from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
-        raise ValueError(f"{where}: {key}: module {module!r} has no function {attr!r}")
+        raise BadInput(f"{where}: {key}: module {module!r} has no function {attr!r}")
     return fn
 
 
@@ -42,19 +49,24 @@ def load_data(section: dict[str, Any], where: str) -> datasets.Dataset:
     """The dataset a space's ``data`` section names.
 
     Raises:
-        ValueError: unknown keyword for a built-in loader, or a user loader that fails.
-        FileNotFoundError: a data file is missing.
+        BadInput: an unknown keyword or a bad value, a user loader that raises or returns no Dataset.
+        MissingInput: a data file is missing (also a ``FileNotFoundError``).
     """
     name, kwargs = section["name"], _kwargs(section, "name")
-    fn = import_callable(name, "data.name", where) if ":" in name else getattr(datasets, name)
+    user = ":" in name
+    fn = import_callable(name, "data.name", where) if user else getattr(datasets, name)
     try:
         out = fn(**kwargs)
     except TypeError as e:
-        raise ValueError(f"{where}: data: {name} does not take {sorted(kwargs)} ({e})") from None
+        raise BadInput(f"{where}: data: {name} does not take {sorted(kwargs)} ({e})") from None
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{where}: data.name: {name}: {e}") from None
+        raise MissingInput(f"{where}: data.name: {name}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a user loader may raise anything; report it on one line
+        if not (user or isinstance(e, ValueError)):
+            raise
+        raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {e}") from None
     if not isinstance(out, datasets.Dataset):
-        raise ValueError(f"{where}: data.name: {name} returned {type(out).__name__}, not a mutate.data.Dataset")
+        raise BadInput(f"{where}: data.name: {name} returned {type(out).__name__}, not a mutate.data.Dataset")
     return out
 
 
@@ -109,16 +121,19 @@ def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> 
     """The model a space's ``model`` section names, built for ``data``.
 
     Raises:
-        ValueError: unknown keyword, a builder that raises, or one that returns no Keras model.
+        BadInput: an unknown keyword or a bad value, a user builder that raises or returns no Keras model.
     """
     name, kwargs = section["builder"], _kwargs(section, "builder")
-    fn = import_callable(name, "model.builder", where) if ":" in name else BUILTIN[name]
+    user = ":" in name
+    fn = import_callable(name, "model.builder", where) if user else BUILTIN[name]
     try:
         model = fn(data=data, **kwargs)
     except TypeError as e:
-        raise ValueError(f"{where}: model: {name} does not take {sorted(kwargs)} ({e})") from None
+        raise BadInput(f"{where}: model: {name} does not take {sorted(kwargs)} ({e})") from None
     except Exception as e:  # noqa: BLE001 - a user builder may raise anything; report it on one line
-        raise ValueError(f"{where}: model.builder: {name} raised {type(e).__name__}: {e}") from None
+        if not (user or isinstance(e, ValueError)):
+            raise
+        raise BadInput(f"{where}: model.builder: {name} raised {type(e).__name__}: {e}") from None
     if not isinstance(model, keras.Model):
-        raise ValueError(f"{where}: model.builder: {name} returned {type(model).__name__}, not a keras.Model")
+        raise BadInput(f"{where}: model.builder: {name} returned {type(model).__name__}, not a keras.Model")
     return model

@@ -1,8 +1,17 @@
 """The ``mutate`` command line: ``search``, ``pareto``, ``export`` and ``demo``.
 
-Bad input of any kind prints one line, ``mutate: error: ...``, and exits with code 2 (a traceback only
-with ``--verbose``). A search in which some trials failed still exits with 0 (each failure is listed on
-one line, the others' front is kept); one in which every trial failed exits with 1.
+Exit codes (``--verbose`` shows the traceback of any error instead of the one line):
+
+- 0: done. A search in which some trials failed still exits with 0 (each failure is listed on one line,
+  the others' front is kept).
+- 1: a search in which every trial failed (``mutate: error: every trial failed ...``), or an internal
+  error: anything raised that is not `mutate.errors.BadInput`, a bug until shown otherwise. One line,
+  ``mutate: internal error: TYPE: MESSAGE (run with --verbose for the traceback)``; when the command had a
+  run directory, the traceback is saved in ``RUN_DIR/internal_error.txt`` and the line ends with
+  ``(traceback in RUN_DIR/internal_error.txt)`` instead.
+- 2: bad input (`mutate.errors.BadInput`: the space, the arguments, a run directory, a model that does
+  not fit the space), one line ``mutate: error: ...``; argparse's own usage errors also exit with 2.
+- 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,9 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from mutate.errors import SearchFailed
+from mutate.errors import BadInput, SearchFailed
+
+INTERNAL_ERROR_FILE = "internal_error.txt"
+"""Where an internal error's traceback goes, in the run directory of the command that failed."""
 
 
 def quiet_tensorflow_import(verbose: bool = False) -> None:
@@ -72,14 +85,37 @@ def _search(args: argparse.Namespace) -> None:
     from mutate import commands
 
     if (args.space is None) == (args.resume is None):
-        raise ValueError("mutate search: give a SPACE.yaml, or --resume RUN_DIR (not both)")
+        raise BadInput("mutate search: give a SPACE.yaml, or --resume RUN_DIR (not both)")
     commands.search(args.space, overrides=args.overrides, strategy=args.strategy, address=args.address,
                     resume=args.resume, verbose=args.verbose, progress=args.progress)
 
 
+def _save_traceback(e: BaseException, run_dir: Path) -> Path | None:
+    """Write ``e``'s traceback to ``run_dir/internal_error.txt`` (atomically); None when that fails."""
+    path = Path(run_dir) / INTERNAL_ERROR_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text("".join(traceback.format_exception(type(e), e, e.__traceback__)), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        return None
+    return path
+
+
+def internal_error_line(e: BaseException) -> str:
+    """The one line printed for an internal error, after saving its traceback in the failing command's run
+    directory (``e.mutate_run_dir``, set by `mutate.commands`) when there is one."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    what = type(e).__name__ + (f": {lines[0]}" if lines else "") + (" [...]" if len(lines) > 1 else "")
+    run_dir = getattr(e, "mutate_run_dir", None)
+    saved = _save_traceback(e, run_dir) if run_dir is not None else None
+    where = f"traceback in {saved}" if saved is not None else "run with --verbose for the traceback"
+    return f"mutate: internal error: {what} ({where})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code: 0, 1 when every trial of a search failed, 2 for bad input, 130 when
-    interrupted."""
+    """Entry point; returns the exit code: 0; 1 when every trial of a search failed or on an internal error;
+    2 for bad input; 130 when interrupted (see the module docstring)."""
     args = _parser().parse_args(argv)
     try:
         if args.command != "search":  # search validates its YAML first, so a typo costs no TF import
@@ -100,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
             demo.run(rank=args.rank, sparsity=args.sparsity, epochs=args.epochs, seed=args.seed, out=args.out)
         return 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+    except BadInput as e:
         if args.verbose:
             raise
         print(f"mutate: error: {e}", file=sys.stderr)
@@ -113,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mutate: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - anything else is a bug until shown otherwise: say so, keep the trace
+        if args.verbose:
+            raise
+        print(internal_error_line(e), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

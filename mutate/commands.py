@@ -1,10 +1,40 @@
-"""The work behind each CLI command (kept apart from argument parsing so tests can call it)."""
+"""The work behind each CLI command (kept apart from argument parsing so tests can call it).
+
+Once a command knows its run directory, an exception other than `mutate.errors.BadInput` leaving it
+carries that directory as ``mutate_run_dir``; the CLI saves the traceback there (`RUN_DIR_ATTR`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import ContextManager, Iterator
 
-from mutate import space as spaces
+from mutate import runs as rundirs, space as spaces
+from mutate.errors import BadInput
+
+RUN_DIR_ATTR = "mutate_run_dir"
+"""Attribute set on an internal error raised while a command worked on a run directory (its absolute path)."""
+
+
+@contextlib.contextmanager
+def _run_dir_context(run_dir: Path) -> Iterator[None]:
+    """Tag any exception but `BadInput` leaving the block with ``run_dir`` (the innermost tag wins)."""
+    try:
+        yield
+    except BadInput:
+        raise
+    except Exception as e:
+        if getattr(e, RUN_DIR_ATTR, None) is None:
+            with contextlib.suppress(AttributeError, TypeError):  # an exception class with __slots__
+                setattr(e, RUN_DIR_ATTR, Path(run_dir))
+        raise
+
+
+def _if_run(folder: Path) -> ContextManager[None]:
+    """`_run_dir_context` for ``folder`` when it is a run directory; otherwise nothing (never write elsewhere)."""
+    folder = Path(folder).resolve()
+    return _run_dir_context(folder) if (folder / rundirs.SPACE_FILE).is_file() else contextlib.nullcontext()
 
 
 def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None = None,  # type: ignore[assignment]
@@ -16,39 +46,53 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     others' points and the front are kept.
 
     Raises:
-        SpaceError: the space is invalid (before anything is written).
+        BadInput: the space is invalid or does not fit its model (before anything is written), or ``resume``
+            is not a run directory.
         SearchFailed: every trial failed (after printing the reasons and whatever front their points make).
     """
-    import sys
-
-    from mutate import policy, runs
+    from mutate import policy
     from mutate.cli import quiet_tensorflow_import
 
-    console = sys.stdout
     if resume is None:  # the YAML is checked before anything heavy is imported: a typo costs no TF import
         extra = [f"search.strategy={strategy}"] if strategy else []
         space = spaces.load(path, [*overrides, *extra],  # type: ignore[arg-type]
                             check_operator=policy.check_operator)
     quiet_tensorflow_import(verbose)
-    from mutate import driver, search as runner
+    from mutate import driver
 
-    if resume is not None:
-        run_dir = Path(resume).resolve()
-        space = runs.load_recorded_space(run_dir)
-    allowed, budget, dense_bytes, classes = driver.prepare(space)
     if resume is None:
-        run_dir = runs.prepare_run_dir(space, classes=classes)
+        prepared = driver.prepare(space)
+        run_dir = rundirs.prepare_run_dir(space, classes=prepared[3])
+    else:
+        run_dir = Path(resume).resolve()
+        space = rundirs.load_recorded_space(run_dir)
+    with _run_dir_context(run_dir):
+        if resume is not None:
+            prepared = driver.prepare(space)
+        return _run(space, run_dir, prepared[:3], resume=resume is not None, address=address, verbose=verbose,
+                    progress=progress)
+
+
+def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]], int, int], *, resume: bool,
+         address: str | None, verbose: bool, progress: float) -> Path:
+    """The search proper, once the space is checked and the run directory exists; see `search`."""
+    import sys
+
+    from mutate import search as runner
+
+    console = sys.stdout
+    allowed, budget, dense_bytes = prepared
     s = space.search
     print(f"mutate search: {space.name} ({s['strategy']}, population {s['population']}, "
           f"{space.training['steps']} steps per trial) -> {run_dir}")
     print(f"  dense model {dense_bytes:,} B; budget {budget:,} B; mutable layers: "
           + ", ".join(f"{k} [{'/'.join(v)}]" for k, v in allowed.items()), flush=True)
-    summary = runner.run(space, run_dir=run_dir, allowed=allowed, budget=budget, resume=resume is not None,
+    summary = runner.run(space, run_dir=run_dir, allowed=allowed, budget=budget, resume=resume,
                          address=address, verbose=verbose, interval=progress,
                          out=lambda line: print(line, file=console, flush=True))
     wall, compute = summary["wall_s"], summary["compute_s"]
     slots = max(1, min(s["population"], _cpus() // max(1, int(space.resources["cpus"]))))
-    timing = runs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots)
+    timing = rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots)
     print(f"\nsearch done in {wall:.0f}s: {summary['points']} points; trial compute {compute:.0f}s over {slots} "
           f"parallel slot(s); overhead (wall - compute/slots) {wall - compute / slots:.0f}s "
           f"({timing['overhead_pct']:.0f}% of wall)")
@@ -76,7 +120,8 @@ def pareto(runs: list[Path]) -> None:
     """``mutate pareto``: the front as a table, plus pareto.csv/json/png (and .html) in each run dir."""
     from mutate import report
 
-    report.pareto(runs)
+    with _if_run(runs[0]) if len(runs) == 1 else contextlib.nullcontext():  # several: no one place to blame
+        report.pareto(runs)
 
 
 def export(run: Path, *, point: int | None, max_size: int | None, min_accuracy: float | None, out: Path,
@@ -84,4 +129,5 @@ def export(run: Path, *, point: int | None, max_size: int | None, min_accuracy: 
     """``mutate export``: rebuild, re-evaluate, splice and save one front point."""
     from mutate import export as exporter
 
-    exporter.export(run, point=point, max_size=max_size, min_accuracy=min_accuracy, out=out, force=force)
+    with _if_run(run):
+        exporter.export(run, point=point, max_size=max_size, min_accuracy=min_accuracy, out=out, force=force)

@@ -14,6 +14,7 @@ import keras
 import mutate
 import operators
 from mutate.data import digits
+from mutate.errors import BadInput
 
 
 def _mlp(width: int, classes: int) -> keras.Model:
@@ -29,8 +30,22 @@ def _compile(model: keras.Model, lr: float) -> None:
 
 def run(*, rank: int = 8, sparsity: float = 0.8, epochs: int = 20, blend_epochs: int = 4, tune_epochs: int = 6,
         batch_size: int = 32, seed: int = 0, out: Path | None = None) -> dict[str, float]:
-    """Run the demo and print a dense-vs-compressed table; returns the headline numbers."""
-    plan = {"dense_*": operators.get("low_rank", rank=rank), "logits": operators.get("pruning", sparsity=sparsity)}
+    """Run the demo and print a dense-vs-compressed table; returns the headline numbers.
+
+    Raises:
+        BadInput: a bad rank, sparsity, epoch count or seed (checked before any training).
+    """
+    try:
+        plan = {"dense_*": operators.get("low_rank", rank=rank),
+                "logits": operators.get("pruning", sparsity=sparsity)}
+    except (ValueError, TypeError) as e:
+        raise BadInput(str(e)) from None
+    for name, value, low in (("epochs", epochs, 0), ("blend_epochs", blend_epochs, 1), ("tune_epochs", tune_epochs, 0),
+                             ("batch_size", batch_size, 1)):
+        if value < low:
+            raise BadInput(f"`{name}` must be >= {low}, but got {name}={value!r}.")
+    if not 0 <= seed < 2**32:
+        raise BadInput(f"`seed` must be in [0, 2**32), but got seed={seed!r}.")
     keras.utils.set_random_seed(seed)
     data = digits(seed=seed)
     t0 = time.perf_counter()

@@ -29,12 +29,23 @@ def _glob_matches(space: Space, key: str, globs: list[str], names: list[str]) ->
             raise space.error(key, f"{g!r} matches no layer; the model's layers are {', '.join(names)}")
 
 
-def _smallest_bits(op_name: str, choices: dict[str, list[Any]], m: int, n: int) -> int:
+def _smallest_bits(space: Space, op_name: str, layer_name: str, m: int, n: int) -> int:
+    """The fewest bits any combination of ``op_name``'s choices stores for an m x n layer.
+
+    Raises:
+        SpaceError: a combination of choices (each fine on its own) cannot be laid out for the layer.
+    """
+    choices = policy.choices(space.mutations["operators"], op_name)
     best = None
     keys = sorted(choices)
     for combo in itertools.product(*(choices[k] for k in keys)):
-        op = operators.get(op_name, **dict(zip(keys, combo)))
-        bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
+        params = dict(zip(keys, combo))
+        try:
+            specs = operators.get(op_name, **params).packed_specs(m, n)
+        except (ValueError, TypeError) as e:
+            raise space.error(f"mutations.operators.{op_name}",
+                              f"{params} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
+        bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in specs.values())
         best = bits if best is None else min(best, bits)
     return int(best or 0)
 
@@ -86,7 +97,7 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
                         bad = v if q == p else choices[q][0]
                         raise space.error(f"mutations.operators.{op}.{q}",
                                           f"{bad!r} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
-        smallest = min(_smallest_bits(op, policy.choices(mut["operators"], op), m, n) for op in allowed[layer_name])
+        smallest = min(_smallest_bits(space, op, layer_name, m, n) for op in allowed[layer_name])
         saved += max(0, 32 * m * n - smallest) // 8
     budget = budget_bytes(space, dense_bytes)
     floor = dense_bytes - saved

@@ -10,6 +10,7 @@ import keras
 
 import mutate
 from mutate import builders
+from mutate.errors import BadInput, MetricMismatch, MissingInput, OutputExists
 from mutate.pareto import Point
 from mutate.report import Run
 from mutate.runs import load_recorded_space
@@ -23,24 +24,24 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
     """The front point picked by index, by size limit or by accuracy floor.
 
     Raises:
-        ValueError: no such point.
+        BadInput: no such point.
     """
     fr = run.pareto_front()
     if not fr:
-        raise ValueError(f"{run.dir}: the run has no points yet")
+        raise BadInput(f"{run.dir}: the run has no points yet")
     if point is not None:
         if not 0 <= point < len(fr):
-            raise ValueError(f"{run.dir}: --point {point}: the front has {len(fr)} points, numbered 0 to "
+            raise BadInput(f"{run.dir}: --point {point}: the front has {len(fr)} points, numbered 0 to "
                              f"{len(fr) - 1} (see `mutate pareto {run.dir}`)")
         return fr[point]
     if max_size is not None:
         fits = [p for p in fr if p.size <= max_size]
         if not fits:
-            raise ValueError(f"{run.dir}: --max-size {max_size}: the smallest front point has {fr[0].size:,} bytes")
+            raise BadInput(f"{run.dir}: --max-size {max_size}: the smallest front point has {fr[0].size:,} bytes")
         return fits[-1]
     ok = [p for p in fr if (p.metric >= min_accuracy if not run.lm else p.metric <= min_accuracy)]  # type: ignore[operator]
     if not ok:
-        raise ValueError(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.4f}")
+        raise BadInput(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.4f}")
     return ok[0]
 
 
@@ -57,24 +58,30 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     """Load the chosen point's checkpoint, re-evaluate it, splice its finished layers and save it.
 
     Raises:
-        FileExistsError: ``out`` exists and ``force`` is False.
-        ValueError: no such point, or the re-evaluated metric differs from the stored one (nothing is written).
+        MissingInput: ``run_dir`` is not a run, or the chosen point's checkpoint is gone.
+        OutputExists: ``out`` exists and ``force`` is False (also a ``FileExistsError``).
+        BadInput: ``out`` does not end in .keras, or no such point.
+        MetricMismatch: the re-evaluated metric differs from the stored one (nothing is written); not a
+            ``BadInput``, since the command was fine.
     """
     run = Run(run_dir)
     out = Path(out)
     if out.exists() and not force:
-        raise FileExistsError(f"{out}: exists; pass --force to overwrite it")
+        raise OutputExists(f"{out}: exists; pass --force to overwrite it")
     if out.suffix != ".keras":
-        raise ValueError(f"--out {out}: the file name must end in .keras")
+        raise BadInput(f"--out {out}: the file name must end in .keras")
     chosen = choose(run, point=point, max_size=max_size, min_accuracy=min_accuracy)
     space = load_recorded_space(run.dir)
-    model = keras.saving.load_model(run.dir / chosen.checkpoint / "model.keras", compile=False)
+    checkpoint = run.dir / chosen.checkpoint / "model.keras"
+    if not checkpoint.is_file():
+        raise MissingInput(f"{run.dir}: point {chosen.trial}/{chosen.step}: its checkpoint {checkpoint} is missing")
+    model = keras.saving.load_model(checkpoint, compile=False)
     data = builders.load_data(space.data, space.where)
     spliced = mutate.strip(model, finished_only=True)
     again = _metric(spliced, data, run.lm)
     name = "perplexity" if run.lm else "accuracy"
     if abs(again - chosen.metric) > TOLERANCE * max(1.0, abs(chosen.metric)):
-        raise ValueError(f"{run.dir}: point {chosen.trial}/{chosen.step}: re-evaluated {name} {again:.6f} differs "
+        raise MetricMismatch(f"{run.dir}: point {chosen.trial}/{chosen.step}: re-evaluated {name} {again:.6f} differs "
                          f"from the stored {chosen.metric:.6f}; refusing to write {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.keras")

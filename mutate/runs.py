@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mutate.errors import MissingInput
 from mutate.space import Space, SpaceError, from_dict
 
 POINTS = "points.jsonl"
@@ -35,11 +36,11 @@ def read_points(run_dir: Path) -> list[dict[str, Any]]:
     was killed mid-write) is skipped.
 
     Raises:
-        FileNotFoundError: ``run_dir`` is not a run directory.
+        MissingInput: ``run_dir`` is not a run directory (a ``FileNotFoundError`` and a ``BadInput``).
     """
     run_dir = Path(run_dir)
     if not (run_dir / SPACE_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir}: not a mutate run directory (no {SPACE_FILE})")
+        raise MissingInput(f"{run_dir}: not a mutate run directory (no {SPACE_FILE})")
     path = run_dir / POINTS
     if not path.is_file():
         return []
@@ -109,10 +110,15 @@ def load_recorded_space(run_dir: Path) -> Space:
     """The space a run directory was started with.
 
     Raises:
-        SpaceError: ``run_dir`` is not a run directory.
+        SpaceError: ``run_dir`` is not a run directory, its ``space.json`` is damaged, or the space in it
+            no longer validates.
     """
-    f = run_dir / SPACE_FILE
+    f = Path(run_dir) / SPACE_FILE
     if not f.is_file():
         raise SpaceError(f"{run_dir}: not a mutate run directory (no {SPACE_FILE})")
-    record = json.loads(f.read_text())
-    return from_dict(record["space"], path=Path(record["space_path"]) if record.get("space_path") else None)
+    try:
+        record = json.loads(f.read_text(encoding="utf-8"))
+        raw, where = record["space"], record.get("space_path")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON or not the layout written here
+        raise SpaceError(f"{f}: not a space recorded by mutate ({type(e).__name__}: {e})") from None
+    return from_dict(raw, path=Path(where) if where else None)

@@ -15,14 +15,17 @@ from typing import Any, Callable
 
 import yaml
 
+from mutate.errors import BadInput
+
 BUILTIN_MODELS = ("mlp", "cnn", "lstm_lm")
 BUILTIN_DATA = ("digits", "fashion_mnist", "cifar10", "shakespeare", "ptb")
 STRATEGIES = ("pbt", "random", "uniform")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 
-class SpaceError(ValueError):
-    """A search space is invalid; the message is one line naming file, key, expectation and value."""
+class SpaceError(BadInput):
+    """A search space is invalid; the message is one line naming file, key, expectation and value. A
+    `mutate.errors.BadInput` (hence a ``ValueError``)."""
 
 
 @dataclass(frozen=True)
@@ -332,7 +335,9 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     if not p.is_file():
         raise SpaceError(f"{path}: no such search space file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{p.name}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

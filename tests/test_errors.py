@@ -1,0 +1,163 @@
+"""Bad input (`mutate.errors.BadInput`) exits 2 with ``mutate: error:``; anything else is an internal error:
+exit 1, one line ``mutate: internal error:``, the traceback saved in the run directory when there is one.
+
+In-process through `mutate.cli.main`, with no training and no Ray.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mutate import cli, commands, report, runs, space as spaces
+from mutate.errors import BadInput, MetricMismatch, MissingInput, OutputExists
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "search_spaces" / "digits_mlp.yaml"
+HINT = "(run with --verbose for the traceback)"
+
+
+@pytest.fixture(autouse=True)
+def no_tf_import(monkeypatch):
+    monkeypatch.setattr(cli, "quiet_tensorflow_import", lambda verbose=False: None)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run directory as `mutate search` makes it, with two points whose checkpoints hold no model."""
+    d = runs.prepare_run_dir(spaces.load(SPACE, [f"storage={tmp_path / 'runs'}"]), classes=10)
+    for i, (size, acc) in enumerate([(1000, 0.95), (200, 0.90)]):
+        runs.append_point(d, {"trial": "t0", "step": 50 * (i + 1), "bytes": size, "ratio": size / 1000,
+                              "accuracy": acc, "genome": [], "genome_summary": "dense", "checkpoint": f"ckpt/{i}"})
+    return d
+
+
+def not_a_model(data, **kwargs):
+    return "a string"
+
+
+def raiser(exc):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+def stderr_lines(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_the_error_classes():
+    assert issubclass(spaces.SpaceError, BadInput) and issubclass(BadInput, ValueError)
+    assert issubclass(MissingInput, FileNotFoundError) and issubclass(OutputExists, FileExistsError)
+    assert issubclass(MissingInput, BadInput) and issubclass(OutputExists, BadInput)
+    assert issubclass(MetricMismatch, ValueError) and not issubclass(MetricMismatch, BadInput)
+
+
+def test_an_internal_error_is_one_line_exit_1_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(commands, "pareto", raiser(ValueError("boom\nwith a second line")))
+    assert cli.main(["pareto", "somewhere"]) == 1
+    assert stderr_lines(capsys) == [f"mutate: internal error: ValueError: boom [...] {HINT}"]
+
+
+def test_an_internal_error_in_a_run_saves_its_traceback_there(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(report, "pareto", raiser(KeyError("accuracy")))
+    assert cli.main(["pareto", str(run_dir)]) == 1
+    saved = run_dir / cli.INTERNAL_ERROR_FILE
+    assert stderr_lines(capsys) == [f"mutate: internal error: KeyError: 'accuracy' (traceback in {saved})"]
+    text = saved.read_text()
+    assert text.startswith("Traceback") and "KeyError: 'accuracy'" in text and "def fail" not in text
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_several_runs_name_no_run_dir(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(report, "pareto", raiser(KeyError("accuracy")))
+    assert cli.main(["pareto", str(run_dir), str(run_dir)]) == 1
+    assert stderr_lines(capsys) == [f"mutate: internal error: KeyError: 'accuracy' {HINT}"]
+    assert not (run_dir / cli.INTERNAL_ERROR_FILE).exists()
+
+
+def test_resume_saves_the_traceback_in_the_resumed_run(run_dir, monkeypatch, capsys):
+    from mutate import driver
+
+    monkeypatch.setattr(driver, "prepare", raiser(RuntimeError("bug")))
+    assert cli.main(["search", "--resume", str(run_dir)]) == 1
+    saved = run_dir / cli.INTERNAL_ERROR_FILE
+    assert stderr_lines(capsys) == [f"mutate: internal error: RuntimeError: bug (traceback in {saved})"]
+    assert "RuntimeError: bug" in saved.read_text()
+
+
+def test_a_damaged_checkpoint_is_an_internal_error_of_export(run_dir, tmp_path, capsys):
+    (run_dir / "ckpt" / "1").mkdir(parents=True)  # point 0 is the smaller one
+    (run_dir / "ckpt" / "1" / "model.keras").write_text("not a zip")
+    assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.keras")]) == 1
+    (line,) = stderr_lines(capsys)
+    assert line.startswith("mutate: internal error: ") and line.endswith(f"(traceback in {run_dir}/internal_error.txt)")
+    assert not (tmp_path / "m.keras").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--point", "5"], "--point 5: the front has 2 points, numbered 0 to 1"),
+    (["--max-size", "10"], "--max-size 10: the smallest front point has 200 bytes"),
+    (["--min-accuracy", "0.99"], "--min-accuracy 0.99: the best front point reaches 0.9500"),
+    (["--point", "0"], "point t0/100: its checkpoint"),
+])
+def test_export_bad_input_exits_2(run_dir, tmp_path, capsys, args, message):
+    assert cli.main(["export", str(run_dir), *args, "--out", str(tmp_path / "m.keras")]) == 2
+    (line,) = stderr_lines(capsys)
+    assert line.startswith(f"mutate: error: {run_dir}: ") and message in line, line
+    assert not (run_dir / cli.INTERNAL_ERROR_FILE).exists()
+
+
+def test_export_refuses_an_existing_or_misnamed_out(run_dir, tmp_path, capsys):
+    taken = tmp_path / "taken.keras"
+    taken.write_text("x")
+    assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(taken)]) == 2
+    assert stderr_lines(capsys) == [f"mutate: error: {taken}: exists; pass --force to overwrite it"]
+    assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.h5")]) == 2
+    assert stderr_lines(capsys) == [f"mutate: error: --out {tmp_path / 'm.h5'}: the file name must end in .keras"]
+
+
+def test_bad_input_still_exits_2(tmp_path, monkeypatch, capsys):
+    assert cli.main(["pareto", str(tmp_path)]) == 2
+    assert stderr_lines(capsys) == [f"mutate: error: {tmp_path}: not a mutate run directory (no space.json)"]
+    assert cli.main(["search"]) == 2
+    assert stderr_lines(capsys) == ["mutate: error: mutate search: give a SPACE.yaml, or --resume RUN_DIR (not both)"]
+    monkeypatch.setattr(commands, "pareto", raiser(BadInput("x.yaml: key: wrong")))
+    assert cli.main(["pareto", "anything"]) == 2
+    assert stderr_lines(capsys) == ["mutate: error: x.yaml: key: wrong"]
+
+
+def test_a_damaged_space_json_is_bad_input(run_dir, capsys):
+    (run_dir / runs.SPACE_FILE).write_text("{not json")
+    assert cli.main(["search", "--resume", str(run_dir)]) == 2
+    (line,) = stderr_lines(capsys)
+    assert line.startswith(f"mutate: error: {run_dir / runs.SPACE_FILE}: not a space recorded by mutate"), line
+    (run_dir / runs.SPACE_FILE).write_text(json.dumps([1]))
+    with pytest.raises(spaces.SpaceError, match="not a space recorded by mutate"):
+        runs.load_recorded_space(run_dir)
+
+
+def test_verbose_reraises(run_dir, monkeypatch):
+    monkeypatch.setattr(report, "pareto", raiser(KeyError("accuracy")))
+    with pytest.raises(KeyError, match="accuracy"):
+        cli.main(["--verbose", "pareto", str(run_dir)])
+    assert not (run_dir / cli.INTERNAL_ERROR_FILE).exists()
+    monkeypatch.undo()
+    with pytest.raises(MissingInput, match="not a mutate run directory"):
+        cli.main(["--verbose", "pareto", str(run_dir.parent)])
+
+
+def test_a_user_builder_is_bad_input_but_a_builtin_one_failing_is_a_bug(monkeypatch):
+    from mutate import builders
+    from mutate.data import digits
+
+    data = digits()
+    with pytest.raises(BadInput, match="x.yaml: model.builder: module 'tests.test_errors' has no function 'nope'"):
+        builders.build_model({"builder": "tests.test_errors:nope"}, data, "x.yaml")
+    with pytest.raises(BadInput, match="x.yaml: model.builder: tests.test_errors:not_a_model returned str, not a "):
+        builders.build_model({"builder": "tests.test_errors:not_a_model"}, data, "x.yaml")
+    with pytest.raises(BadInput, match=r"x.yaml: model.builder: mlp raised ValueError: "):
+        builders.build_model({"builder": "mlp", "activation": "no_such_activation"}, data, "x.yaml")
+    monkeypatch.setitem(builders.BUILTIN, "mlp", raiser(KeyError("internal")))
+    with pytest.raises(KeyError, match="internal"):
+        builders.build_model({"builder": "mlp"}, data, "x.yaml")
