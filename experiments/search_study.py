@@ -1,25 +1,23 @@
-"""The PBT mutation search against fixed strategies, at an equal trial budget.
+"""The four search strategies at an equal trial budget, chosen on validation and reported on test.
 
-    .venv/bin/python experiments/search_study.py              # fashion_mlp.yaml at 3000 steps, 3 searches
-    .venv/bin/python experiments/search_study.py --yaml-steps # fashion_mlp.yaml as written (8 x 6000 steps)
-    .venv/bin/python experiments/search_study.py --quick      # digits_mlp.yaml, ~5 min
+    .venv/bin/python experiments/search_study.py --spaces digits_mlp --seeds 0 1 2      # ~12 min on 2 cores
+    .venv/bin/python experiments/search_study.py                                         # all three spaces
+    .venv/bin/python experiments/search_study.py --spaces fashion_mlp --set training.steps=3000 \
+        --set mutations.warmup_steps=1000 --set search.perturbation_interval=500 --tag half
 
-By default the Fashion-MNIST searches run half the YAML's population and steps (4 trials of 3000 steps,
-warm-up 1000, perturbation interval 500), so the three fit a 2-core machine in about 30 minutes; every
-strategy gets the same settings.
+For each space (``search_spaces/NAME.yaml`` as written, plus any ``--set``) and each seed (``search.seed``),
+runs ``mutate search`` once per strategy with the same population, steps and seed:
 
-Runs the same space three times with the same population (trial budget), steps and seed:
+- ``pbt``: population-based training, first population from greedy's solutions, informed explore;
+- ``greedy``: the sensitivity table's cheapest genomes under the budget, trained, no explore;
+- ``uniform``: one operator at one level on every layer, among the combinations that fit the budget;
+- ``random``: whole random genomes at random steps.
 
-- ``pbt``: the mutation search (exploit + explore mutations);
-- ``random``: ``--strategy random``, a whole random genome per trial, no exploit;
-- ``uniform``: ``--strategy uniform``, each trial applies ONE operator at one level to every layer that allows
-  it; the grid of (operator, level) is dealt out. Its trials are then grouped by operator, and the operator
-  whose trials have the largest hypervolume is "the best uniform single method".
-
-Writes ``search_study[_quick|_yaml].csv`` (one row per strategy: hypervolume, front, best accuracy within the
-budget, wall time and Ray overhead), ``search_study[_quick|_yaml]_fronts.csv`` (every front's points) and
-``.png`` (the overlaid fronts) next to this script; the runs themselves go to
-``mutate_runs/search_study[_quick|_yaml]/`` (re-open them with ``mutate pareto``).
+Per run: the **validation**-selected winner (the front point with the best validation accuracy within the
+budget), its **test** accuracy (evaluated once, after the search) and size; the hypervolume of the
+validation-chosen front measured with its test accuracies; wall time. Per (space, strategy): mean and spread
+(min-max) over seeds. Writes ``search_study[_TAG].csv`` (one row per run), ``search_study[_TAG]_summary.csv``
+and ``search_study[_TAG].png`` next to this script; the runs go to ``mutate_runs/search_study[_TAG]/``.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -36,65 +35,84 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from mutate import load_run  # noqa: E402
-from mutate.pareto import Point, front, hypervolume  # noqa: E402
 from mutate.runs import read_timing  # noqa: E402
 
-STRATEGIES = ("pbt", "random", "uniform")
-HALF = ["training.steps=3000", "mutations.warmup_steps=1000", "search.perturbation_interval=500",
-        "search.population=4"]
-FIELDS = ["strategy", "run_dir", "trials", "points", "front", "hypervolume", "best_accuracy_in_budget",
-          "smallest_ratio_within_1pt", "wall_s", "overhead_pct"]
+STRATEGIES = ("pbt", "greedy", "uniform", "random")
+SPACES = ("digits_mlp", "fashion_mlp", "fashion_cnn")
+FIELDS = ["space", "seed", "strategy", "run_dir", "points", "winner_val", "winner_test", "winner_ratio",
+          "winner_genome", "test_hypervolume", "val_hypervolume", "wall_s", "overhead_pct"]
 
 
-def search(space: Path, strategy: str, storage: Path, extra: list[str]) -> Path:
+def search(space: Path, strategy: str, seed: int, storage: Path, extra: list[str]) -> Path:
     """Run ``mutate search`` in a child process; returns the run dir."""
     cmd = [sys.executable, "-m", "mutate.cli", "search", str(space), "--strategy", strategy,
-           "--set", f"storage={storage}", "--set", f"name={space.stem}_{strategy}", "--progress", "30", *extra]
-    print("$ " + " ".join(cmd[1:]), flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    for line in proc.stdout:  # type: ignore[union-attr]
-        lines.append(line)
-        if line.strip():
-            print("  " + line.rstrip(), flush=True)
-    if proc.wait() != 0:
-        raise RuntimeError(f"search_study: {strategy} search exited {proc.returncode}:\n{''.join(lines[-20:])}")
-    return Path(re.search(r"-> (\S+)", "".join(lines)).group(1))  # type: ignore[union-attr]
+           "--set", f"storage={storage}", "--set", f"name={space.stem}_s{seed}_{strategy}",
+           "--set", f"search.seed={seed}", "--progress", "60", *extra]
+    print("$ " + " ".join(cmd[3:]), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"search_study: {strategy} search exited {proc.returncode}:\n{proc.stdout[-3000:]}")
+    return Path(re.search(r"-> (\S+)", proc.stdout).group(1))  # type: ignore[union-attr]
 
 
-def operator_of(point: Point) -> str:
-    """The single operator of a uniform trial's genome summary, e.g. ``dense_1:kmeans(k=4) ...`` -> kmeans."""
-    ops = set(re.findall(r":(\w+)\(", point.genome))
-    return ops.pop() if len(ops) == 1 else "dense"
+def describe(run_dir: Path) -> dict[str, object]:
+    """The validation-selected winner under the budget and the test hypervolume of the validation front."""
+    run = load_run(run_dir)
+    budget = run.budget_bytes()
+    fits = [p for p in run.pareto_front() if budget is None or p.size <= budget]
+    win = max(fits, key=lambda p: p.metric) if fits else None
+    timing = read_timing(run_dir) or {}
+    return {"run_dir": run.dir.name, "points": len(run.points()),
+            "winner_val": round(win.metric, 4) if win else "", "winner_test": round(win.test, 4) if win else "",
+            "winner_ratio": round(win.ratio, 4) if win else "", "winner_genome": win.genome if win else "",
+            "test_hypervolume": round(run.test_hypervolume() or 0.0, 5), "val_hypervolume": round(run.hypervolume(), 5),
+            "wall_s": round(timing.get("wall_s", 0)), "overhead_pct": timing.get("overhead_pct", "")}
 
 
-def describe(label: str, points: list[Point], reference: float, budget: int | None) -> dict[str, object]:
-    """Hypervolume and headline numbers of one set of points (accuracy metric)."""
-    best = max((p.metric for p in points if budget is None or p.size <= budget), default=float("nan"))
-    top = max((p.metric for p in points), default=float("nan"))
-    near = [p.ratio for p in points if p.metric >= top - 0.01]
-    return {"strategy": label, "points": len(points), "front": len(front(points)),
-            "hypervolume": round(hypervolume(points, reference), 5), "best_accuracy_in_budget": round(best, 4),
-            "smallest_ratio_within_1pt": round(min(near), 4) if near else ""}
+def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Mean and min-max over seeds per (space, strategy); a run with no model in budget counts as missing."""
+    out = []
+    for space in dict.fromkeys(r["space"] for r in rows):
+        for strategy in STRATEGIES:
+            group = [r for r in rows if r["space"] == space and r["strategy"] == strategy]
+            if not group:
+                continue
+            tests = [float(r["winner_test"]) for r in group if r["winner_test"] != ""]
+            hvs = [float(r["test_hypervolume"]) for r in group]
+            ratios = [float(r["winner_ratio"]) for r in group if r["winner_ratio"] != ""]
+            out.append({"space": space, "strategy": strategy, "runs": len(group), "in_budget": len(tests),
+                        "winner_test_mean": round(statistics.mean(tests), 4) if tests else "",
+                        "winner_test_min": round(min(tests), 4) if tests else "",
+                        "winner_test_max": round(max(tests), 4) if tests else "",
+                        "winner_ratio_mean": round(statistics.mean(ratios), 4) if ratios else "",
+                        "test_hv_mean": round(statistics.mean(hvs), 5), "test_hv_min": round(min(hvs), 5),
+                        "test_hv_max": round(max(hvs), 5),
+                        "wall_s_mean": round(statistics.mean(float(r["wall_s"]) for r in group))})
+    return out
 
 
-def plot(fronts: dict[str, list[Point]], budget_ratio: float | None, path: Path, title: str) -> None:
+def plot(summary: list[dict[str, object]], path: Path) -> None:
+    """Per space: each strategy's winner test accuracy (mean, min-max bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    for label, pts in fronts.items():
-        ax.step([p.ratio for p in pts], [p.metric for p in pts], where="post", marker="o", ms=4, label=label)
-    if budget_ratio:
-        ax.axvline(budget_ratio, color="grey", ls="--", lw=1, label=f"budget ({budget_ratio:g} of dense)")
-    ax.set_xscale("log")
-    ax.set_xlabel("size / dense size (log)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    spaces = list(dict.fromkeys(s["space"] for s in summary))
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.2 * len(spaces), 3.8), dpi=120, squeeze=False)
+    for ax, space in zip(axes[0], spaces):
+        rows = [s for s in summary if s["space"] == space and s["winner_test_mean"] != ""]
+        xs = range(len(rows))
+        means = [float(s["winner_test_mean"]) for s in rows]
+        lo = [m - float(s["winner_test_min"]) for m, s in zip(means, rows)]
+        hi = [float(s["winner_test_max"]) - m for m, s in zip(means, rows)]
+        ax.bar(xs, means, yerr=[lo, hi], capsize=4, color=["tab:blue", "tab:orange", "tab:green", "tab:red"][:len(rows)])
+        ax.set_xticks(list(xs), [f"{s['strategy']}\n({s['in_budget']}/{s['runs']} fit)" for s in rows], fontsize=8)
+        if means:
+            ax.set_ylim(min(m - e for m, e in zip(means, lo)) - 0.02, max(m + e for m, e in zip(means, hi)) + 0.01)
+        ax.set_title(space, fontsize=9)
+        ax.set_ylabel("test accuracy of the validation-chosen winner")
+        ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -102,68 +120,47 @@ def plot(fronts: dict[str, list[Point]], budget_ratio: float | None, path: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="digits_mlp.yaml instead of fashion_mlp.yaml")
+    parser.add_argument("--spaces", nargs="+", default=list(SPACES), help="search_spaces/NAME.yaml stems")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every search as --set (the same for all strategies)")
-    parser.add_argument("--keep", action="store_true",
-                        help="re-read a strategy's finished run (one with timing.json) instead of searching again")
-    parser.add_argument("--yaml-steps", action="store_true", help="fashion_mlp.yaml's own population and steps")
+    parser.add_argument("--tag", default="", help="suffix of the output files and run folder")
+    parser.add_argument("--keep", action="store_true", help="re-read finished runs instead of searching again")
     args = parser.parse_args()
-    space = ROOT / "search_spaces" / ("digits_mlp.yaml" if args.quick else "fashion_mlp.yaml")
-    if not args.quick and not args.yaml_steps:
-        args.extra = [*HALF, *args.extra]
-    stem = "search_study" + ("_quick" if args.quick else "_yaml" if args.yaml_steps else "")
+    stem = "search_study" + (f"_{args.tag}" if args.tag else "")
     storage = ROOT / "mutate_runs" / stem
     extra = [x for kv in args.extra for x in ("--set", kv)]
     t0 = time.perf_counter()
     rows: list[dict[str, object]] = []
-    fronts: dict[str, list[Point]] = {}
-    runs = {}
-    for strategy in STRATEGIES:
-        run_dir = storage / f"{space.stem}_{strategy}"
-        if args.keep and read_timing(run_dir) is not None:  # finished earlier: re-read it
-            print(f"kept {run_dir} (finished earlier)", flush=True)
-        else:
-            run_dir = search(space, strategy, storage, extra)
-            print(f"[{time.perf_counter() - t0:6.0f}s] {strategy} done: {run_dir}", flush=True)
-        runs[strategy] = (load_run(run_dir), read_timing(run_dir))
-    for strategy, (run, timing) in runs.items():
-        pts, budget = run.points(), run.budget_bytes()
-        trials = len({p.trial for p in pts})
-        groups = {strategy: pts}
-        if strategy == "uniform":
-            by_op: dict[str, list[Point]] = {}
-            for p in pts:
-                by_op.setdefault(operator_of(p), []).append(p)
-            by_op.pop("dense", None)
-            for op, op_pts in sorted(by_op.items()):
-                rows.append({**describe(f"uniform:{op}", op_pts, run.reference_metric, budget), "trials":
-                             len({p.trial for p in op_pts}), "run_dir": run.dir.name})
-            best = max(by_op, key=lambda op: hypervolume(by_op[op], run.reference_metric))
-            groups[f"best uniform single method ({best})"] = by_op[best]
-        for label, g in groups.items():
-            fronts[label] = front(g)
-        rows.append({**describe(strategy, pts, run.reference_metric, budget), "trials": trials,
-                     "run_dir": run.dir.name, "wall_s": round(timing["wall_s"]),
-                     "overhead_pct": round(timing["overhead_pct"])})
+    for name in args.spaces:
+        space = ROOT / "search_spaces" / f"{name}.yaml"
+        for seed in args.seeds:
+            for strategy in args.strategies:
+                run_dir = storage / f"{name}_s{seed}_{strategy}"
+                if not (args.keep and read_timing(run_dir) is not None):
+                    run_dir = search(space, strategy, seed, storage, extra)
+                row = {"space": name, "seed": seed, "strategy": strategy, **describe(run_dir)}
+                rows.append(row)
+                print(f"[{time.perf_counter() - t0:6.0f}s] {name} seed {seed} {strategy}: winner test "
+                      f"{row['winner_test']} at {row['winner_ratio']} of dense (val {row['winner_val']}); test HV "
+                      f"{row['test_hypervolume']}; {row['wall_s']}s", flush=True)
     with (HERE / f"{stem}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    with (HERE / f"{stem}_fronts.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["front", "bytes", "ratio", "accuracy", "genome"])
-        for label, pts in fronts.items():
-            writer.writerows([label, p.size, p.ratio, p.metric, p.genome] for p in pts)
-    run = runs["pbt"][0]
-    budget = run.budget_bytes()
-    plot(fronts, budget / run.dense_bytes if budget and run.dense_bytes else None, HERE / f"{stem}.png",
-         f"{space.name}: fronts at an equal trial budget")
-    print(f"\n{'strategy':<30} {'trials':>6} {'points':>6} {'front':>5} {'hypervolume':>11} {'best in budget':>14}")
-    for r in rows:
-        print(f"{r['strategy']:<30} {r['trials']:>6} {r['points']:>6} {r['front']:>5} {r['hypervolume']:>11} "
-              f"{r['best_accuracy_in_budget']:>14}")
-    print(f"rows in {stem}.csv, fronts in {stem}.png; {time.perf_counter() - t0:.0f} s")
+    summary = summarise(rows)
+    with (HERE / f"{stem}_summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    plot(summary, HERE / f"{stem}.png")
+    print(f"\n{'space':<14}{'strategy':<10}{'fit':>5}{'winner test (min-max)':>26}{'ratio':>8}{'test HV':>9}{'wall s':>8}")
+    for s in summary:
+        rng = f"{s['winner_test_mean']} ({s['winner_test_min']}-{s['winner_test_max']})" if s["in_budget"] else "none"
+        print(f"{s['space']:<14}{s['strategy']:<10}{str(s['in_budget']) + '/' + str(s['runs']):>5}{rng:>26}"
+              f"{s['winner_ratio_mean']!s:>8}{s['test_hv_mean']:>9}{s['wall_s_mean']:>8}")
+    print(f"rows in {stem}.csv and {stem}_summary.csv, plot {stem}.png; {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

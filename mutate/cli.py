@@ -54,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("space", nargs="?", type=Path, help="search space YAML (see search_spaces/)")
     search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a key of the space, e.g. --set search.population=8 (repeatable)")
-    search.add_argument("--strategy", choices=("pbt", "random", "uniform"), help="override search.strategy")
+    search.add_argument("--strategy", choices=("pbt", "greedy", "random", "uniform"),
+                        help="override search.strategy: pbt (informed explore, seeded by greedy), greedy (the "
+                             "sensitivity table's best genomes under the budget), random, or uniform (one operator "
+                             "and level everywhere, among the combinations that fit the budget)")
     search.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: an embedded Ray)")
     search.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted search")
     search.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
@@ -62,13 +65,17 @@ def _parser() -> argparse.ArgumentParser:
 
     pareto = sub.add_parser("pareto", help="print and plot the size/accuracy front of one or more runs")
     pareto.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    pareto.add_argument("--sensitivity", action="store_true",
+                        help="also print each run's sensitivity table (per layer, operator and level: bytes saved "
+                             "and validation metric after factoring that layer alone)")
 
     export = sub.add_parser("export", help="rebuild, re-evaluate, splice and save one model of a run")
     export.add_argument("run", type=Path, metavar="RUN_DIR")
     pick = export.add_mutually_exclusive_group(required=True)
     pick.add_argument("--point", type=int, metavar="K", help="row K of `mutate pareto`'s table (from 0)")
     pick.add_argument("--max-size", type=int, metavar="BYTES", help="the most accurate front point this small")
-    pick.add_argument("--min-accuracy", type=float, metavar="ACC", help="the smallest front point this accurate")
+    pick.add_argument("--min-accuracy", type=float, metavar="ACC",
+                      help="the smallest front point this accurate on validation")
     export.add_argument("--out", type=Path, required=True, help="the .keras file to write")
     export.add_argument("--force", action="store_true", help="overwrite --out")
 
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "pareto":
             from mutate import commands
 
-            commands.pareto(args.runs)
+            commands.pareto(args.runs, sensitivity=args.sensitivity)
         elif args.command == "export":
             from mutate import commands
 

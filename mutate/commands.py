@@ -87,8 +87,9 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
           f"{space.training['steps']} steps per trial) -> {run_dir}")
     print(f"  dense model {dense_bytes:,} B; budget {budget:,} B; mutable layers: "
           + ", ".join(f"{k} [{'/'.join(v)}]" for k, v in allowed.items()), flush=True)
-    summary = runner.run(space, run_dir=run_dir, allowed=allowed, budget=budget, resume=resume,
-                         address=address, verbose=verbose, interval=progress,
+    strategy = _strategy(space, run_dir, allowed, budget, dense_bytes, resume)
+    summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
+                         address=address, verbose=verbose, interval=progress, strategy=strategy,
                          out=lambda line: print(line, file=console, flush=True))
     wall, compute = summary["wall_s"], summary["compute_s"]
     slots = max(1, min(s["population"], _cpus() // max(1, int(space.resources["cpus"]))))
@@ -101,6 +102,11 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
         print(f"{len(failed)} of {trials} trials failed (full errors in {run_dir}/trial_*/error.txt):")
         for trial, reason in failed:
             print(f"  trial {trial} failed: {reason}")
+    from mutate import final
+
+    final.evaluate_front(run_dir)
+    kept, disk = rundirs.prune_checkpoints(run_dir)
+    print(f"  disk: {disk / 2**20:.1f} MiB in {run_dir} ({kept} model checkpoint(s) kept: the validation front)")
     print()
     pareto([run_dir])
     if failed and len(failed) >= trials:
@@ -110,18 +116,38 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
     return run_dir
 
 
+def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, dense_bytes: int,
+              resume: bool) -> object:
+    """The search's strategy, with its sensitivity table: measured now (and stored in the run), or the one a
+    resumed run stored."""
+    from mutate import sensitivity, strategies, table as tables
+
+    s, mut = space.search, space.mutations
+    cls = strategies.STRATEGIES[s["strategy"]]
+    table = tables.load(run_dir) if resume else None
+    if table is None:
+        table = (sensitivity.measure(space, allowed) if cls.needs_metrics
+                 else sensitivity.sizes_of(space, allowed, dense_bytes))
+        table.save(run_dir)
+    ctx = strategies.Context(operators=mut["operators"], allowed=allowed, budget=budget, table=table,
+                             max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],
+                             steps=space.training["steps"], window=mut["window"], seed=s["seed"],
+                             seed_greedy=s["seed_greedy"])
+    return cls(ctx)
+
+
 def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def pareto(runs: list[Path]) -> None:
+def pareto(runs: list[Path], sensitivity: bool = False) -> None:
     """``mutate pareto``: the front as a table, plus pareto.csv/json/png (and .html) in each run dir."""
     from mutate import report
 
     with _if_run(runs[0]) if len(runs) == 1 else contextlib.nullcontext():  # several: no one place to blame
-        report.pareto(runs)
+        report.pareto(runs, sensitivity=sensitivity)
 
 
 def export(run: Path, *, point: int | None, max_size: int | None, min_accuracy: float | None, out: Path,

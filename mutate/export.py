@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 import keras
 
@@ -14,14 +12,15 @@ from mutate.errors import BadInput, MetricMismatch, MissingInput, OutputExists
 from mutate.pareto import Point
 from mutate.report import Run
 from mutate.runs import load_recorded_space
-from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM
+from mutate.final import read_tests, test_metric, write_tests
+from mutate.trial import split_validation
 
 TOLERANCE = 1e-6
-"""Largest accepted difference between the stored and the re-evaluated test metric."""
+"""Largest accepted difference between the stored and the re-evaluated validation metric."""
 
 
 def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: float | None) -> Point:
-    """The front point picked by index, by size limit or by accuracy floor.
+    """The front point (chosen on validation) picked by index, by size limit or by validation accuracy floor.
 
     Raises:
         BadInput: no such point.
@@ -43,14 +42,6 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
     if not ok:
         raise BadInput(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.4f}")
     return ok[0]
-
-
-def _metric(model: keras.Model, data: Any, lm: bool) -> float:
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[] if lm else ["accuracy"])
-    res = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH_LM if lm else EVAL_BATCH, verbose=0,
-                         return_dict=True)
-    return math.exp(min(res["loss"], 50.0)) if lm else float(res["accuracy"])
 
 
 def export(run_dir: Path, *, point: int | None = None, max_size: int | None = None,
@@ -78,11 +69,17 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     model = keras.saving.load_model(checkpoint, compile=False)
     data = builders.load_data(space.data, space.where)
     spliced = mutate.strip(model, finished_only=True)
-    again = _metric(spliced, data, run.lm)
+    _, _, x_val, y_val = split_validation(data, seed=space.search["seed"])
+    again = test_metric(spliced, x_val, y_val, run.lm)  # the validation split, as the search measured it
     name = "perplexity" if run.lm else "accuracy"
     if abs(again - chosen.metric) > TOLERANCE * max(1.0, abs(chosen.metric)):
-        raise MetricMismatch(f"{run.dir}: point {chosen.trial}/{chosen.step}: re-evaluated {name} {again:.6f} differs "
-                         f"from the stored {chosen.metric:.6f}; refusing to write {out}")
+        raise MetricMismatch(f"{run.dir}: point {chosen.trial}/{chosen.step}: re-evaluated validation {name} "
+                             f"{again:.6f} differs from the stored {chosen.metric:.6f}; refusing to write {out}")
+    test = test_metric(spliced, data.x_test, data.y_test, run.lm)
+    values = read_tests(run.dir)
+    if chosen.checkpoint not in values:  # the test set, once per chosen model
+        values[chosen.checkpoint] = test
+        write_tests(run.dir, values)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.keras")
     spliced.save(tmp)
@@ -91,6 +88,6 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     size = mutate.model_size(spliced)
     print(size)
     print(f"\nexported {chosen.trial}/{chosen.step} ({chosen.genome}): {size.bits // 8:,} bytes "
-          f"({size.bits / size.dense_bits:.4f} of dense, {size.ratio:.1f}x fewer bits), test {name} {again:.4f} "
-          f"(stored {chosen.metric:.4f}) -> {out}")
+          f"({size.bits / size.dense_bits:.4f} of dense, {size.ratio:.1f}x fewer bits), validation {name} "
+          f"{again:.4f} (stored {chosen.metric:.4f}), test {name} {test:.4f} -> {out}")
     return spliced

@@ -41,7 +41,9 @@ class Mutation:
         return (self.layer, self.operator, self.params) == (other.layer, other.operator, other.params)
 
     def summary(self) -> str:
-        """``dense_1:low_rank(r=16)``."""
+        """``dense_1:low_rank(r=16)`` (``dense_1:dense`` for an undo)."""
+        if self.operator == "dense":
+            return f"{self.layer}:dense"
         args = ",".join(f"{_SHORT.get(k, k)}={v}" for k, v in sorted(self.params.items()))
         return f"{self.layer}:{self.operator}({args})"
 
@@ -50,6 +52,9 @@ class Mutation:
 
 
 Genome = tuple[Mutation, ...]
+
+UNDO = "dense"
+"""The operator name of an undo: the layer goes back to a dense kernel holding the product it computed."""
 
 
 def to_json(genome: Genome) -> list[dict[str, Any]]:
@@ -63,10 +68,13 @@ def from_json(rows: list[dict[str, Any]] | None) -> Genome:
 
 
 def current(genome: Genome) -> dict[str, Mutation]:
-    """The mutation in force for each layer (the last one naming it)."""
+    """The mutation in force for each compressed layer (the last one naming it; an undo, operator
+    ``"dense"``, leaves the layer dense and out of the result)."""
     out: dict[str, Mutation] = {}
     for m in genome:
-        out[m.layer] = m
+        out.pop(m.layer, None)
+        if m.operator != UNDO:
+            out[m.layer] = m
     return out
 
 

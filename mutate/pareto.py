@@ -19,10 +19,14 @@ class Point:
         step: the trial's training step.
         size: bytes stored.
         ratio: size as a fraction of the dense model.
-        metric: test accuracy (or perplexity when ``higher_is_better`` is False).
+        metric: the **validation** accuracy (or perplexity when ``higher_is_better`` is False): what every
+            selection (front, hypervolume, export) reads.
         genome: the mutations in force, e.g. ``dense_1:low_rank(r=16) logits:pruning(s=0.9)``.
         checkpoint: folder of ``model.keras`` + ``state.json``, relative to the run directory.
         row: the full stored row.
+        test: the test accuracy (or perplexity), evaluated once after the search for the points it chose; None
+            until then. Runs of earlier versions evaluated the test set at every report: their rows' test
+            values show here too (see `mutate.report.Run.test_source`).
     """
 
     trial: str
@@ -33,12 +37,23 @@ class Point:
     genome: str
     checkpoint: str
     row: dict[str, Any]
+    test: float | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Point:
-        metric = row["accuracy"] if "accuracy" in row else row["perplexity"]
+        """A point from a stored row: its metric is ``val_accuracy`` (or ``val_perplexity``); its test value
+        ``test_accuracy`` (``test_perplexity``), or an earlier version's per-report ``accuracy``.
+
+        Raises:
+            KeyError: the row has no validation metric.
+        """
+        lm = "val_perplexity" in row
+        metric = row["val_perplexity"] if lm else row["val_accuracy"]
+        name = "perplexity" if lm else "accuracy"
+        test = row.get(f"test_{name}", row.get(name))
         return cls(str(row["trial"]), int(row["step"]), int(row["bytes"]), float(row["ratio"]), float(metric),
-                   str(row.get("genome_summary", "")), str(row.get("checkpoint", "")), row)
+                   str(row.get("genome_summary", "")), str(row.get("checkpoint", "")), row,
+                   None if test is None else float(test))
 
 
 def _better(a: float, b: float, higher: bool) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def pareto_png(runs: list[Any]) -> bytes:
-    """All points in grey, each run's front as a staircase, the dense model and the budget marked.
+    """All points in grey, each run's validation front as a staircase, the dense model and the budget marked.
 
     Args:
         runs: `mutate.report.Run` objects (one or several to compare).
@@ -41,7 +41,7 @@ def pareto_png(runs: list[Any]) -> bytes:
         ax.axvline(first.budget_bytes(), color="tab:red", linestyle="--", linewidth=1, label="size budget")
     ax.set_xscale("log")
     ax.set_xlabel("stored size (bytes, log scale)")
-    ax.set_ylabel("test perplexity" if first.lm else "test accuracy")
+    ax.set_ylabel("validation perplexity" if first.lm else "validation accuracy")
     ax.set_title("mutate: size against " + ("perplexity" if first.lm else "accuracy"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -77,8 +77,9 @@ def pareto_html(runs: list[Any]) -> str:
         def hover(p: Any) -> str:
             cmd = (f"mutate export {run.dir} --point {front_index[id(p)]} --out model.keras"
                    if id(p) in front_index else "not on the front")
-            return (f"{p.genome or 'dense'}<br>{p.size:,} bytes ({p.ratio:.4f} of dense)<br>{metric} {p.metric:.4f}"
-                    f"<br>trial {p.trial}, step {p.step}<br>{cmd}")
+            test = "not evaluated" if p.test is None else f"{p.test:.4f}"
+            return (f"{p.genome or 'dense'}<br>{p.size:,} bytes ({p.ratio:.4f} of dense)<br>validation {metric} "
+                    f"{p.metric:.4f}, test {test}<br>trial {p.trial}, step {p.step}<br>{cmd}")
 
         fig.add_trace(go.Scatter(x=[p.size for p in pts], y=[p.metric for p in pts], mode="markers",
                                  name=f"{run.dir.name}: all points", marker={"color": "lightgrey", "size": 6},
@@ -92,5 +93,5 @@ def pareto_html(runs: list[Any]) -> str:
     if first.budget_bytes():
         fig.add_vline(x=first.budget_bytes(), line_dash="dash", line_color="red", annotation_text="budget")
     fig.update_layout(title=f"mutate: size against {metric}", xaxis={"type": "log", "title": "stored size (bytes)"},
-                      yaxis={"title": f"test {metric}"}, template="plotly_white", hovermode="closest")
+                      yaxis={"title": f"validation {metric} (test in the hover text)"}, template="plotly_white", hovermode="closest")
     return fig.to_html(include_plotlyjs=True, full_html=True)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import random
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from mutate.genome import Genome, Mutation, current
 
@@ -88,6 +87,53 @@ def propose(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, li
     return rng.choice(tightened) if tightened else None
 
 
+def notches(operators: Mapping[str, Mapping[str, Any]], mutation: Mutation, direction: int) -> list[Mutation]:
+    """Every level one notch away from ``mutation`` in one parameter: ``direction`` +1 compresses more
+    (tighten), -1 less (loosen). Parameters with no known direction (not in `TIGHTER`) do not move."""
+    out = []
+    for p, vs in sorted(choices(operators, mutation.operator).items()):
+        if p not in TIGHTER or p not in mutation.params:
+            continue
+        way = TIGHTER[p] * direction
+        beyond = [v for v in sorted(set(vs)) if (v - mutation.params[p]) * way > 0]
+        if beyond:
+            nearest = min(beyond, key=lambda v: abs(v - mutation.params[p]))
+            out.append(Mutation(mutation.layer, mutation.operator, {**mutation.params, p: nearest}))
+    return out
+
+
+def levels(operators: Mapping[str, Mapping[str, Any]], op: str) -> list[dict[str, Any]]:
+    """Every parameter combination of ``op`` in the space."""
+    from mutate.table import grid
+
+    return list(grid(choices(operators, op)))
+
+
+MOVES = ("add", "tighten", "loosen", "undo", "switch")
+"""The kinds of explore move: add a mutation on a dense layer; tighten or loosen one in force by a notch;
+undo one (the layer goes back to dense: its current product becomes its kernel); switch a layer to another
+operator (any level)."""
+
+
+def moves(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]],
+          genome: Genome) -> list[tuple[str, Mutation]]:
+    """Every move from ``genome``: (kind, the mutation to append). An undo appends ``Mutation(layer,
+    "dense")``."""
+    in_force = current(genome)
+    out: list[tuple[str, Mutation]] = []
+    for layer, ops in allowed.items():
+        m = in_force.get(layer)
+        if m is None:
+            out += [("add", Mutation(layer, op, params)) for op in ops for params in levels(operators, op)]
+            continue
+        out += [("tighten", t) for t in notches(operators, m, +1)]
+        out += [("loosen", t) for t in notches(operators, m, -1)]
+        out.append(("undo", Mutation(layer, "dense", {})))
+        out += [("switch", Mutation(layer, op, params)) for op in ops if op != m.operator
+                for params in levels(operators, op)]
+    return out
+
+
 def random_genome(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], rng: random.Random,
                   *, first_step: int, last_step: int) -> Genome:
     """A random genome for ``--strategy random``: 1 to len(allowed) mutations on distinct layers, each
@@ -103,10 +149,11 @@ def random_genome(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[s
 
 
 def uniform_genomes(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], rng: random.Random,
-                    count: int, *, step: int) -> list[Genome]:
+                    count: int, *, step: int, fits: Callable[[Genome], bool] | None = None) -> list[Genome]:
     """Genomes for ``--strategy uniform``: each applies ONE operator at one level to every layer that allows
-    it, all at ``step``. The (operator, level) grid is shuffled by ``rng`` and dealt out in turn, so ``count``
-    trials cover ``min(count, grid size)`` distinct combinations.
+    it, all at ``step``. The (operator, level) grid is filtered by ``fits`` (when given: the combinations
+    whose model fits the budget), shuffled by ``rng`` and dealt out in turn, so ``count`` trials cover
+    ``min(count, grid size)`` distinct combinations. An empty grid gives dense genomes.
 
     Args:
         operators: the space's ``mutations.operators``.
@@ -114,12 +161,13 @@ def uniform_genomes(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping
         rng: the search's seeded generator.
         count: the number of trials.
         step: the training step at which every mutation is applied (the warm-up's end).
+        fits: keeps a genome when True; None keeps the whole grid.
     """
-    grid: list[tuple[str, dict[str, Any]]] = []
+    grid: list[Genome] = []
     for op in sorted({o for ops in allowed.values() for o in ops}):
-        names, values = zip(*sorted(choices(operators, op).items())) if choices(operators, op) else ((), ())
-        for combo in itertools.product(*values):
-            grid.append((op, dict(zip(names, combo))))
+        for params in levels(operators, op):
+            genome = tuple(Mutation(layer, op, params).applied(step) for layer in allowed if op in allowed[layer])
+            if fits is None or fits(genome):
+                grid.append(genome)
     rng.shuffle(grid)
-    return [tuple(Mutation(layer, op, params).applied(step) for layer in allowed if op in allowed[layer])
-            for op, params in (grid[i % len(grid)] for i in range(count))] if grid else [() for _ in range(count)]
+    return [grid[i % len(grid)] for i in range(count)] if grid else [() for _ in range(count)]

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mutate.errors import BadInput
+from mutate.final import read_tests
 from mutate.pareto import Point, front, hypervolume
 from mutate.runs import read_points
 
@@ -18,11 +20,26 @@ class Run:
     def __init__(self, run_dir: str | Path) -> None:
         self.dir = Path(run_dir).resolve()
         rows = read_points(self.dir)
-        self._rows = rows
-        self.lm = any("perplexity" in r for r in rows)
+        for i, r in enumerate(rows):
+            if "val_accuracy" not in r and "val_perplexity" not in r:
+                raise BadInput(f"{self.dir / 'points.jsonl'}: row {i + 1} has no val_accuracy or val_perplexity; "
+                               "fronts are chosen on validation metrics")
+        self.lm = any("val_perplexity" in r for r in rows)
+        tests = read_tests(self.dir)
+        name = f"test_{'perplexity' if self.lm else 'accuracy'}"
+        self._rows = [{**r, name: tests[r["checkpoint"]]} if r.get("checkpoint") in tests else r for r in rows]
         info = json.loads((self.dir / "space.json").read_text())
         self.space = info["space"]
         self.classes = info.get("classes")
+
+    @property
+    def test_source(self) -> str:
+        """Where the test column comes from: ``"final"`` (evaluated once per front point after the search),
+        ``"per report"`` (a run of an earlier version, which evaluated the test set at every report and chose
+        its front on it; the front shown now is chosen on validation), or ``"none"`` (not evaluated yet)."""
+        if any("accuracy" in r or "perplexity" in r for r in self._rows):
+            return "per report"
+        return "final" if any(p.test is not None for p in self.points()) else "none"
 
     def points(self) -> list[Point]:
         """Every reported point, in order."""
@@ -50,6 +67,16 @@ class Run:
         """Area dominated by the front up to (ratio 1.0, chance level); see `mutate.pareto.hypervolume`."""
         return hypervolume(self.points(), self.reference_metric, 1.0, higher_is_better=not self.lm)
 
+    def test_hypervolume(self) -> float | None:
+        """The hypervolume of the validation-chosen front measured with its test values (None unless every
+        front point has one): what a user would get from the points the search picked."""
+        fr = self.pareto_front()
+        if not fr or any(p.test is None for p in fr):
+            return None
+        tested = [Point(p.trial, p.step, p.size, p.ratio, p.test, p.genome, p.checkpoint, p.row, p.test)
+                  for p in fr]  # type: ignore[arg-type]
+        return hypervolume(tested, self.reference_metric, 1.0, higher_is_better=not self.lm)
+
     def budget_bytes(self) -> int | None:
         b = self.space.get("budget", {})
         if b.get("bytes") is not None:
@@ -70,12 +97,18 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def table(run: Run) -> str:
+    """The front as text: validation metric (what chose it) and test metric side by side."""
     metric = "perplexity" if run.lm else "accuracy"
-    lines = [f"{'#':>3}  {'bytes':>10}  {'ratio':>7}  {metric:>10}  {'trial/step':<22}  genome"]
+    lines = [f"{'#':>3}  {'bytes':>10}  {'ratio':>7}  {'val ' + metric[:3]:>9}  {'test ' + metric[:3]:>9}  "
+             f"{'trial/step':<22}  genome"]
     for i, p in enumerate(run.pareto_front()):
-        lines.append(f"{i:>3}  {p.size:>10,}  {p.ratio:>7.4f}  {p.metric:>10.4f}  {p.trial + '/' + str(p.step):<22}  "
-                     f"{p.genome}")
+        lines.append(f"{i:>3}  {p.size:>10,}  {p.ratio:>7.4f}  {p.metric:>9.4f}  {_fmt(p.test):>9}  "
+                     f"{p.trial + '/' + str(p.step):<22}  {p.genome}")
     return "\n".join(lines)
 
 
@@ -90,8 +123,9 @@ def _write_atomic(path: Path, data: str | bytes) -> None:
 
 def _rows(run: Run) -> list[dict[str, Any]]:
     metric = "perplexity" if run.lm else "accuracy"
-    return [{"point": i, "bytes": p.size, "ratio": p.ratio, metric: p.metric, "trial": p.trial, "step": p.step,
-             "genome": p.genome, "checkpoint": p.checkpoint} for i, p in enumerate(run.pareto_front())]
+    return [{"point": i, "bytes": p.size, "ratio": p.ratio, f"val_{metric}": p.metric, f"test_{metric}": p.test,
+             "trial": p.trial, "step": p.step, "genome": p.genome, "checkpoint": p.checkpoint}
+            for i, p in enumerate(run.pareto_front())]
 
 
 def write_outputs(run: Run) -> None:
@@ -103,7 +137,8 @@ def write_outputs(run: Run) -> None:
         writer.writeheader()
         writer.writerows(rows)
     _write_atomic(run.dir / "pareto.csv", buf.getvalue())
-    summary = {"front": rows, "hypervolume": run.hypervolume(),
+    summary = {"front": rows, "selected_on": "validation", "test_source": run.test_source,
+               "hypervolume": run.hypervolume(), "test_hypervolume": run.test_hypervolume(),
                "hypervolume_reference": {"ratio": 1.0, "metric": run.reference_metric},
                "dense_bytes": run.dense_bytes, "budget_bytes": run.budget_bytes(), "points": len(run.points())}
     _write_atomic(run.dir / "pareto.json", json.dumps(summary, indent=1))
@@ -113,18 +148,38 @@ def write_outputs(run: Run) -> None:
     _write_atomic(run.dir / "pareto.html", pareto_html([run]))
 
 
-def pareto(runs: list[Path]) -> None:
-    """Print each run's front and hypervolume and write its files; with several runs, compare them."""
+def pareto(runs: list[Path], sensitivity: bool = False) -> None:
+    """Print each run's front and hypervolume and write its files; with several runs, compare them. With
+    ``sensitivity``, also print each run's sensitivity table (`mutate.table`)."""
     opened = [Run(r) for r in runs]
     for run in opened:
         if not run.points():
             print(f"{run.dir}: no points yet")
             continue
         write_outputs(run)
-        print(f"{run.dir.name}: {len(run.points())} points, {len(run.pareto_front())} on the front; hypervolume "
-              f"{run.hypervolume():.4f} (reference: ratio 1.0, {'perplexity' if run.lm else 'accuracy'} "
-              f"{run.reference_metric:.4g})")
+        metric = "perplexity" if run.lm else "accuracy"
+        thv = run.test_hypervolume()
+        print(f"{run.dir.name}: {len(run.points())} points, {len(run.pareto_front())} on the front chosen on "
+              f"validation {metric}; hypervolume {run.hypervolume():.4f} on validation"
+              + (f", {thv:.4f} on test" if thv is not None else "")
+              + f" (reference: ratio 1.0, {metric} {run.reference_metric:.4g})")
+        if run.test_source == "per report":
+            print(f"  (recorded by an earlier version, which chose its front on test {metric} evaluated at every "
+                  "report; the test column shows those values)")
+        elif run.test_source == "none":
+            print("  (test column empty: the front was not evaluated on the test set yet)")
         print(table(run))
+        if sensitivity:
+            from mutate import table as tables
+
+            t = tables.load(run.dir)
+            if t is None:
+                print("  (no sensitivity table in this run)")
+            else:
+                base = "-" if t.base_metric is None else f"{t.base_metric:.4f}"
+                print(f"\nsensitivity table ({len(t.entries)} entries, warm-up model {base} on {t.subset} validation "
+                      f"examples, built in {t.seconds:.1f}s):")
+                print("\n".join(t.lines()))
         print(f"wrote pareto.csv, pareto.json, pareto.png, pareto.html in {run.dir}\n")
     if len(opened) > 1:
         from mutate.plots import pareto_html, pareto_png

@@ -122,3 +122,39 @@ def load_recorded_space(run_dir: Path) -> Space:
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON or not the layout written here
         raise SpaceError(f"{f}: not a space recorded by mutate ({type(e).__name__}: {e})") from None
     return from_dict(raw, path=Path(where) if where else None)
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder``."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def prune_checkpoints(run_dir: Path, keep: set[str] | None = None) -> tuple[int, int]:
+    """Delete the model checkpoints (``models/TRIAL/step_*``) of every point not on the validation front (or
+    not in ``keep``), and every Ray trial checkpoint but each trial's latest (for ``--resume``). Call it after
+    the search: while it runs, PBT may clone any trial's latest checkpoint. A point that left the front never
+    returns to it (the front only improves), so its model checkpoint is never needed again.
+
+    Returns:
+        (checkpoints kept, bytes the run directory uses afterwards).
+    """
+    import shutil
+
+    from mutate.pareto import Point, front
+
+    run_dir = Path(run_dir)
+    rows = read_points(run_dir)
+    if keep is None:
+        lm = any("val_perplexity" in r for r in rows)
+        keep = {p.checkpoint for p in front([Point.from_row(r) for r in rows], higher_is_better=not lm)}
+    for trial in run_dir.glob("trial_*"):  # Ray's own: PBT can no longer clone; the latest serves --resume
+        for old in sorted(trial.glob("checkpoint_*"))[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+    kept = 0
+    for folder in sorted((run_dir / "models").glob("*/step_*")):
+        rel = str(folder.relative_to(run_dir))
+        if rel in keep:
+            kept += 1
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return kept, disk_bytes(run_dir)

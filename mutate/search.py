@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import re
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -21,11 +21,12 @@ from typing import Any, Callable
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 
-from mutate import policy
-from mutate.genome import from_json, to_json
 from mutate.errors import NonFiniteLoss
+from mutate.genome import from_json, to_json
+from mutate.pareto import Point, dominates
 from mutate.runs import append_point, divergence, read_points, record_divergence
 from mutate.space import Space, from_dict
+from mutate.strategies import Strategy, settled, table_metric
 
 
 def _space_of(config: dict[str, Any]) -> Space:
@@ -91,33 +92,60 @@ def _emit(line: str) -> None:
     _OUT[0](line)
 
 
-class _Points(tune.Callback):
-    """Appends one row per reported result to ``points.jsonl`` and prints one progress line per interval."""
+_STRATEGY: list[Strategy | None] = [None]
 
-    def __init__(self, run_dir: str, budget: int, interval: float) -> None:
-        self.run_dir, self.budget, self.interval = run_dir, budget, interval
+
+class _Points(tune.Callback):
+    """Appends one row per reported result to ``points.jsonl``, tells the strategy what it measured, deletes
+    the model checkpoint of every point that falls off the validation front, and prints one progress line per
+    interval."""
+
+    def __init__(self, run_dir: str, budget: int, interval: float, window: int = 0) -> None:
+        self.run_dir, self.budget, self.interval, self.window = run_dir, budget, interval, window
         self.t0 = time.time()
         self.last = 0.0
         self.best: tuple[float, dict[str, Any]] | None = None
         self.count = 0
+        self.front: list[Point] = []
 
     def setup(self, **info: Any) -> None:
-        """Called when a run starts or resumes: restart the clock and the counters."""
+        """Called when a run starts or resumes: restart the clock and the counters; rebuild the front."""
         self.t0 = time.time()
         self.last = 0.0
+        self.front = []
+        for row in read_points(Path(self.run_dir)):
+            self._track(Point.from_row(row), delete=False)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         _emit(self.line(trials))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "accuracy",
-                "val_accuracy", "perplexity", "val_perplexity", "checkpoint", "train_seconds")
+        keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "val_accuracy",
+                "val_perplexity", "checkpoint", "train_seconds")
         row = {"trial": trial.trial_id, **{k: result[k] for k in keys if k in result},
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
         self.count += 1
         if row["fits_budget"] and (self.best is None or row["score"] > self.best[0]):
             self.best = (row["score"], row)
+        strategy = _STRATEGY[0]
+        if strategy is not None:
+            genome = from_json(row["genome"])
+            strategy.observe(genome, table_metric(row), settled=settled(genome, row["step"], self.window))
+        self._track(Point.from_row(row), delete=True)
+
+    def _track(self, p: Point, delete: bool) -> None:
+        """Keep the validation front; remove the checkpoints of points that are not (or no longer) on it."""
+        lm = "val_perplexity" in p.row
+        if any(dominates(q, p, not lm) or (q.size == p.size and q.metric == p.metric) for q in self.front):
+            dropped = [p]
+        else:
+            dropped = [q for q in self.front if dominates(p, q, not lm)]
+            self.front = [q for q in self.front if q not in dropped] + [p]
+        if delete:
+            for q in dropped:
+                if q.checkpoint:
+                    shutil.rmtree(Path(self.run_dir) / q.checkpoint, ignore_errors=True)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.time()
@@ -130,7 +158,8 @@ class _Points(tune.Callback):
         best = "none yet"
         if self.best is not None:
             r = self.best[1]
-            metric = f"acc {r['accuracy']:.4f}" if "accuracy" in r else f"ppl {r['perplexity']:.1f}"
+            metric = (f"val acc {r['val_accuracy']:.4f}" if "val_accuracy" in r
+                      else f"val ppl {r['val_perplexity']:.1f}")
             best = f"{metric} at {r['bytes']:,} B ({r['ratio']:.3f} of dense)"
         return (f"[{time.time() - self.t0:6.0f}s] trials {states.count('RUNNING')} running, "
                 f"{states.count('TERMINATED')} done, {states.count('ERROR')} failed | points {self.count} | "
@@ -164,7 +193,12 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     address = address if address is not None else space.ray["address"]
     if address:
-        ray.init(address=address, logging_level=level, log_to_driver=verbose)
+        try:
+            ray.init(address=address, logging_level=level, log_to_driver=verbose)
+        except (ConnectionError, ValueError, TimeoutError) as e:  # no cluster there: the user's address
+            from mutate.errors import BadInput
+
+            raise BadInput(f"--address {address}: cannot join a Ray cluster ({str(e).splitlines()[0]})") from None
     else:  # an embedded Ray on loopback, dashboard off unless asked for
         with _loopback_only():
             ray.init(include_dashboard=space.ray["dashboard"], dashboard_host="127.0.0.1", logging_level=level,
@@ -201,42 +235,26 @@ def _loopback_only() -> Any:
             os.environ[_SINGLE_NODE] = saved_env
 
 
-def _members(space: Space, allowed: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """The initial population: per trial a seed and a genome (PBT: one mutation planned after warm-up;
-    random: a whole random genome with planned steps; uniform: one operator and level on every layer)."""
-    s, mut, steps = space.search, space.mutations, space.training["steps"]
-    rng = random.Random(s["seed"])
-    out = []
-    uniform = (policy.uniform_genomes(mut["operators"], allowed, rng, s["population"], step=mut["warmup_steps"])
-               if s["strategy"] == "uniform" else [])
-    for i in range(s["population"]):
-        if s["strategy"] == "uniform":
-            genome = uniform[i]
-        elif s["strategy"] == "random":
-            genome = policy.random_genome(mut["operators"], allowed, rng, first_step=mut["warmup_steps"],
-                                          last_step=max(mut["warmup_steps"], steps - mut["window"]))
-        else:
-            first = policy.draw(mut["operators"], allowed, rng)
-            genome = (first.applied(mut["warmup_steps"]),) if first is not None else ()
-        out.append({"index": i, "seed": s["seed"] * 1000 + i, "genome": to_json(genome)})
-    return out
+def _members(space: Space, strategy: Strategy) -> list[dict[str, Any]]:
+    """The initial population: per trial a seed and the genome the strategy proposes for it."""
+    s = space.search
+    genomes = strategy.initial(s["population"])
+    return [{"index": i, "seed": s["seed"] * 1000 + i, "genome": to_json(g)} for i, g in enumerate(genomes)]
 
 
-def _explore_fn(space: Space, allowed: dict[str, list[str]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    mut = space.mutations
-    rng = random.Random(f"explore-{space.search['seed']}")
-
-    def explore(config: dict[str, Any]) -> dict[str, Any]:
-        genome = from_json(config["member"]["genome"])
-        proposal = policy.propose(mut["operators"], allowed, genome, rng, mut["max_mutations"])
-        if proposal is not None:
-            config["member"] = {**config["member"], "genome": to_json((*genome, proposal))}
+def _explore(config: dict[str, Any]) -> dict[str, Any]:
+    """PBT's explore: append the strategy's move to the exploiting trial's wanted genome."""
+    strategy = _STRATEGY[0]
+    if strategy is None:
         return config
+    genome = from_json(config["member"]["genome"])
+    proposal = strategy.propose(genome)
+    if proposal is not None:
+        config["member"] = {**config["member"], "genome": to_json((*genome, proposal))}
+    return config
 
-    return explore
 
-
-def _tuner(space: Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, restore: bool,
+def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore: bool,
            interval: float) -> tune.Tuner:
     s, t, r = space.search, space.training, space.resources
     iters = t["steps"] // t["report_every"]
@@ -246,12 +264,12 @@ def _tuner(space: Space, run_dir: Path, allowed: dict[str, list[str]], budget: i
         return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     scheduler = None
     perturb = max(1, s["perturbation_interval"] // t["report_every"])
-    if s["strategy"] == "pbt":
+    if strategy.explores:
         scheduler = PopulationBasedTraining(
             time_attr="training_iteration", perturbation_interval=perturb,
-            quantile_fraction=s["quantile_fraction"], custom_explore_fn=_explore_fn(space, allowed),
+            quantile_fraction=s["quantile_fraction"], custom_explore_fn=_explore,
             resample_probability=0.0, log_config=False)
-    param_space = {"member": tune.grid_search(_members(space, allowed)), "space": space.raw,
+    param_space = {"member": tune.grid_search(_members(space, strategy)), "space": space.raw,
                    "space_path": str(space.path) if space.path else None, "run_dir": str(run_dir)}
     return tune.Tuner(
         trainable, param_space=param_space,
@@ -261,22 +279,25 @@ def _tuner(space: Space, run_dir: Path, allowed: dict[str, list[str]], budget: i
         run_config=tune.RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent), verbose=0,
             stop={"training_iteration": iters},
-            callbacks=[_Points(str(run_dir), budget, interval)],
+            callbacks=[_Points(str(run_dir), budget, interval, space.mutations["window"])],
             failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
-            # PBT may clone any trial's last checkpoint, even a finished trial's: keep them all.
+            # PBT may clone any trial's last checkpoint, even a finished trial's, and a resumed search restores
+            # the one its last saved experiment state names (num_to_keep could delete it): keep them all while
+            # the search runs; `mutate.runs.prune_checkpoints` removes the stale ones at the end.
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=perturb, checkpoint_at_end=True)))
 
 
-def run(space: Space, *, run_dir: Path, allowed: dict[str, list[str]], budget: int, resume: bool = False,
-        address: str | None = None, verbose: bool = False, interval: float = 10.0,
+def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
+        resume: bool = False, address: str | None = None, verbose: bool = False, interval: float = 10.0,
         out: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) a search into ``run_dir``; returns a summary with wall time and compute time.
 
     Args:
         space: the validated space.
         run_dir: where points, models and Ray's state go (must be shared by every node of a cluster).
-        allowed: layer name -> operators allowed on it (see `mutate.policy.targets`).
         budget: the size budget in bytes.
+        strategy: proposes the first population and PBT's explore moves, and observes every report
+            (`mutate.strategies`); it lives in this process only.
         resume: continue the search stored in ``run_dir`` (`Tuner.restore`).
         address: a Ray cluster to join (``auto`` or HOST:PORT); None starts an embedded local Ray.
         verbose: show Ray's own logs.
@@ -292,15 +313,16 @@ def run(space: Space, *, run_dir: Path, allowed: dict[str, list[str]], budget: i
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     _OUT[0] = out
+    _STRATEGY[0] = strategy
     t0 = time.time()
     if verbose:
         _init_ray(space, address, verbose)
-        results = _tuner(space, run_dir, allowed, budget, resume, interval).fit()
+        results = _tuner(space, run_dir, strategy, budget, resume, interval).fit()
     else:  # Ray's own console output goes to ray_output.log in the run directory; our lines still show
         with open(run_dir / "ray_output.log", "a", encoding="utf-8") as log, \
                 contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             _init_ray(space, address, verbose)
-            results = _tuner(space, run_dir, allowed, budget, resume, interval).fit()
+            results = _tuner(space, run_dir, strategy, budget, resume, interval).fit()
     wall = time.time() - t0
     points = read_points(run_dir)
     failed = [(Path(r.path).name.removeprefix("trial_") if r.path else "?", reason(r.error))

@@ -19,7 +19,7 @@ from mutate.errors import BadInput
 
 BUILTIN_MODELS = ("mlp", "cnn", "lstm_lm")
 BUILTIN_DATA = ("digits", "fashion_mnist", "cifar10", "shakespeare", "ptb")
-STRATEGIES = ("pbt", "random", "uniform")
+STRATEGIES = ("pbt", "greedy", "random", "uniform")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 
@@ -41,7 +41,8 @@ class Space:
         mutations: layers (globs), operators ({name: {param: [choices]}}), warmup_steps, window,
             frequency, refresh, max_mutations.
         budget: ``{"bytes": int}`` or ``{"ratio": float}`` (a fraction of the dense model's bytes).
-        search: strategy, population, perturbation_interval, quantile_fraction, time_budget_s, seed.
+        search: strategy, population, perturbation_interval, quantile_fraction, time_budget_s, seed,
+            max_failures, seed_greedy.
         resources: cpus and gpus per trial, plus tpu.
         ray: address (None: an embedded local Ray), dashboard.
         storage: folder holding run directories (resolved against the YAML file).
@@ -130,7 +131,7 @@ _MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 
               "refresh": True, "max_mutations": 8}
 _BUDGET = {"bytes": None, "ratio": None}
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
-           "time_budget_s": None, "seed": 0, "max_failures": 2}
+           "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True}
 _RESOURCES = {"cpus": 1, "gpus": 0, "tpu": 0}
 _RAY = {"address": None, "dashboard": False}
 
@@ -241,6 +242,8 @@ def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
     c.num(s["time_budget_s"], "search.time_budget_s", 0, math.inf, open_low=True, optional=True)
     c.int_(s["seed"], "search.seed", 0)
     c.int_(s["max_failures"], "search.max_failures", 0)
+    if not isinstance(s["seed_greedy"], bool):
+        raise c.fail("search.seed_greedy", "true or false", s["seed_greedy"])
     return s
 
 

@@ -23,7 +23,7 @@ from mutate.data import Dataset
 from mutate._densify import densify
 from mutate.devices import make_strategy, scope, strategy_for
 from mutate.errors import NonFiniteLoss
-from mutate.genome import Genome, Mutation, current, from_json, pending, summary, to_json
+from mutate.genome import UNDO, Genome, Mutation, current, from_json, pending, summary, to_json
 from mutate.space import Space
 
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
@@ -140,6 +140,10 @@ class TrialRunner:
         mut = self.space.mutations
         with self.scope():
             model = densify(self.model, m.layer) if m.layer in current(self.genome) else self.model
+            if m.operator == UNDO:  # back to a dense kernel holding the product the layer computed
+                self.model, self.genome = model, (*self.genome, m.applied(self.step))
+                self._compile()
+                return
             sched = mutate.Schedule(begin_step=0, end_step=mut["window"] - 1, frequency=mut["frequency"])
             self.model = mutate.compress(model, {m.layer: (m.operator, m.params)}, sched, refresh=mut["refresh"])
             self.genome = (*self.genome, m.applied(self.step))
@@ -185,27 +189,23 @@ class TrialRunner:
                 from cause
 
     def measure(self) -> dict[str, Any]:
-        """Accuracy (or perplexity) on the validation split and the test set, size, and the score.
+        """Accuracy (or perplexity) on the validation split, size, and the score. The test set is not
+        touched: it is evaluated once per chosen model, after the search (`mutate.final`).
 
         The score is the validation accuracy (negative perplexity for a language model) when the model fits
         the budget; over budget it is below every in-budget score.
 
         Raises:
-            NonFiniteLoss: the validation or test loss is NaN or Inf.
+            NonFiniteLoss: the validation loss is NaN or Inf.
         """
         batch = EVAL_BATCH_LM if self.lm else EVAL_BATCH
         val = self.model.evaluate(self.x_val, self.y_val, batch_size=batch, verbose=0, return_dict=True)
-        test = self.model.evaluate(self.data.x_test, self.data.y_test, batch_size=batch, verbose=0, return_dict=True)
-        for split, res in (("validation", val), ("test", test)):
-            if not math.isfinite(res["loss"]):  # never report a point measured on a diverged model
-                raise NonFiniteLoss(f"{split} loss became {res['loss']} at step {self.step} "
-                                    f"(genome {summary(self.genome)})")
+        if not math.isfinite(val["loss"]):  # never report a point measured on a diverged model
+            raise NonFiniteLoss(f"validation loss became {val['loss']} at step {self.step} "
+                                f"(genome {summary(self.genome)})")
         size = mutate.model_size(self.model)
         nbytes = size.bits // 8
-        if self.lm:
-            metric, test_metric = -math.exp(min(val["loss"], 50.0)), math.exp(min(test["loss"], 50.0))
-        else:
-            metric, test_metric = val["accuracy"], test["accuracy"]
+        metric = -math.exp(min(val["loss"], 50.0)) if self.lm else val["accuracy"]
         fits = nbytes <= self.budget
         floor = -1.0 if not self.lm else -1e9
         # Over budget: smaller is better, and among equal sizes (e.g. every dense trial) the lower validation loss.
@@ -214,10 +214,7 @@ class TrialRunner:
         out = {"step": self.step, "bytes": nbytes, "ratio": nbytes / self.dense_bytes, "fits_budget": fits,
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
                "train_seconds": self.train_seconds}
-        if self.lm:
-            out.update(perplexity=test_metric, val_perplexity=-metric)
-        else:
-            out.update(accuracy=test_metric, val_accuracy=metric)
+        out.update(val_perplexity=-metric) if self.lm else out.update(val_accuracy=metric)
         return out
 
     # -- checkpoints ------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def run_dir(tmp_path):
     d = runs.prepare_run_dir(spaces.load(SPACE, [f"storage={tmp_path / 'runs'}"]), classes=10)
     for i, (size, acc) in enumerate([(1000, 0.95), (200, 0.90)]):
         runs.append_point(d, {"trial": "t0", "step": 50 * (i + 1), "bytes": size, "ratio": size / 1000,
-                              "accuracy": acc, "genome": [], "genome_summary": "dense", "checkpoint": f"ckpt/{i}"})
+                              "val_accuracy": acc, "genome": [], "genome_summary": "dense", "checkpoint": f"ckpt/{i}"})
     return d
 
 

@@ -22,7 +22,7 @@ def run_dir(tmp_path):
     d.mkdir()
     (d / "space.json").write_text(json.dumps({"space": SPACE, "space_path": None}))
     for i, (size, ratio, acc, genome) in enumerate(ROWS):
-        append_point(d, {"trial": f"t{i % 2}", "step": 50 * (i + 1), "bytes": size, "ratio": ratio, "accuracy": acc,
+        append_point(d, {"trial": f"t{i % 2}", "step": 50 * (i + 1), "bytes": size, "ratio": ratio, "val_accuracy": acc,
                          "genome": [], "genome_summary": " ".join(genome) or "dense", "checkpoint": f"models/{i}"})
     with open(d / "points.jsonl", "a") as f:
         f.write('{"trial": "t0", "step": 9')  # a torn last line, as after a SIGKILL
@@ -40,12 +40,42 @@ def test_front_table_files_and_hypervolume(run_dir, capsys):
     assert run.dense_bytes == 1000 and run.budget_bytes() == 100
     assert re.search(r"^\s+0\s+90\s+0\.0900\s+0\.9000", out, re.M), out
     rows = (run_dir / "pareto.csv").read_text().splitlines()
-    assert rows[0].startswith("point,bytes,ratio,accuracy") and len(rows) == 4
+    assert rows[0].startswith("point,bytes,ratio,val_accuracy,test_accuracy") and len(rows) == 4
     summary = json.loads((run_dir / "pareto.json").read_text())
     assert summary["hypervolume"] == pytest.approx(run.hypervolume()) and summary["points"] == 5
     assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (run_dir / "pareto.html").read_text()
     assert "mutate export" in html and not re.search(r"<script[^>]+src=\"https?://", html), "must work offline"
+
+
+def test_selection_never_reads_test_metrics(run_dir):
+    """Scrambled test values (stored after the search, or per report by an earlier version) change no choice."""
+    import random
+
+    from mutate.export import choose
+    from mutate.final import write_tests
+
+    before = report.load_run(run_dir)
+    chosen = [(p.checkpoint, p.metric) for p in before.pareto_front()]
+    picks = [choose(before, point=None, max_size=150, min_accuracy=None).checkpoint,
+             choose(before, point=None, max_size=None, min_accuracy=0.92).checkpoint]
+    rng = random.Random(0)
+    write_tests(run_dir, {f"models/{i}": rng.random() for i in range(len(ROWS))})
+    old_style = run_dir.parent / "old"
+    old_style.mkdir()
+    (old_style / "space.json").write_text((run_dir / "space.json").read_text())
+    for line in (run_dir / "points.jsonl").read_text().splitlines()[:-1]:
+        append_point(old_style, {**json.loads(line), "accuracy": rng.random()})  # an earlier version's rows
+    for d in (run_dir, old_style):
+        after = report.load_run(d)
+        assert [(p.checkpoint, p.metric) for p in after.pareto_front()] == chosen
+        assert after.hypervolume() == pytest.approx(before.hypervolume())
+        assert [choose(after, point=None, max_size=150, min_accuracy=None).checkpoint,
+                choose(after, point=None, max_size=None, min_accuracy=0.92).checkpoint] == picks
+        assert all(p.test is not None for p in after.pareto_front())
+    assert report.load_run(run_dir).test_source == "final"
+    assert report.load_run(old_style).test_source == "per report"
+    assert before.test_source == "none" and before.test_hypervolume() is None
 
 
 def test_compare_two_runs(run_dir, tmp_path, capsys):

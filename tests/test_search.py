@@ -44,10 +44,20 @@ def test_search_reports_every_point_and_prints_the_front(finished):
     assert {p["step"] for p in points} == {50, 100, 150, 200, 250, 300}
     assert len({p["checkpoint"] for p in points}) == len(points)
     for p in points:
-        assert (run_dir / p["checkpoint"] / "model.keras").is_file()
-        assert 0 < p["ratio"] <= 3 and 0 <= p["accuracy"] <= 1
+        assert 0 < p["ratio"] <= 3 and 0 <= p["val_accuracy"] <= 1
+        assert "accuracy" not in p, "no test evaluation per report"
     assert any(p["genome"] for p in points), "no mutation was ever spliced in"
+    # lean: only the validation front keeps its model checkpoint, and only it was evaluated on the test set
+    front = json.loads((run_dir / "pareto.json").read_text())["front"]
+    kept = {str(f.relative_to(run_dir)) for f in (run_dir / "models").glob("*/step_*")}
+    assert kept == {f["checkpoint"] for f in front}
+    tests = json.loads((run_dir / "test_metrics.json").read_text())
+    assert set(tests) == kept and all(f["test_accuracy"] == tests[f["checkpoint"]] for f in front)
+    sens = json.loads((run_dir / "sensitivity.json").read_text())
+    assert sens["base_metric"] is not None and len(sens["entries"]) == 29  # 11 levels on each hidden layer, 7 on logits
     out = res.stdout
+    assert "sensitivity: 29 (layer, operator, level) entries" in out and "test set: evaluated the" in out
+    assert "disk: " in out
     assert "search done" in out and "on the front" in out and "hypervolume" in out
     quiet = [line for line in out.splitlines() if not line.lstrip().startswith("[")]  # progress lines aside
     assert "INFO" not in out and "Traceback" not in out and len(quiet) < 40, out
@@ -70,7 +80,7 @@ def test_export_reevaluates_and_reloads(finished, tmp_path):
             f"m = keras.saving.load_model({str(out)!r}); "
             "print((m.predict(d.x_test, verbose=0).argmax(1) == d.y_test).mean())")
     acc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert abs(float(acc.stdout.split()[-1]) - front[0]["accuracy"]) < 1e-6
+    assert abs(float(acc.stdout.split()[-1]) - front[0]["test_accuracy"]) < 1e-6
     again = run(["export", str(run_dir), "--point", "0", "--out", str(out)])
     assert again.returncode == 2 and "pass --force" in again.stderr and "Traceback" not in again.stderr
     missing = run(["export", str(run_dir), "--point", "99", "--out", str(tmp_path / "x.keras")])
@@ -121,7 +131,7 @@ def test_seeded_random_strategy_with_one_trial_is_reproducible(tmp_path):
     first = run([*args, "--set", f"storage={tmp_path / 'a'}"])
     second = run([*args, "--set", f"storage={tmp_path / 'b'}"])
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
-    keys = ("step", "bytes", "genome", "accuracy", "val_accuracy")
+    keys = ("step", "bytes", "genome", "val_accuracy")
     a = [{k: p[k] for k in keys} for p in rows(tmp_path / "a" / "digits_mlp")]
     b = [{k: p[k] for k in keys} for p in rows(tmp_path / "b" / "digits_mlp")]
     assert a == b and len(a) == 6 and any(p["genome"] for p in a)
@@ -203,7 +213,7 @@ def test_a_trial_whose_loss_becomes_nan_fails_once_and_writes_no_nan_point(fault
     points = rows(run_dir)
     assert [p["step"] for p in points if p["trial"] == nan] == [50]  # reported before it diverged, never after
     for p in points:
-        assert all(math.isfinite(p[k]) for k in ("accuracy", "val_accuracy", "score", "ratio")), p
+        assert all(math.isfinite(p[k]) for k in ("val_accuracy", "score", "ratio")), p
 
 
 def test_the_healthy_trials_finish_and_keep_their_front(faulty):

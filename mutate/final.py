@@ -1,0 +1,75 @@
+"""The test set, touched once per chosen model: after a search, each point of its validation front is
+evaluated on the test set and the result stored in ``RUN_DIR/test_metrics.json`` (checkpoint -> value).
+
+Selection never reads these values (`mutate.pareto.Point.metric` is the validation metric); they are what a
+report shows next to validation. Keras is imported only by `evaluate_front`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+TESTS = "test_metrics.json"
+
+
+def read_tests(run_dir: Path) -> dict[str, float]:
+    """checkpoint -> test metric (accuracy or perplexity) for the points evaluated so far."""
+    path = Path(run_dir) / TESTS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_tests(run_dir: Path, values: dict[str, float]) -> None:
+    """Store the test metrics (atomically)."""
+    path = Path(run_dir) / TESTS
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(values, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def test_metric(model: Any, x: Any, y: Any, lm: bool) -> float:
+    """Test accuracy, or perplexity for a language model, of ``model`` on (x, y)."""
+    import keras
+
+    from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM
+
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[] if lm else ["accuracy"])
+    res = model.evaluate(x, y, batch_size=EVAL_BATCH_LM if lm else EVAL_BATCH, verbose=0, return_dict=True)
+    return math.exp(min(res["loss"], 50.0)) if lm else float(res["accuracy"])
+
+
+def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[str, float]:
+    """Evaluate every validation-front point not yet evaluated on the test set, once; returns all values.
+
+    A point whose checkpoint is missing (removed by hand) is skipped with a line saying so.
+    """
+    import time
+
+    import keras
+
+    from mutate import builders
+    from mutate.report import Run
+    from mutate.runs import load_recorded_space
+
+    run = Run(run_dir)
+    values = read_tests(run.dir)
+    todo = [p for p in run.pareto_front() if p.checkpoint and p.checkpoint not in values]
+    if not todo:
+        return values
+    t0 = time.perf_counter()
+    space = load_recorded_space(run.dir)
+    data = builders.load_data(space.data, space.where)
+    for p in todo:
+        path = run.dir / p.checkpoint / "model.keras"
+        if not path.is_file():
+            out(f"  test set: point {p.trial}/{p.step} has no checkpoint at {path}; not evaluated")
+            continue
+        model = keras.saving.load_model(path, compile=False)
+        values[p.checkpoint] = test_metric(model, data.x_test, data.y_test, run.lm)
+        write_tests(run.dir, values)
+    out(f"  test set: evaluated the {len(todo)} validation-front point(s) once each in "
+        f"{time.perf_counter() - t0:.1f}s")
+    return values

@@ -1,0 +1,117 @@
+"""Fill the sensitivity table (`mutate.table`) from a real model: sizes always, metrics after a warm-up.
+
+Run by ``mutate search`` in the driver, before any trial: the model of trial 0 (same seed, data order and
+optimizer) is trained for ``mutations.warmup_steps``, then each (layer, operator, level) of the space is
+factored alone from those weights (no training), its product written into the layer's kernel, and the model
+evaluated on a fixed validation subset (the first ``subset`` examples of the search's validation split, in
+batches); the kernel is then restored. The bytes each level saves come from the operator's packed arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import keras
+import numpy as np
+
+import operators
+from mutate import policy
+from mutate.space import Space
+from mutate.surgery import matrix_shape
+from mutate.table import Entry, Table
+
+SUBSET = 2000
+"""Validation examples evaluated per table entry (at most; the split may be smaller)."""
+
+
+def kernel_variable(layer: keras.layers.Layer) -> Any:
+    """The variable holding a compressible layer's kernel (Dense/Conv2D ``kernel``, Embedding ``embeddings``,
+    LSTM ``cell.kernel``, its input kernel)."""
+    if isinstance(layer, keras.layers.Embedding):
+        return layer.embeddings
+    if isinstance(layer, keras.layers.LSTM):
+        return layer.cell.kernel
+    return layer.kernel
+
+
+def saved_bytes(op: operators.Compressor, m: int, n: int) -> int:
+    """Bytes an (m, n) kernel saves once spliced with ``op``: 4*m*n minus its packed arrays."""
+    bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
+    return (32 * m * n - bits) // 8
+
+
+def sizes(model: keras.Model, space: Space, allowed: Mapping[str, list[str]], dense_bytes: int) -> Table:
+    """A table of sizes only (no training): what every (layer, operator, level) saves."""
+    entries = []
+    ops_spec = space.mutations["operators"]
+    for layer_name, ops in allowed.items():
+        m, n = matrix_shape(model.get_layer(layer_name))
+        for op in ops:
+            for params in policy.levels(ops_spec, op):
+                entries.append(Entry(layer_name, op, params, saved_bytes(operators.get(op, **params), m, n)))
+    return Table(entries, dense_bytes=dense_bytes)
+
+
+def sizes_of(space: Space, allowed: Mapping[str, list[str]], dense_bytes: int) -> Table:
+    """`sizes` for the space's own model (built with the search's seed; no training)."""
+    from mutate import builders
+
+    data = builders.load_data(space.data, space.where)
+    keras.utils.set_random_seed(space.search["seed"])
+    return sizes(builders.build_model(space.model, data, space.where), space, allowed, dense_bytes)
+
+
+def measure(space: Space, allowed: Mapping[str, list[str]], *, subset: int = SUBSET,
+            out: Callable[[str], None] = print) -> Table:
+    """Train trial 0's model through the warm-up, then factor and evaluate every table entry.
+
+    Args:
+        space: the validated space.
+        allowed: layer name -> operators allowed on it.
+        subset: validation examples per evaluation.
+        out: where the one-line summary goes.
+
+    Returns:
+        The filled table (``seconds`` includes the warm-up training).
+    """
+    from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM, TrialRunner
+
+    t0 = time.perf_counter()
+    runner = TrialRunner(space, seed=space.search["seed"] * 1000)  # trial 0's seed: the same warm-up
+    warm = space.mutations["warmup_steps"]
+    if warm:
+        runner.train(warm)
+    model, lm = runner.model, runner.lm
+    x, y = runner.x_val[:subset], runner.y_val[:subset]
+    batch = EVAL_BATCH_LM if lm else EVAL_BATCH
+
+    def evaluate() -> tuple[float, float]:
+        res = model.evaluate(x, y, batch_size=batch, verbose=0, return_dict=True)
+        loss = float(res["loss"]) if math.isfinite(res["loss"]) else 1e9
+        return (-loss if lm else float(res["accuracy"])), loss
+
+    base_metric, base_loss = evaluate()
+    table = sizes(model, space, allowed, runner.dense_bytes)
+    for e in table.entries:
+        t1 = time.perf_counter()
+        var = kernel_variable(model.get_layer(e.layer))
+        original = keras.ops.convert_to_numpy(var)
+        op = operators.get(e.operator, **e.params)
+        a = original.reshape(-1, original.shape[-1])
+        factors = {**op.factor(a), **op.generated_factors(*a.shape)}
+        product = keras.ops.convert_to_numpy(op.product({k: keras.ops.convert_to_tensor(v)
+                                                         for k, v in factors.items()}))
+        var.assign(product.reshape(original.shape).astype(original.dtype))
+        try:
+            e.metric, e.loss = evaluate()
+        finally:
+            var.assign(original)
+        e.seconds = time.perf_counter() - t1
+    table.base_metric, table.base_loss, table.lm = base_metric, base_loss, lm
+    table.subset, table.seconds = len(x), time.perf_counter() - t0
+    evals = sum(e.seconds for e in table.entries)
+    out(f"  sensitivity: {len(table.entries)} (layer, operator, level) entries on {len(x)} validation examples in "
+        f"{table.seconds:.1f}s ({table.seconds - evals:.1f}s warm-up of {warm} steps, {evals:.1f}s factor+evaluate)")
+    return table

@@ -1,0 +1,248 @@
+"""Search strategies behind one small interface: propose genomes, observe results. Pure Python: no TF, no Ray.
+
+The Ray runner (`mutate.search`) only runs trials. It asks a strategy for the first population
+(`Strategy.initial`), asks it for a move whenever PBT explores an exploiting trial (`Strategy.propose`), and
+tells it what every report measured (`Strategy.observe`), the way Keras Tuner's Oracle runs without Keras.
+
+- ``pbt``: population-based training whose explore is *informed*: moves (add, tighten, loosen, undo,
+  switch; `mutate.policy.moves`) are ranked by the sensitivity table's expected metric cost per byte and by
+  where the trial stands against the budget. A trial over budget always gets a move that cuts bytes; one
+  under budget may trade bytes back for accuracy. With probability `EPSILON` the move is drawn at random
+  among those allowed (the search can still surprise). Its first population is greedy's solutions when
+  ``search.seed_greedy`` is on, else one random mutation per trial.
+- ``greedy``: the table's best genomes under the budget (an exact knapsack over per-layer levels, costs
+  assumed additive), the top distinct ones trained as the population; no explore.
+- ``random``: whole random genomes at random steps (no table, no budget).
+- ``uniform``: one operator at one level on every layer, dealt from the (operator, level) combinations whose
+  model fits the budget (sizes are known before training).
+"""
+
+from __future__ import annotations
+
+import abc
+import heapq
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from mutate import policy
+from mutate.genome import Genome, Mutation
+from mutate.table import Table
+
+EPSILON = 0.2
+"""Probability that PBT's explore draws its move at random among the allowed ones."""
+
+
+@dataclass
+class Context:
+    """What a strategy knows about the search.
+
+    Attributes:
+        operators: the space's ``mutations.operators``.
+        allowed: layer name -> operators allowed on it.
+        budget: the size budget in bytes.
+        table: the sensitivity table (sizes always; metrics when measured).
+        max_mutations: the longest genome.
+        warmup_steps: the step of the first mutations.
+        steps: training steps per trial.
+        window: a mutation's blend window in steps.
+        seed: the search's seed.
+        seed_greedy: PBT starts from greedy's solutions.
+    """
+
+    operators: Mapping[str, Mapping[str, Any]]
+    allowed: Mapping[str, list[str]]
+    budget: int
+    table: Table
+    max_mutations: int = 8
+    warmup_steps: int = 0
+    steps: int = 0
+    window: int = 0
+    seed: int = 0
+    seed_greedy: bool = True
+
+
+class Strategy(abc.ABC):
+    """Proposes genomes and learns from results.
+
+    Attributes:
+        name: the ``search.strategy`` value.
+        explores: True when the runner should explore with PBT (`propose` is called on exploits).
+        needs_metrics: True when the sensitivity table must hold measured metrics, not only sizes.
+    """
+
+    name: ClassVar[str] = ""
+    explores: ClassVar[bool] = False
+    needs_metrics: ClassVar[bool] = False
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.rng = random.Random(f"{self.name}-{ctx.seed}")
+
+    @abc.abstractmethod
+    def initial(self, count: int) -> list[Genome]:
+        """The first population: ``count`` genomes (with their planned steps)."""
+
+    def propose(self, genome: Genome) -> Mutation | None:
+        """The mutation to append to an exploiting trial's genome, or None to keep it."""
+        return None
+
+    def observe(self, genome: Genome, metric: float, *, settled: bool) -> None:
+        """A report: ``metric`` is the validation accuracy (minus the validation loss for a language model).
+        ``settled`` is True when every mutation of ``genome`` finished blending; only those update the table."""
+        if settled and self.ctx.table.measured:
+            self.ctx.table.observe(genome, metric)
+
+
+def greedy_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int, count: int,
+                     keep: int = 4000) -> list[Genome]:
+    """Up to ``count`` distinct genomes that fit ``budget`` at the lowest predicted cost, best first.
+
+    An exact knapsack over layers (each dense or at one table level of an allowed operator) with the costs
+    summed, pruned after each layer to the states dominated (more cost, fewer bytes saved) by fewer than
+    ``count`` others and to the ``keep`` cheapest of those. Ties go to the larger (less compressed) model.
+    """
+    states: list[tuple[float, int, tuple[Mutation, ...]]] = [(0.0, 0, ())]
+    need = table.dense_bytes - budget
+    for layer in table.layers():
+        opts: list[tuple[float, int, tuple[Mutation, ...]]] = [(0.0, 0, ())]
+        for e in table.options(layer):
+            if e.operator in allowed.get(layer, ()):
+                m = Mutation(layer, e.operator, dict(e.params))
+                opts.append((table.cost(m), e.saved, (m,)))
+        merged = [(c + oc, s + os, ch + och) for c, s, ch in states for oc, os, och in opts]
+        states = _prune(merged, count, keep)
+    fits = sorted((st for st in states if st[1] >= need), key=lambda st: (round(st[0], 12), st[1]))
+    return [st[2] for st in fits[:count]]
+
+
+def _prune(states: list[tuple[float, int, tuple]], count: int, keep: int) -> list[tuple[float, int, tuple]]:
+    """States dominated by fewer than ``count`` others (sweep by cost with a heap of the largest savings)."""
+    states.sort(key=lambda st: (st[0], -st[1]))
+    top: list[int] = []
+    out = []
+    for st in states:
+        if len(top) < count or st[1] > top[0]:
+            out.append(st)
+        if len(top) < count:
+            heapq.heappush(top, st[1])
+        elif st[1] > top[0]:
+            heapq.heapreplace(top, st[1])
+    return out[:keep]
+
+
+def _planned(genome: tuple[Mutation, ...], step: int) -> Genome:
+    return tuple(m.applied(step) for m in genome)
+
+
+class Greedy(Strategy):
+    """The table's cheapest genomes under the budget, trained as the population."""
+
+    name = "greedy"
+    needs_metrics = True
+
+    def initial(self, count: int) -> list[Genome]:
+        sols = greedy_solutions(self.ctx.table, self.ctx.allowed, self.ctx.budget, count)
+        if not sols:
+            return [() for _ in range(count)]
+        return [_planned(sols[i % len(sols)], self.ctx.warmup_steps) for i in range(count)]
+
+
+class PBT(Strategy):
+    """Population-based training with the informed explore described in the module docstring."""
+
+    name = "pbt"
+    explores = True
+    needs_metrics = True
+
+    def initial(self, count: int) -> list[Genome]:
+        c = self.ctx
+        if c.seed_greedy:
+            sols = greedy_solutions(c.table, c.allowed, c.budget, count)
+            if sols:
+                return [_planned(sols[i % len(sols)], c.warmup_steps) for i in range(count)]
+        out = []
+        for _ in range(count):
+            first = policy.draw(c.operators, c.allowed, self.rng)
+            out.append((first.applied(c.warmup_steps),) if first is not None else ())
+        return out
+
+    def candidates(self, genome: Genome) -> list[dict[str, Any]]:
+        """Every move from ``genome`` with its predicted bytes after, bytes cut and cost change."""
+        t = self.ctx.table
+        before, cost = t.predicted_bytes(genome), t.predicted_cost(genome)
+        out = []
+        for kind, m in policy.moves(self.ctx.operators, self.ctx.allowed, genome):
+            after = (*genome, m)
+            b = t.predicted_bytes(after)
+            out.append({"kind": kind, "mutation": m, "bytes": b, "cut": before - b,
+                        "dcost": t.predicted_cost(after) - cost})
+        return out
+
+    def propose(self, genome: Genome) -> Mutation | None:
+        """Over budget: a byte-cutting move, the cheapest that gets under the budget, else the cheapest per
+        byte cut. Under budget: the move with the largest expected gain that stays under, else none."""
+        c = self.ctx
+        if len(genome) >= c.max_mutations:
+            return None
+        cands = self.candidates(genome)
+        over = c.table.predicted_bytes(genome) > c.budget
+        legal = [x for x in cands if x["cut"] > 0] if over else [x for x in cands if x["bytes"] <= c.budget]
+        if not legal:
+            return None
+        if self.rng.random() < EPSILON:
+            return self.rng.choice(legal)["mutation"]
+        if over:
+            fitting = [x for x in legal if x["bytes"] <= c.budget]
+            if fitting:
+                return min(fitting, key=lambda x: (x["dcost"], x["cut"]))["mutation"]
+            return min(legal, key=lambda x: (x["dcost"] / x["cut"], -x["cut"]))["mutation"]
+        gains = [x for x in legal if x["dcost"] < -1e-12]
+        return min(gains, key=lambda x: (x["dcost"], x["cut"]))["mutation"] if gains else None
+
+
+class RandomGenomes(Strategy):
+    """Whole random genomes, mutations at random steps (the naive baseline; ignores the budget)."""
+
+    name = "random"
+
+    def initial(self, count: int) -> list[Genome]:
+        c = self.ctx
+        return [policy.random_genome(c.operators, c.allowed, self.rng, first_step=c.warmup_steps,
+                                     last_step=max(c.warmup_steps, c.steps - c.window)) for _ in range(count)]
+
+
+class Uniform(Strategy):
+    """One operator at one level on every allowed layer: the user's obvious choice, among those that fit."""
+
+    name = "uniform"
+
+    def initial(self, count: int) -> list[Genome]:
+        c = self.ctx
+        return policy.uniform_genomes(c.operators, c.allowed, self.rng, count, step=c.warmup_steps,
+                                      fits=lambda g: c.table.predicted_bytes(g) <= c.budget)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (PBT, Greedy, RandomGenomes, Uniform)}
+
+
+def make(name: str, ctx: Context) -> Strategy:
+    """The strategy called ``name``."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](ctx)
+
+
+def settled(genome: Genome, step: int, window: int) -> bool:
+    """True when every mutation of ``genome`` was applied at least ``window`` steps before ``step``."""
+    return all(m.step is not None and m.step + window <= step for m in genome)
+
+
+def table_metric(row: Mapping[str, Any]) -> float:
+    """A report's metric in the table's units: validation accuracy, or minus the validation loss (nats) of a
+    language model."""
+    if "val_accuracy" in row:
+        return float(row["val_accuracy"])
+    ppl = float(row["val_perplexity"])
+    return -math.log(ppl) if ppl > 0 else -math.inf

@@ -1,0 +1,210 @@
+"""The sensitivity table: per (layer, operator, level), what factoring that layer alone costs and saves.
+
+AIMET's greedy compression-ratio selection measures an "eval dictionary" (one accuracy per layer and ratio)
+before it chooses; this is the same table over several operators per layer. `mutate.sensitivity` fills it
+from the warm-up weights; the strategies (`mutate.strategies`) read it to rank moves and to choose genomes.
+Pure Python: no TensorFlow, no Ray.
+
+An *option* of a layer is an (operator, params) pair, or None for the dense layer. Its ``saved`` bytes are
+``4 * m * n`` minus the bytes its spliced factors store (the bias is unchanged), so a genome's spliced size
+is exactly ``dense_bytes - sum(saved)``. Its ``cost`` is the validation metric lost against the warm-up
+model (accuracy points as a fraction, or the loss in nats for a language model), never negative, plus what
+trials later observed (`Table.observe`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from mutate.genome import Genome, Mutation, current
+
+TABLE_FILE = "sensitivity.json"
+
+Option = tuple[str, tuple[tuple[str, Any], ...]]
+"""(operator, sorted (param, value) pairs): a hashable level of one operator."""
+
+
+def option_of(op: str, params: dict[str, Any]) -> Option:
+    """The hashable option for ``op(**params)``."""
+    return op, tuple(sorted(params.items()))
+
+
+@dataclass
+class Entry:
+    """One row: ``operator(**params)`` on ``layer`` alone.
+
+    Attributes:
+        layer: the layer name.
+        operator: the operator name.
+        params: its parameters.
+        saved: bytes saved against the dense layer once spliced.
+        metric: validation accuracy (or loss, for a language model) after factoring this layer alone from the
+            warm-up weights, on the table's validation subset; None when only sizes were measured.
+        loss: the validation loss measured with it (None when only sizes were measured).
+        seconds: time to factor and evaluate it.
+    """
+
+    layer: str
+    operator: str
+    params: dict[str, Any]
+    saved: int
+    metric: float | None = None
+    loss: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def option(self) -> Option:
+        return option_of(self.operator, self.params)
+
+
+@dataclass
+class Table:
+    """The table of a search, with the warm-up model's own metric as the reference.
+
+    Attributes:
+        entries: every (layer, operator, level) of the space.
+        base_metric: the warm-up model's validation metric (None when only sizes were measured).
+        base_loss: its validation loss.
+        lm: True when the metric is a language model's loss (lower is better), False for accuracy.
+        dense_bytes: the dense model's bytes.
+        seconds: the time it took to build the table (warm-up training included).
+        subset: validation examples evaluated per entry.
+        corrections: option key -> observed extra cost learned by `observe` (see there).
+    """
+
+    entries: list[Entry]
+    base_metric: float | None = None
+    base_loss: float | None = None
+    lm: bool = False
+    dense_bytes: int = 0
+    seconds: float = 0.0
+    subset: int = 0
+    corrections: dict[str, float] = field(default_factory=dict)
+
+    # -- look-ups -------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self._index = {(e.layer, e.option): e for e in self.entries}
+
+    @property
+    def measured(self) -> bool:
+        """True when accuracies were measured (not only sizes)."""
+        return self.base_metric is not None and all(e.metric is not None for e in self.entries)
+
+    def layers(self) -> list[str]:
+        """The layers, in table order."""
+        return list(dict.fromkeys(e.layer for e in self.entries))
+
+    def options(self, layer: str) -> list[Entry]:
+        """The entries of ``layer``."""
+        return [e for e in self.entries if e.layer == layer]
+
+    def entry(self, layer: str, op: str, params: dict[str, Any]) -> Entry | None:
+        """The entry for ``op(**params)`` on ``layer`` (None when the table has no such level)."""
+        return self._index.get((layer, option_of(op, params)))
+
+    def saved(self, m: Mutation | None) -> int:
+        """Bytes saved by a mutation in force (0 for None, a dense layer, or a level not in the table)."""
+        if m is None or m.operator == "dense":
+            return 0
+        e = self.entry(m.layer, m.operator, m.params)
+        return e.saved if e is not None else 0
+
+    def cost(self, m: Mutation | None) -> float:
+        """Predicted metric lost by a mutation in force: measured drop (clipped at 0) plus observed correction.
+
+        For accuracy the drop is in accuracy plus 1% of the loss increase (which breaks the ties of a small
+        validation subset, where many levels lose no example); for a language model it is the loss increase.
+        """
+        if m is None or m.operator == "dense":
+            return 0.0
+        e = self.entry(m.layer, m.operator, m.params)
+        if e is None or e.metric is None or self.base_metric is None:
+            return 0.0
+        dloss = (e.loss or 0.0) - (self.base_loss or 0.0)
+        drop = dloss if self.lm else (self.base_metric - e.metric) + 0.01 * dloss
+        return max(0.0, drop) + self.corrections.get(_key(e.layer, e.option), 0.0)
+
+    def predicted_bytes(self, genome: Genome) -> int:
+        """The genome's size once every mutation is spliced: dense bytes minus what each layer saves."""
+        return self.dense_bytes - sum(self.saved(m) for m in current(genome).values())
+
+    def predicted_cost(self, genome: Genome) -> float:
+        """Sum of the per-layer costs of the mutations in force (layers assumed independent)."""
+        return sum(self.cost(m) for m in current(genome).values())
+
+    # -- learning from trials ---------------------------------------------------------------------------------
+    def observe(self, genome: Genome, metric: float, rate: float = 0.3) -> None:
+        """Move the costs of ``genome``'s mutations toward what a trial measured.
+
+        The residual ``(base - predicted cost) - observed`` (in the table's units: accuracy, or minus the loss
+        for a language model) is spread evenly over the mutations in force, and each one's correction moves
+        ``rate`` of the way toward its share. Corrections are not clipped: a level that trains back better
+        than its one-shot measurement gets cheaper.
+        """
+        if self.base_metric is None or not math.isfinite(metric):
+            return
+        in_force = [m for m in current(genome).values() if self.entry(m.layer, m.operator, m.params) is not None]
+        if not in_force:
+            return
+        base = -self.base_loss if self.lm and self.base_loss is not None else self.base_metric
+        residual = (base - self.predicted_cost(genome)) - metric
+        for m in in_force:
+            key = _key(m.layer, option_of(m.operator, m.params))
+            old = self.corrections.get(key, 0.0)
+            self.corrections[key] = old + rate * residual / len(in_force)
+
+    # -- storage ------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"base_metric": self.base_metric, "base_loss": self.base_loss, "lm": self.lm,
+                "dense_bytes": self.dense_bytes, "seconds": self.seconds, "subset": self.subset,
+                "entries": [{"layer": e.layer, "operator": e.operator, "params": e.params, "saved": e.saved,
+                             "metric": e.metric, "loss": e.loss, "seconds": e.seconds} for e in self.entries]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Table:
+        return cls([Entry(**e) for e in d["entries"]], base_metric=d.get("base_metric"),
+                   base_loss=d.get("base_loss"), lm=bool(d.get("lm")), dense_bytes=int(d.get("dense_bytes", 0)),
+                   seconds=float(d.get("seconds", 0.0)), subset=int(d.get("subset", 0)))
+
+    def save(self, run_dir: Path) -> Path:
+        """Write ``RUN_DIR/sensitivity.json`` atomically; returns its path."""
+        path = Path(run_dir) / TABLE_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)
+        return path
+
+    def lines(self) -> list[str]:
+        """A readable table, one row per entry, most bytes saved per point of metric first within a layer."""
+        unit = "loss +" if self.lm else "acc"
+        out = [f"{'layer':<24}{'option':<34}{'saved B':>10}{unit:>10}{'cost':>9}"]
+        for layer in self.layers():
+            for e in sorted(self.options(layer), key=lambda e: -e.saved):
+                args = ",".join(f"{k}={v}" for k, v in sorted(e.params.items()))
+                metric = "-" if e.metric is None else f"{e.metric:.4f}"
+                cost = self.cost(Mutation(e.layer, e.operator, e.params))
+                out.append(f"{layer:<24}{e.operator + '(' + args + ')':<34}{e.saved:>10,}{metric:>10}{cost:>9.4f}")
+        return out
+
+
+def load(run_dir: Path) -> Table | None:
+    """The table a run stored, or None (a run of an earlier version, or one that measured none)."""
+    path = Path(run_dir) / TABLE_FILE
+    return Table.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def _key(layer: str, option: Option) -> str:
+    return f"{layer}|{option[0]}|{json.dumps(option[1])}"
+
+
+def grid(params: dict[str, list[Any]]) -> Iterable[dict[str, Any]]:
+    """Every combination of an operator's parameter choices, in sorted-key order."""
+    import itertools
+
+    keys = sorted(params)
+    for combo in itertools.product(*(params[k] for k in keys)):
+        yield dict(zip(keys, combo))

@@ -1,0 +1,79 @@
+"""The sensitivity table against a direct factor-and-evaluate, and the explore's moves applied to real trials."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mutate
+from mutate import policy, sensitivity, space as spaces
+from mutate.genome import Mutation
+from mutate.strategies import Context, greedy_solutions
+from mutate.trial import EVAL_BATCH, TrialRunner
+
+SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+OVERRIDES = ["model.hidden=[32, 32]", "mutations.warmup_steps=40", "mutations.window=20", "mutations.frequency=5",
+             "mutations.operators.low_rank.rank=[8, 4]", "mutations.operators.pruning.sparsity=[0.5, 0.9]",
+             "mutations.operators.kmeans.k=[8]", "budget.ratio=0.2"]
+
+
+@pytest.fixture(scope="module")
+def space():
+    return spaces.load(SPACE, OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def table(space):
+    allowed = policy.targets(space.mutations["operators"], space.mutations["layers"], ["dense_1", "dense_2", "logits"])
+    return sensitivity.measure(space, allowed, subset=100, out=lambda line: None), allowed
+
+
+def test_every_entry_matches_a_direct_compress_and_splice_of_that_layer(space, table):
+    t, allowed = table
+    assert t.measured and t.subset == 100 and len(t.entries) == sum(
+        len(policy.levels(space.mutations["operators"], op)) for ops in allowed.values() for op in ops)
+    r = TrialRunner(space, seed=space.search["seed"] * 1000)
+    r.train(space.mutations["warmup_steps"])
+    x, y = r.x_val[:100], r.y_val[:100]
+    base = r.model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    assert t.base_metric == pytest.approx(base["accuracy"], abs=1e-9)
+    sched = mutate.Schedule(begin_step=0, end_step=10, frequency=5)
+    for e in t.entries[::3]:  # every third entry: each layer and operator appears
+        spliced = mutate.strip(mutate.compress(r.model, {e.layer: (e.operator, e.params)}, sched), force=True)
+        spliced.compile(loss=r.model.loss, metrics=["accuracy"])
+        res = spliced.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+        assert e.metric == pytest.approx(res["accuracy"], abs=1e-9), e
+        assert e.loss == pytest.approx(res["loss"], rel=1e-4), e
+        assert mutate.model_size(spliced).bits // 8 == r.dense_bytes - e.saved, e
+
+
+def test_loosen_switch_and_undo_are_applied_and_sized_as_predicted(space, table):
+    t, allowed = table
+    r = TrialRunner(space, seed=3)
+    r.train(10)
+    steps = [Mutation("dense_2", "low_rank", {"rank": 4}),
+             Mutation("dense_2", "low_rank", {"rank": 8}),     # loosen
+             Mutation("dense_2", "pruning", {"sparsity": 0.9}),  # switch
+             Mutation("dense_2", "dense", {})]                 # undo
+    genome = ()
+    for m in steps:
+        genome = (*genome, m)
+        assert r.apply(genome) == [m]
+        r.train(25)  # past the 20-step window: spliced
+        row = r.measure()
+        assert row["bytes"] == t.predicted_bytes(r.genome), (m, row)
+        assert np.isfinite(row["val_accuracy"])
+    assert row["genome_summary"] == "dense" and row["bytes"] == r.dense_bytes
+    assert type(r.model.get_layer("dense_2")).__name__ == "Dense"
+
+
+def test_a_greedy_solution_trains_to_the_size_it_predicted_under_the_budget(space, table):
+    t, allowed = table
+    r = TrialRunner(space, seed=0)
+    ctx = Context(space.mutations["operators"], allowed, r.budget, t)
+    best = greedy_solutions(t, allowed, r.budget, count=1)[0]
+    r.train(10)
+    r.apply(tuple(m.applied(10) for m in best))
+    r.train(25)
+    row = r.measure()
+    assert row["fits_budget"] and row["bytes"] == t.predicted_bytes(best) <= ctx.budget

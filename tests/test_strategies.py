@@ -1,0 +1,127 @@
+"""Strategies without Ray or TensorFlow: the informed explore's moves, greedy's knapsack, uniform's filter."""
+
+import random
+
+import pytest
+
+from mutate import policy
+from mutate.genome import Mutation, current
+from mutate.strategies import EPSILON, Context, Greedy, PBT, Uniform, greedy_solutions, make, settled
+from mutate.table import Entry, Table
+
+OPS = {"low_rank": {"rank": [32, 16, 8]}, "pruning": {"sparsity": [0.5, 0.9]}}
+ALLOWED = {"a": ["low_rank", "pruning"], "b": ["low_rank", "pruning"], "c": ["pruning"]}
+DENSE = 10_000
+
+
+def table() -> Table:
+    """Per layer: saved bytes grow with compression, and so does the metric lost (c is cheap to prune)."""
+    rows = []
+    for layer, scale in (("a", 1.0), ("b", 2.0), ("c", 0.1)):
+        for rank, saved, acc in ((32, 1000, 0.95), (16, 2000, 0.93), (8, 2500, 0.85)):
+            if "low_rank" in ALLOWED[layer]:
+                rows.append(Entry(layer, "low_rank", {"rank": rank}, int(saved * scale), acc, 0.2))
+        for sparsity, saved, acc in ((0.5, 1200, 0.94), (0.9, 2600, 0.90)):
+            rows.append(Entry(layer, "pruning", {"sparsity": sparsity}, int(saved * scale), acc, 0.2))
+    return Table(rows, base_metric=0.96, base_loss=0.2, dense_bytes=DENSE)
+
+
+def ctx(budget: int, **kw) -> Context:
+    return Context(OPS, ALLOWED, budget, table(), max_mutations=8, warmup_steps=100, steps=1000, window=50, **kw)
+
+
+def test_moves_include_add_tighten_loosen_undo_and_switch():
+    genome = (Mutation("a", "low_rank", {"rank": 16}, 100),)
+    kinds = {}
+    for kind, m in policy.moves(OPS, ALLOWED, genome):
+        kinds.setdefault(kind, []).append(m)
+    assert {m.params["rank"] for m in kinds["tighten"]} == {8}
+    assert {m.params["rank"] for m in kinds["loosen"]} == {32}
+    assert kinds["undo"] == [Mutation("a", "dense", {})]
+    assert {(m.layer, m.operator) for m in kinds["switch"]} == {("a", "pruning")}
+    assert {m.layer for m in kinds["add"]} == {"b", "c"}
+    assert current((*genome, Mutation("a", "dense", {}))) == {}  # an undo leaves the layer dense
+
+
+def test_an_over_budget_trial_always_gets_a_byte_cutting_move():
+    t = table()
+    for seed in range(200):
+        rng = random.Random(seed)
+        genome = tuple(Mutation(layer, "pruning", {"sparsity": 0.5}, 100) for layer in ALLOWED if rng.random() < 0.5)
+        budget = t.predicted_bytes(genome) - rng.randint(1, 3000)
+        pbt = PBT(ctx(budget, seed=seed))
+        for _ in range(5):  # with EPSILON's random draws too
+            move = pbt.propose(genome)
+            assert move is not None
+            assert t.predicted_bytes((*genome, move)) < t.predicted_bytes(genome), (genome, move)
+
+
+def test_over_budget_the_cheapest_move_that_fits_is_chosen():
+    # dense a/b/c: 10,000 B; budget 8,500 B. Fitting single moves: a:low_rank(16) 2000 B at cost 0.03,
+    # b:low_rank(32) 2000 B at 0.01, b:pruning(0.5) 2400 B at 0.02, ... the cheapest that fits: b:low_rank(32).
+    pbt = PBT(ctx(8_500))
+    picks = [pbt.propose(()) for _ in range(200)]
+    best = Mutation("b", "low_rank", {"rank": 32})
+    share = sum(m == best for m in picks) / len(picks)
+    assert share == pytest.approx(1 - EPSILON, abs=0.08)
+
+
+def test_under_budget_a_move_may_trade_bytes_back_for_accuracy():
+    genome = (Mutation("a", "low_rank", {"rank": 8}, 100), Mutation("b", "low_rank", {"rank": 8}, 100))
+    t = table()
+    budget = t.predicted_bytes(genome) + 600  # room for a loosen of a (2500 -> 2000 saved), not an undo
+    pbt = PBT(ctx(budget))
+    moves = [pbt.propose(genome) for _ in range(100)]
+    greedy_moves = [m for m in moves if m is not None and t.predicted_bytes((*genome, m)) > t.predicted_bytes(genome)]
+    assert greedy_moves, moves
+    assert all(t.predicted_bytes((*genome, m)) <= budget for m in moves if m is not None)
+    assert Mutation("a", "low_rank", {"rank": 16}) in moves  # the loosen: cost 0.11 -> 0.03
+
+
+def test_greedy_solutions_fit_the_budget_and_are_the_cheapest():
+    t = table()
+    import itertools
+
+    options = {layer: [None] + [e for e in t.options(layer)] for layer in t.layers()}
+    for budget in (9_000, 7_000, 5_500, 4_800):
+        sols = greedy_solutions(t, ALLOWED, budget, count=4)
+        assert sols and len(set(sols)) == len(sols)
+        assert all(t.predicted_bytes(g) <= budget for g in sols)
+        brute = []
+        for combo in itertools.product(*options.values()):
+            g = tuple(Mutation(e.layer, e.operator, e.params) for e in combo if e is not None)
+            if t.predicted_bytes(g) <= budget:
+                brute.append(t.predicted_cost(g))
+        assert t.predicted_cost(sols[0]) == pytest.approx(min(brute))
+        costs = [t.predicted_cost(g) for g in sols]
+        assert all(a <= b + 1e-12 for a, b in zip(costs, costs[1:]))
+        assert costs == pytest.approx(sorted(brute)[:len(costs)])
+
+
+def test_greedy_population_and_pbt_seeding():
+    c = ctx(6_000)
+    pop = Greedy(c).initial(6)
+    assert all(c.table.predicted_bytes(g) <= 6_000 and all(m.step == 100 for m in g) for g in pop)
+    assert PBT(c).initial(3) == pop[:3]
+    unseeded = PBT(ctx(6_000, seed_greedy=False)).initial(3)
+    assert all(len(g) == 1 for g in unseeded)
+
+
+def test_uniform_deals_only_combinations_that_fit():
+    c = ctx(6_500)
+    genomes = Uniform(c).initial(8)
+    assert genomes and all(c.table.predicted_bytes(g) <= 6_500 for g in genomes)
+    everything = policy.uniform_genomes(OPS, ALLOWED, random.Random(0), 8, step=100)
+    assert any(c.table.predicted_bytes(g) > 6_500 for g in everything)  # the filter mattered
+
+
+def test_observations_move_the_costs_of_settled_genomes():
+    c = ctx(6_000)
+    pbt = make("pbt", c)
+    g = (Mutation("a", "low_rank", {"rank": 16}, 100),)
+    before = c.table.cost(g[0])
+    assert not settled(g, 120, 50) and settled(g, 150, 50)
+    pbt.observe(g, 0.80, settled=False)
+    assert c.table.cost(g[0]) == before
+    pbt.observe(g, 0.80, settled=True)  # predicted 0.96 - 0.03 = 0.93; observed 0.80: dearer
+    assert c.table.cost(g[0]) == pytest.approx(before + 0.3 * 0.13)
