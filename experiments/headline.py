@@ -3,8 +3,8 @@
     .venv/bin/python experiments/headline.py      # seconds: reads the studies' CSVs, runs nothing
 
 Reads ``method_comparison_lenet.csv`` (method_comparison.py, with the TFMOT anchors) and, when present,
-``search_study_yaml_fronts.csv`` or else ``search_study_fronts.csv`` (search_study.py on fashion_mlp.yaml,
-the same 784-300-100-10 model and data),
+``search_study_fashion_half_fronts.csv`` (search_study.py on fashion_mlp.yaml, the same 784-300-100-10 model
+and data: the PBT and greedy fronts of seed 0, chosen on validation, plotted with their test accuracy),
 writes ``headline.png`` and prints the markdown table the README shows: per method, the most compressed row
 within 0.3 and within 1 point of the dense model's accuracy, and the most accurate row at 10x or more.
 """
@@ -35,14 +35,14 @@ def at_least(points: list[Point], ratio: float) -> str:
 def main() -> None:
     rows = list(csv.DictReader((HERE / "method_comparison_lenet.csv").open()))
     fronts: dict[str, list[tuple[float, float]]] = {}
-    path = next((p for p in (HERE / "search_study_yaml_fronts.csv", HERE / "search_study_fronts.csv") if p.exists()),
-                None)
-    if path is not None:
-        size = "8 x 6000 steps" if "yaml" in path.name else "4 x 3000 steps"
-        for r in csv.DictReader(path.open()):
-            if r["front"] in ("pbt", "random"):
-                fronts.setdefault(f"search front ({r['front']}, fashion_mlp.yaml, {size})", []).append(
-                    (1.0 / float(r["ratio"]), float(r["accuracy"])))
+    new = HERE / "search_study_fashion_half_fronts.csv"
+    if new.exists():  # validation-chosen fronts, plotted with their test accuracy (search_study.py)
+        for r in csv.DictReader(new.open()):
+            if r["space"] == "fashion_mlp" and r["strategy"] in ("pbt", "greedy") and r["seed"] == "0" \
+                    and r["test_accuracy"]:
+                fronts.setdefault(f"search front ({r['strategy']}, seed 0, fashion_mlp.yaml, 4 x 3000 steps; "
+                                  "chosen on validation, test accuracy)", []).append(
+                    (1.0 / float(r["ratio"]), float(r["test_accuracy"])))
     plot_comparison(rows, HERE / "headline.png", title="LeNet-300-100 on Fashion-MNIST: accuracy against compression",
                     fronts=fronts)
     means = mean_rows(rows)

@@ -11,13 +11,15 @@ runs ``mutate search`` once per strategy with the same population, steps and see
 - ``pbt``: population-based training, first population from greedy's solutions, informed explore;
 - ``greedy``: the sensitivity table's cheapest genomes under the budget, trained, no explore;
 - ``uniform``: one operator at one level on every layer, among the combinations that fit the budget;
-- ``random``: whole random genomes at random steps.
+- ``random``: whole random genomes at random steps;
+- ``pbt_random_start`` (on request): PBT whose first population is one random mutation per trial.
 
 Per run: the **validation**-selected winner (the front point with the best validation accuracy within the
 budget), its **test** accuracy (evaluated once, after the search) and size; the hypervolume of the
 validation-chosen front measured with its test accuracies; wall time. Per (space, strategy): mean and spread
-(min-max) over seeds. Writes ``search_study[_TAG].csv`` (one row per run), ``search_study[_TAG]_summary.csv``
-and ``search_study[_TAG].png`` next to this script; the runs go to ``mutate_runs/search_study[_TAG]/``.
+(min-max) over seeds. Writes ``search_study[_TAG].csv`` (one row per run), ``search_study[_TAG]_summary.csv``,
+``search_study[_TAG]_fronts.csv`` (every run's validation front, with test accuracies) and
+``search_study[_TAG].png`` next to this script; the runs go to ``mutate_runs/search_study[_TAG]/``.
 """
 
 from __future__ import annotations
@@ -37,17 +39,22 @@ sys.path.insert(0, str(ROOT))
 from mutate import load_run  # noqa: E402
 from mutate.runs import read_timing  # noqa: E402
 
-STRATEGIES = ("pbt", "greedy", "uniform", "random")
+STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start")
+VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"])}
+"""Study labels that run a strategy with other settings: PBT whose first population is one random mutation
+per trial (the question: does seeding PBT with greedy's solutions help?)."""
 SPACES = ("digits_mlp", "fashion_mlp", "fashion_cnn")
 FIELDS = ["space", "seed", "strategy", "run_dir", "points", "winner_val", "winner_test", "winner_ratio",
           "winner_genome", "test_hypervolume", "val_hypervolume", "wall_s", "overhead_pct"]
 
 
-def search(space: Path, strategy: str, seed: int, storage: Path, extra: list[str]) -> Path:
+def search(space: Path, label: str, seed: int, storage: Path, extra: list[str]) -> Path:
     """Run ``mutate search`` in a child process; returns the run dir."""
+    strategy, settings = VARIANTS.get(label, (label, []))
     cmd = [sys.executable, "-m", "mutate.cli", "search", str(space), "--strategy", strategy,
-           "--set", f"storage={storage}", "--set", f"name={space.stem}_s{seed}_{strategy}",
-           "--set", f"search.seed={seed}", "--progress", "60", *extra]
+           "--set", f"storage={storage}", "--set", f"name={space.stem}_s{seed}_{label}",
+           "--set", f"search.seed={seed}", "--progress", "60", *extra,
+           *[x for kv in settings for x in ("--set", kv)]]
     print("$ " + " ".join(cmd[3:]), flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
@@ -67,6 +74,14 @@ def describe(run_dir: Path) -> dict[str, object]:
             "winner_ratio": round(win.ratio, 4) if win else "", "winner_genome": win.genome if win else "",
             "test_hypervolume": round(run.test_hypervolume() or 0.0, 5), "val_hypervolume": round(run.hypervolume(), 5),
             "wall_s": round(timing.get("wall_s", 0)), "overhead_pct": timing.get("overhead_pct", "")}
+
+
+def front_rows(run_dir: Path, space: str, seed: int, strategy: str) -> list[dict[str, object]]:
+    """The validation-chosen front of one run, each point with its validation and test accuracy."""
+    run = load_run(run_dir)
+    return [{"space": space, "seed": seed, "strategy": strategy, "bytes": p.size, "ratio": round(p.ratio, 5),
+             "val_accuracy": round(p.metric, 4), "test_accuracy": "" if p.test is None else round(p.test, 4),
+             "genome": p.genome} for p in run.pareto_front()]
 
 
 def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -106,8 +121,10 @@ def plot(summary: list[dict[str, object]], path: Path) -> None:
         means = [float(s["winner_test_mean"]) for s in rows]
         lo = [m - float(s["winner_test_min"]) for m, s in zip(means, rows)]
         hi = [float(s["winner_test_max"]) - m for m, s in zip(means, rows)]
-        ax.bar(xs, means, yerr=[lo, hi], capsize=4, color=["tab:blue", "tab:orange", "tab:green", "tab:red"][:len(rows)])
-        ax.set_xticks(list(xs), [f"{s['strategy']}\n({s['in_budget']}/{s['runs']} fit)" for s in rows], fontsize=8)
+        ax.bar(xs, means, yerr=[lo, hi], capsize=4,
+               color=["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"][:len(rows)])
+        ax.set_xticks(list(xs), [f"{str(s['strategy']).replace('_', chr(10), 1)}\n({s['in_budget']}/{s['runs']} fit)"
+                                 for s in rows], fontsize=7)
         if means:
             ax.set_ylim(min(m - e for m, e in zip(means, lo)) - 0.02, max(m + e for m, e in zip(means, hi)) + 0.01)
         ax.set_title(space, fontsize=9)
@@ -122,7 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spaces", nargs="+", default=list(SPACES), help="search_spaces/NAME.yaml stems")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES[:4]), choices=STRATEGIES,
+                        help="strategies to run (default: the four; pbt_random_start is PBT without greedy seeding)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every search as --set (the same for all strategies)")
     parser.add_argument("--tag", default="", help="suffix of the output files and run folder")
@@ -133,6 +151,7 @@ def main() -> None:
     extra = [x for kv in args.extra for x in ("--set", kv)]
     t0 = time.perf_counter()
     rows: list[dict[str, object]] = []
+    fronts: list[dict[str, object]] = []
     for name in args.spaces:
         space = ROOT / "search_spaces" / f"{name}.yaml"
         for seed in args.seeds:
@@ -142,6 +161,7 @@ def main() -> None:
                     run_dir = search(space, strategy, seed, storage, extra)
                 row = {"space": name, "seed": seed, "strategy": strategy, **describe(run_dir)}
                 rows.append(row)
+                fronts += front_rows(run_dir, name, seed, strategy)
                 print(f"[{time.perf_counter() - t0:6.0f}s] {name} seed {seed} {strategy}: winner test "
                       f"{row['winner_test']} at {row['winner_ratio']} of dense (val {row['winner_val']}); test HV "
                       f"{row['test_hypervolume']}; {row['wall_s']}s", flush=True)
@@ -149,16 +169,20 @@ def main() -> None:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    with (HERE / f"{stem}_fronts.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(fronts[0]))
+        writer.writeheader()
+        writer.writerows(fronts)
     summary = summarise(rows)
     with (HERE / f"{stem}_summary.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
     plot(summary, HERE / f"{stem}.png")
-    print(f"\n{'space':<14}{'strategy':<10}{'fit':>5}{'winner test (min-max)':>26}{'ratio':>8}{'test HV':>9}{'wall s':>8}")
+    print(f"\n{'space':<14}{'strategy':<18}{'fit':>5}{'winner test (min-max)':>26}{'ratio':>8}{'test HV':>9}{'wall s':>8}")
     for s in summary:
         rng = f"{s['winner_test_mean']} ({s['winner_test_min']}-{s['winner_test_max']})" if s["in_budget"] else "none"
-        print(f"{s['space']:<14}{s['strategy']:<10}{str(s['in_budget']) + '/' + str(s['runs']):>5}{rng:>26}"
+        print(f"{s['space']:<14}{s['strategy']:<18}{str(s['in_budget']) + '/' + str(s['runs']):>5}{rng:>26}"
               f"{s['winner_ratio_mean']!s:>8}{s['test_hv_mean']:>9}{s['wall_s_mean']:>8}")
     print(f"rows in {stem}.csv and {stem}_summary.csv, plot {stem}.png; {time.perf_counter() - t0:.0f} s")
 

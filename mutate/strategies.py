@@ -14,7 +14,7 @@ tells it what every report measured (`Strategy.observe`), the way Keras Tuner's 
   assumed additive), the top distinct ones trained as the population; no explore.
 - ``random``: whole random genomes at random steps (no table, no budget).
 - ``uniform``: one operator at one level on every layer, dealt from the (operator, level) combinations whose
-  model fits the budget (sizes are known before training).
+  model fits the budget (sizes are known before training); the whole grid when none fits.
 """
 
 from __future__ import annotations
@@ -220,8 +220,12 @@ class Uniform(Strategy):
 
     def initial(self, count: int) -> list[Genome]:
         c = self.ctx
-        return policy.uniform_genomes(c.operators, c.allowed, self.rng, count, step=c.warmup_steps,
-                                      fits=lambda g: c.table.predicted_bytes(g) <= c.budget)
+        fitting = policy.uniform_genomes(c.operators, c.allowed, self.rng, count, step=c.warmup_steps,
+                                         fits=lambda g: c.table.predicted_bytes(g) <= c.budget)
+        if any(fitting):
+            return fitting
+        # no single operator and level fits: deal the whole grid rather than train dense models
+        return policy.uniform_genomes(c.operators, c.allowed, self.rng, count, step=c.warmup_steps)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (PBT, Greedy, RandomGenomes, Uniform)}

@@ -72,8 +72,8 @@ def test_under_budget_a_move_may_trade_bytes_back_for_accuracy():
     budget = t.predicted_bytes(genome) + 600  # room for a loosen of a (2500 -> 2000 saved), not an undo
     pbt = PBT(ctx(budget))
     moves = [pbt.propose(genome) for _ in range(100)]
-    greedy_moves = [m for m in moves if m is not None and t.predicted_bytes((*genome, m)) > t.predicted_bytes(genome)]
-    assert greedy_moves, moves
+    bigger = [m for m in moves if m is not None and t.predicted_bytes((*genome, m)) > t.predicted_bytes(genome)]
+    assert bigger, moves
     assert all(t.predicted_bytes((*genome, m)) <= budget for m in moves if m is not None)
     assert Mutation("a", "low_rank", {"rank": 16}) in moves  # the loosen: cost 0.11 -> 0.03
 
@@ -125,3 +125,9 @@ def test_observations_move_the_costs_of_settled_genomes():
     assert c.table.cost(g[0]) == before
     pbt.observe(g, 0.80, settled=True)  # predicted 0.96 - 0.03 = 0.93; observed 0.80: dearer
     assert c.table.cost(g[0]) == pytest.approx(before + 0.3 * 0.13)
+
+
+def test_uniform_falls_back_to_the_whole_grid_when_nothing_fits():
+    c = ctx(100)  # below every single-operator genome
+    genomes = Uniform(c).initial(4)
+    assert all(genomes) and all(c.table.predicted_bytes(g) > 100 for g in genomes)

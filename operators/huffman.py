@@ -1,0 +1,166 @@
+"""Lossless entropy coding of integer codes: canonical Huffman, and Deep Compression's relative indices.
+
+Pure NumPy, for the last stage of a compression stack (codes of k-means, indices of a pruning mask): what is
+stored is the bit stream plus a table of one code length per symbol, and `huffman_bits` counts exactly
+those bits. Canonical codes (Deflate's construction, RFC 1951 3.2.2) need only the lengths to be rebuilt, so
+the table is ``alphabet`` lengths of `LENGTH_BITS` bits each.
+
+Relative indices (Han, Mao, Dally 2016, section 3): a pruning mask stored as the gaps between kept weights in
+``bits``-bit numbers, a filler zero (one that stands for no kept weight) inserted whenever a gap exceeds
+``2**bits - 1``. `relative_indices` builds them; they can themselves be Huffman-coded.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+LENGTH_BITS = 5
+"""Bits stored per code length in a table: lengths up to 31 (longer codes are refused)."""
+
+
+def code_lengths(counts: np.ndarray) -> np.ndarray:
+    """Huffman code lengths for symbol ``counts`` (0 for an unused symbol; a lone used symbol gets length 1).
+
+    Args:
+        counts: (alphabet,) non-negative integers.
+
+    Returns:
+        (alphabet,) int64 code lengths.
+
+    Raises:
+        ValueError: a count is negative, or a code would be longer than 2**LENGTH_BITS - 1 bits.
+    """
+    counts = np.asarray(counts, np.int64)
+    if (counts < 0).any():
+        raise ValueError("huffman: symbol counts must be non-negative")
+    used = np.flatnonzero(counts)
+    lengths = np.zeros(len(counts), np.int64)
+    if len(used) == 1:
+        lengths[used] = 1
+        return lengths
+    # heap of (weight, tie-breaker, symbols under this node); each merge deepens every symbol below it
+    heap = [(int(counts[s]), int(s), [int(s)]) for s in used]
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        w1, t1, s1 = heapq.heappop(heap)
+        w2, t2, s2 = heapq.heappop(heap)
+        lengths[s1 + s2] += 1
+        heapq.heappush(heap, (w1 + w2, min(t1, t2), s1 + s2))
+    if lengths.max(initial=0) > 2 ** LENGTH_BITS - 1:
+        raise ValueError(f"huffman: a code of {lengths.max()} bits does not fit the {LENGTH_BITS}-bit table")
+    return lengths
+
+
+def canonical_codes(lengths: np.ndarray) -> np.ndarray:
+    """The canonical code of each symbol (as an integer read MSB first), from its length (0: unused)."""
+    lengths = np.asarray(lengths, np.int64)
+    codes = np.zeros(len(lengths), np.int64)
+    code, prev = 0, 0
+    for s in sorted(np.flatnonzero(lengths), key=lambda s: (lengths[s], s)):
+        code <<= int(lengths[s]) - prev
+        prev = int(lengths[s])
+        codes[s] = code
+        code += 1
+    return codes
+
+
+def encode(symbols: np.ndarray, alphabet: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Huffman-code ``symbols`` (integers in [0, alphabet)).
+
+    Returns:
+        (packed bit stream as uint8, MSB first; code lengths (alphabet,) as uint8; number of payload bits).
+    """
+    symbols = np.asarray(symbols, np.int64).ravel()
+    if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet):
+        raise ValueError(f"huffman: symbols must be in [0, {alphabet})")
+    lengths = code_lengths(np.bincount(symbols, minlength=alphabet))
+    codes = canonical_codes(lengths)
+    per = lengths[symbols]
+    total = int(per.sum())
+    if total == 0:
+        return np.zeros(0, np.uint8), lengths.astype(np.uint8), 0
+    # bit j of symbol i's code (MSB first) goes to position start_i + j
+    starts = np.concatenate([[0], np.cumsum(per)[:-1]])
+    width = int(per.max())
+    j = np.arange(width)
+    valid = j[None, :] < per[:, None]
+    shift = per[:, None] - 1 - j[None, :]
+    bits = (codes[symbols][:, None] >> np.where(valid, shift, 0)) & 1
+    stream = np.zeros(total, np.uint8)
+    stream[(starts[:, None] + j[None, :])[valid]] = bits[valid]
+    return np.packbits(stream), lengths.astype(np.uint8), total
+
+
+def decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
+    """Inverse of `encode`: ``count`` symbols from the packed stream and the code lengths."""
+    lengths = np.asarray(lengths, np.int64)
+    if count == 0:
+        return np.zeros(0, np.int64)
+    bits = np.unpackbits(np.asarray(stream, np.uint8))
+    codes = canonical_codes(lengths)
+    width = int(lengths.max())
+    # a lookup table over every `width`-bit window: (symbol, length) of the code it starts with
+    table_sym = np.full(1 << width, -1, np.int64)
+    table_len = np.zeros(1 << width, np.int64)
+    for s in np.flatnonzero(lengths):
+        pad = width - int(lengths[s])
+        lo = int(codes[s]) << pad
+        table_sym[lo:lo + (1 << pad)] = s
+        table_len[lo:lo + (1 << pad)] = lengths[s]
+    bits = np.concatenate([bits, np.zeros(width, np.uint8)])
+    weights = 1 << np.arange(width - 1, -1, -1)
+    out = np.empty(count, np.int64)
+    pos = 0
+    for i in range(count):
+        window = int(bits[pos:pos + width] @ weights)
+        out[i] = table_sym[window]
+        pos += int(table_len[window])
+    return out
+
+
+def huffman_bits(symbols: np.ndarray, alphabet: int) -> int:
+    """Exactly the bits `encode` stores: the payload plus ``alphabet * LENGTH_BITS`` for the length table."""
+    lengths = code_lengths(np.bincount(np.asarray(symbols, np.int64).ravel(), minlength=alphabet))
+    counts = np.bincount(np.asarray(symbols, np.int64).ravel(), minlength=alphabet)
+    return int((lengths * counts).sum()) + alphabet * LENGTH_BITS
+
+
+def relative_indices(mask: np.ndarray, bits: int) -> np.ndarray:
+    """A flat boolean mask as gaps between kept positions in ``bits``-bit numbers (Deep Compression's relative
+    indices).
+
+    Each kept position is stored as its distance from the previous one (the first from position -1), in
+    [1, 2**bits - 1]. A longer distance is preceded by filler entries: the value 0, which no real gap takes,
+    advances the position by ``2**bits - 1`` without keeping a weight (the paper stores a filler as a gap with
+    a zero weight; a reserved 0 needs no weight value and is unambiguous).
+
+    Args:
+        mask: boolean array (flattened in C order).
+        bits: the width of a stored gap, 1 to 16.
+
+    Returns:
+        (entries,) int64 gaps, one per kept weight plus one per filler.
+    """
+    if not 1 <= bits <= 16:
+        raise ValueError(f"relative_indices: bits must be in [1, 16], got {bits}")
+    top = (1 << bits) - 1
+    kept = np.flatnonzero(np.asarray(mask).ravel())
+    gaps = np.diff(np.concatenate([[-1], kept]))
+    fillers = (gaps - 1) // top  # entries of 0 before each gap
+    rest = gaps - fillers * top
+    out = np.zeros(int(fillers.sum()) + len(gaps), np.int64)
+    out[np.cumsum(fillers + 1) - 1] = rest
+    return out
+
+
+def mask_from_relative(gaps: np.ndarray, size: int, bits: int) -> np.ndarray:
+    """Inverse of `relative_indices`: the flat boolean mask of ``size`` positions."""
+    top = (1 << bits) - 1
+    gaps = np.asarray(gaps, np.int64)
+    steps = np.where(gaps == 0, top, gaps)
+    positions = np.cumsum(steps) - 1
+    mask = np.zeros(size, bool)
+    mask[positions[gaps != 0]] = True
+    return mask
