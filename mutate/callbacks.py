@@ -28,7 +28,9 @@ class CompressionCallback(keras.callbacks.Callback):
 
     At each layer's update steps it computes or refreshes that layer's factors from its current kernel
     (in NumPy, off the graph) and assigns its alpha; nothing retraces. A blended layer refuses to train
-    without this callback.
+    without this callback. On JAX, whose ``fit`` trains on a copy of the model's state, it first syncs that
+    state into the variables (``model.jax_state_sync()``) at the batches where some layer has an update due,
+    and ``fit`` then re-reads what it assigned; other batches cost no sync.
 
     Args:
         verbose: 1 prints a line when a layer's alpha reaches 0 (it can then be spliced with `mutate.strip`).
@@ -38,6 +40,7 @@ class CompressionCallback(keras.callbacks.Callback):
         super().__init__()
         self.verbose = verbose
         self._layers: list[BlendedLayer] = []
+        self._jax = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         spe = getattr(self.model, "steps_per_execution", 1)
@@ -45,11 +48,16 @@ class CompressionCallback(keras.callbacks.Callback):
         if self._layers and int(spe) != 1:
             raise ValueError(f"CompressionCallback needs compile(steps_per_execution=1) so that it sees every "
                              f"batch, but got steps_per_execution={spe}.")
+        self._jax = keras.backend.backend() == "jax"
         for layer in self._layers:
             layer.sync_host()
             layer.set_driven(True)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._jax and any(layer.due() for layer in self._layers):
+            # JAX's fit trains on a copy of the state (the variables may even be purged): write it back into the
+            # variables, so the factoring reads the live kernel; fit then re-reads the state we assign.
+            self.model.jax_state_sync()
         for layer in self._layers:
             layer.advance()
             if self.verbose and layer._host_step - 1 == layer.schedule.final_step:

@@ -62,7 +62,9 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
 
     if resume is None:
         prepared = driver.prepare(space)
-        run_dir = rundirs.prepare_run_dir(space, classes=prepared[3])
+        import keras
+
+        run_dir = rundirs.prepare_run_dir(space, classes=prepared[3], backend=keras.backend.backend())
     else:
         run_dir = Path(resume).resolve()
         space = rundirs.load_recorded_space(run_dir)
@@ -77,6 +79,7 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
          address: str | None, verbose: bool, progress: float) -> Path:
     """The search proper, once the space is checked and the run directory exists; see `search`."""
     import sys
+    import time
 
     from mutate import search as runner
 
@@ -87,16 +90,18 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
           f"{space.training['steps']} steps per trial) -> {run_dir}")
     print(f"  dense model {dense_bytes:,} B; budget {budget:,} B; mutable layers: "
           + ", ".join(f"{k} [{'/'.join(v)}]" for k, v in allowed.items()), flush=True)
+    t0 = time.perf_counter()
     strategy = _strategy(space, run_dir, allowed, budget, dense_bytes, resume)
+    sensitivity_s = time.perf_counter() - t0
     summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
                          address=address, verbose=verbose, interval=progress, strategy=strategy,
                          out=lambda line: print(line, file=console, flush=True))
     wall, compute = summary["wall_s"], summary["compute_s"]
     slots = max(1, min(s["population"], _cpus() // max(1, int(space.resources["cpus"]))))
-    timing = rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots)
+    overhead_pct = 100 * (1 - compute / slots / max(wall, 1e-9))
     print(f"\nsearch done in {wall:.0f}s: {summary['points']} points; trial compute {compute:.0f}s over {slots} "
           f"parallel slot(s); overhead (wall - compute/slots) {wall - compute / slots:.0f}s "
-          f"({timing['overhead_pct']:.0f}% of wall)")
+          f"({round(overhead_pct, 1):.0f}% of wall)")
     failed, trials = summary["failed"], summary["trials"]
     if failed:
         print(f"{len(failed)} of {trials} trials failed (full errors in {run_dir}/trial_*/error.txt):")
@@ -104,7 +109,13 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
             print(f"  trial {trial} failed: {reason}")
     from mutate import final
 
+    t1 = time.perf_counter()
     final.evaluate_front(run_dir)
+    test_s = time.perf_counter() - t1
+    rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots, sensitivity_s=sensitivity_s,
+                         test_s=test_s, total_s=time.perf_counter() - t0)
+    print(f"  before and after Ray: sensitivity table {sensitivity_s:.1f}s, test set {test_s:.1f}s; total "
+          f"{time.perf_counter() - t0:.0f}s")
     kept, disk = rundirs.prune_checkpoints(run_dir)
     print(f"  disk: {disk / 2**20:.1f} MiB in {run_dir} ({kept} model checkpoint(s) kept: the validation front)")
     print()

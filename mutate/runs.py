@@ -70,30 +70,36 @@ def divergence(run_dir: Path, trial_id: str) -> str | None:
     return f.read_text(encoding="utf-8") if f.is_file() else None
 
 
-def prepare_run_dir(space: Space, classes: int | None = None) -> Path:
+def prepare_run_dir(space: Space, classes: int | None = None, backend: str | None = None) -> Path:
     """Create a new run directory ``storage/name`` (``name-2``, ``name-3``... when taken) and record the
-    space (and the model's number of classes, for chance level) in it. Returns its absolute path."""
+    space (and the model's number of classes, for chance level, and the Keras backend) in it. Returns its
+    absolute path."""
     base = (space.storage / space.name).resolve()
     run_dir, i = base, 1
     while run_dir.exists() and any(run_dir.iterdir()):
         i += 1
         run_dir = base.with_name(f"{base.name}-{i}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes}
+    record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes,
+              "backend": backend}
     tmp = run_dir / (SPACE_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(run_dir / SPACE_FILE)
     return run_dir
 
 
-def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int) -> dict[str, float]:
+def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int,
+                 **extra: float) -> dict[str, float]:
     """Record a finished search's timing in ``RUN_DIR/timing.json`` (atomically) and return it.
 
-    ``overhead_pct`` is the share of wall time not spent in trial compute, with the compute spread over the
-    ``slots`` trials that ran in parallel: ``100 * (1 - compute_s / slots / wall_s)``.
+    ``wall_s`` is the Ray part of the search (Tuner.fit); ``overhead_pct`` is the share of it not spent in
+    trial compute, with the compute spread over the ``slots`` trials that ran in parallel:
+    ``100 * (1 - compute_s / slots / wall_s)``. ``extra`` adds other seconds (``sensitivity_s``: the
+    sensitivity table before Ray, warm-up included; ``test_s``: the test set after it; ``total_s``).
     """
     record = {"wall_s": round(wall_s, 1), "compute_s": round(compute_s, 1), "slots": slots,
-              "overhead_pct": round(100 * (1 - compute_s / slots / max(wall_s, 1e-9)), 1)}
+              "overhead_pct": round(100 * (1 - compute_s / slots / max(wall_s, 1e-9)), 1),
+              **{k: round(float(v), 1) for k, v in extra.items()}}
     tmp = Path(run_dir) / (TIMING + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(Path(run_dir) / TIMING)

@@ -121,7 +121,7 @@ class _Points(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "val_accuracy",
-                "val_perplexity", "checkpoint", "train_seconds")
+                "val_perplexity", "checkpoint", "train_seconds", "backend")
         row = {"trial": trial.trial_id, **{k: result[k] for k in keys if k in result},
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
@@ -194,7 +194,7 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
     address = address if address is not None else space.ray["address"]
     if address:
         try:
-            ray.init(address=address, logging_level=level, log_to_driver=verbose)
+            ray.init(address=address, logging_level=level, log_to_driver=verbose, runtime_env=_runtime_env())
         except (ConnectionError, ValueError, TimeoutError) as e:  # no cluster there: the user's address
             from mutate.errors import BadInput
 
@@ -202,7 +202,15 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
     else:  # an embedded Ray on loopback, dashboard off unless asked for
         with _loopback_only():
             ray.init(include_dashboard=space.ray["dashboard"], dashboard_host="127.0.0.1", logging_level=level,
+                     runtime_env=_runtime_env(),
                      log_to_driver=verbose, _node_ip_address="127.0.0.1", configure_logging=True)
+
+
+def _runtime_env() -> dict[str, Any]:
+    """Every trial runs on the driver's Keras backend (``KERAS_BACKEND``, as Keras resolved it here)."""
+    import keras
+
+    return {"env_vars": {"KERAS_BACKEND": keras.backend.backend()}}
 
 
 _SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

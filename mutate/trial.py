@@ -213,7 +213,7 @@ class TrialRunner:
                  else floor - nbytes / max(self.budget, 1) - 1e-6 * min(val["loss"], 50.0))
         out = {"step": self.step, "bytes": nbytes, "ratio": nbytes / self.dense_bytes, "fits_budget": fits,
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
-               "train_seconds": self.train_seconds}
+               "train_seconds": self.train_seconds, "backend": keras.backend.backend()}
         out.update(val_perplexity=-metric) if self.lm else out.update(val_accuracy=metric)
         return out
 

@@ -67,6 +67,7 @@ def test_search_reports_every_point_and_prints_the_front(finished):
     timing = json.loads((run_dir / "timing.json").read_text())
     assert 0 < timing["compute_s"] <= timing["slots"] * timing["wall_s"] and timing["slots"] >= 1
     assert f"({timing['overhead_pct']:.0f}% of wall)" in out
+    assert timing["sensitivity_s"] > 0 and timing["test_s"] > 0 and timing["total_s"] > timing["wall_s"]
 
 
 def test_export_reevaluates_and_reloads(finished, tmp_path):

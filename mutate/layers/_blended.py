@@ -76,6 +76,10 @@ class BlendedLayer(keras.layers.Layer):
             self.factors[fname] = self.add_weight(name=f"factor_{fname}", shape=spec.shape, dtype=spec.dtype,
                                                   initializer="zeros", trainable=trainable)
         self.saliency = None
+        if self.compressor.uses_saliency and keras.backend.backend() != "tensorflow":
+            raise ValueError(f"operator {self.compressor.name!r} accumulates its saliency with a TensorFlow "
+                             f"gradient tap, which the {keras.backend.backend()!r} backend does not run; use "
+                             "KERAS_BACKEND=tensorflow, or another operator (e.g. pruning).")
         if self.compressor.uses_saliency:
             self.saliency = self.add_weight(name="saliency", shape=tuple(self.kernel.shape), initializer="zeros",
                                             trainable=False)
@@ -138,6 +142,12 @@ class BlendedLayer(keras.layers.Layer):
         self._host_step = int(ops.convert_to_numpy(self.step))
         self._host_factored = bool(int(ops.convert_to_numpy(self.factored)))
         return self._host_step
+
+    def due(self) -> bool:
+        """True when `advance` will assign a variable at the current host step (an update, or missing factors
+        from the first update on): the callback must then give it variables that hold the live state (JAX)."""
+        step, sched = self._host_step, self.schedule
+        return step >= sched.begin_step and (not self._host_factored or sched.update_index(step) is not None)
 
     def advance(self) -> None:
         """Apply the schedule at the current step, then count the batch (host side, before each batch).

@@ -1,0 +1,42 @@
+"""Run under one Keras backend (KERAS_BACKEND) by tests/test_backends.py: compress -> fit (an update mid-epoch,
+optionally steps_per_execution > 1) -> strip -> save -> load, from fixed weights and data. Prints one JSON line."""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import mutate
+
+
+def main(begin: int, operator: str) -> dict:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 16)).astype("float32")
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu", name="d1"),
+                              keras.layers.Dense(2, name="out")])
+    for w in model.weights:  # the same start on every backend
+        w.assign(rng.normal(scale=0.3, size=tuple(w.shape)).astype("float32"))
+    params = {"low_rank": {"rank": 4}, "pruning": {"sparsity": 0.8}, "kmeans": {"k": 8}}[operator]
+    sched = mutate.Schedule(begin_step=begin, end_step=begin + 20, frequency=5)
+    cm = mutate.compress(model, {"d1": (operator, params)}, sched, refresh=True)
+    cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cm.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+    layer = cm.get_layer("d1")
+    out = {"backend": keras.backend.backend(), "step": layer.current_step(), "alpha": layer.current_alpha()}
+    spliced = mutate.strip(cm)
+    pred = spliced.predict(x[:64], verbose=0)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.keras"
+        spliced.save(path)
+        again = keras.saving.load_model(path).predict(x[:64], verbose=0)
+    out.update(pred=pred.tolist(), roundtrip=float(np.abs(pred - again).max()),
+               bytes=mutate.model_size(spliced).bits // 8, layers=[type(ly).__name__ for ly in spliced.layers])
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(int(sys.argv[1]), sys.argv[2])))
