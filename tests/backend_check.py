@@ -12,7 +12,7 @@ import numpy as np
 import mutate
 
 
-def main(begin: int, operator: str) -> dict:
+def main(begin: int, operator: str, spe: int = 1) -> dict:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 16)).astype("float32")
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
@@ -23,7 +23,8 @@ def main(begin: int, operator: str) -> dict:
     params = {"low_rank": {"rank": 4}, "pruning": {"sparsity": 0.8}, "kmeans": {"k": 8}}[operator]
     sched = mutate.Schedule(begin_step=begin, end_step=begin + 20, frequency=5)
     cm = mutate.compress(model, {"d1": (operator, params)}, sched, refresh=True)
-    cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+               steps_per_execution=spe)
     cm.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
     layer = cm.get_layer("d1")
     out = {"backend": keras.backend.backend(), "step": layer.current_step(), "alpha": layer.current_alpha()}
@@ -39,4 +40,4 @@ def main(begin: int, operator: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]), sys.argv[2])))
+    print(json.dumps(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)))

@@ -117,12 +117,36 @@ def test_training_without_the_callback_raises_a_clear_error():
     c2.evaluate(x, y, verbose=0)
 
 
-def test_steps_per_execution_above_one_is_refused():
+@pytest.mark.parametrize("refresh", [False, True])
+def test_steps_per_execution_8_gives_the_weights_of_1_when_updates_fall_on_execution_boundaries(refresh):
     x, y = data()
-    c = mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 4, 1))
-    c.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=2)
-    with pytest.raises(ValueError, match="steps_per_execution=2"):
-        fit(c, x, y)
+    results = []
+    for spe in (1, 8):
+        keras.utils.set_random_seed(0)
+        c = mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(8, 40, 8), refresh=refresh)
+        c.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=spe)
+        c.fit(x, y, batch_size=len(x) // 16, epochs=3, shuffle=False, verbose=0,
+              callbacks=[mutate.CompressionCallback()])
+        layer = c.get_layer("dense_1")
+        results.append((layer.current_step(), layer.current_alpha(), [w.numpy() for w in c.weights]))
+    (s1, a1, w1), (s8, a8, w8) = results
+    assert s1 == s8 == 48 and a1 == a8 == 0.0
+    for a, b in zip(w1, w8):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_update_inside_an_execution_factors_at_its_start_and_alpha_follows_the_step():
+    x, y = data()
+    c = mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(5, 21, 4))
+    c.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=8)
+    c.fit(x, y, batch_size=len(x) // 16, epochs=1, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+    layer = c.get_layer("dense_1")
+    assert layer.current_step() == 16 and int(layer.factored.numpy()) == 1
+    assert layer.current_alpha() == pytest.approx(layer.schedule.alpha(15))  # the last batch's own alpha
+    c.fit(x, y, batch_size=len(x) // 16, epochs=1, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+    assert layer.current_step() == 32 and layer.current_alpha() == 0.0
+    mutate.strip(c)
 
 
 def test_schedule_updates_do_not_retrace_the_training_step(monkeypatch):

@@ -86,10 +86,14 @@ class BlendedLayer(keras.layers.Layer):
 
     # -- the blend ------------------------------------------------------------------------------------------
     def _begin_call(self, training: Any) -> None:
-        """Refuse a training call without `CompressionCallback`; otherwise count the batch in ``step``.
+        """Refuse a training call without `CompressionCallback`; otherwise set alpha for this batch from the
+        schedule and the layer's step, and count the batch.
 
-        The count is an in-graph ``assign_add``: an eager ``assign`` from the host before every batch cost
-        about 1.5 ms a step on LeNet-300-100 (it serialises the host and the step), about 40% of a step.
+        Both happen in the graph: alpha is a pure function of ``step`` (looked up in a constant table of the
+        schedule's alphas, so it equals `Schedule.alpha` exactly), held at 1 until the factors exist, and the
+        step an ``assign_add``. The host acts only when factors must be computed or refreshed, so several
+        batches can run in one execution (``steps_per_execution``) and JAX's functional ``fit`` sees every
+        update. An eager ``assign`` from the host before every batch cost about 1.5 ms a step on LeNet-300-100.
         """
         if training is not True:
             return
@@ -100,7 +104,19 @@ class BlendedLayer(keras.layers.Layer):
             import tensorflow as tf
 
             tf.debugging.assert_equal(self.driven, 1, message=message)
-        self.step.assign_add(ops.cast(1, "int64"))
+        self.alpha.assign(self.scheduled_alpha())
+        self.step.assign_add(ops.cast(1, self.step.dtype))
+
+    def scheduled_alpha(self) -> Any:
+        """Alpha at the current ``step`` (in the graph): `Schedule.alpha`, or 1 while no factors exist."""
+        sched = self.schedule
+        table = ops.convert_to_tensor(np.array([1.0] + [sched.alpha(sched.begin_step + i * sched.frequency)
+                                                        for i in range(sched.num_updates)], np.float32))
+        step = ops.cast(self.step, "int32")
+        passed = ops.where(step < sched.begin_step, 0,
+                           ops.minimum((step - sched.begin_step) // sched.frequency + 1, sched.num_updates))
+        alpha = ops.take(table, passed)
+        return ops.where(self.factored > 0, alpha, ops.ones_like(alpha))
 
     def tapped_kernel(self, training: Any) -> Any:
         """The kernel A, through a gradient tap that accumulates the saliency when the operator uses one."""
@@ -143,33 +159,37 @@ class BlendedLayer(keras.layers.Layer):
         self._host_factored = bool(int(ops.convert_to_numpy(self.factored)))
         return self._host_step
 
-    def due(self) -> bool:
-        """True when `advance` will assign a variable at the current host step (an update, or missing factors
-        from the first update on): the callback must then give it variables that hold the live state (JAX)."""
-        step, sched = self._host_step, self.schedule
-        return step >= sched.begin_step and (not self._host_factored or sched.update_index(step) is not None)
+    def due(self, steps: int = 1) -> bool:
+        """True when `advance` (over the next ``steps`` batches) will compute or refresh the factors: the
+        callback must then give it variables that hold the live state (JAX)."""
+        return self._refactor_at(steps) is not None
 
-    def advance(self) -> None:
-        """Apply the schedule at the current step, then count the batch (host side, before each batch).
+    def _refactor_at(self, steps: int) -> int | None:
+        """The first of the next ``steps`` host steps at which the factors must be computed (the first update,
+        or missing factors after it, e.g. after a restore) or refreshed (``refresh``, an update with alpha > 0);
+        None when none is."""
+        sched, start = self.schedule, self._host_step
+        last = start + steps - 1
+        if last < sched.begin_step:
+            return None
+        if not self._host_factored:
+            return max(start, sched.begin_step)
+        if self.refresh and self.compressor.refreshable:
+            for step in range(max(start, sched.begin_step), min(last, sched.final_step) + 1):
+                index = sched.update_index(step)
+                if index and sched.alpha(step) > 0:
+                    return step
+        return None
 
-        Computes the factors at the first update (or at any later step if they are missing, e.g. after a
-        restore) and, with ``refresh``, again at each later update whose alpha stays above 0. Alpha is
-        assigned at update steps. The step variable is not assigned here: the training call counts the
-        batch in the graph (`_begin_call`), so it equals the host count after every batch and a checkpoint
-        is exact.
+    def advance(self, steps: int = 1) -> None:
+        """Host work before the next ``steps`` batches (one execution): compute or refresh the factors when
+        the schedule asks for it at any of those steps (then at the execution's start), then move the host
+        count on. Alpha and the step are set in the graph (`_begin_call`), so a checkpoint is exact.
         """
-        step, sched = self._host_step, self.schedule
-        if step >= sched.begin_step:
-            index = sched.update_index(step)
-            alpha = sched.alpha(step)
-            refresh = self.refresh and self.compressor.refreshable
-            refactor = not self._host_factored or bool(index and refresh and alpha > 0)
-            if refactor:
-                self.refactor()
-                self._host_factored = True
-            if index is not None or refactor:
-                self.alpha.assign(alpha)
-        self._host_step = step + 1
+        if self._refactor_at(steps) is not None:
+            self.refactor()
+            self._host_factored = True
+        self._host_step += steps
 
     def current_step(self) -> int:
         """Batches this layer has seen since it was compressed."""
