@@ -5,6 +5,10 @@ timed twice: a traced Keras call (TensorFlow's dispatch, about 0.5 ms per call h
 and the TensorFlow Lite interpreter on one thread (the runtime a phone would use).
 
     .venv/bin/python experiments/bench_overhead.py [--steps 200] [--batch 128]
+
+Training steps: the blended model with no update in the timed epochs (the blend alone), at
+steps_per_execution 1 and 32; and the blend as the search runs it (refresh on, an update every 25 steps),
+averaged over a whole 500-step window, update steps (an SVD per layer) included.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ def lenet(seed: int = 0) -> keras.Model:
                              keras.layers.Dense(100, activation="relu", name="fc2"), keras.layers.Dense(10, name="fc3")])
 
 
-def step_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, callbacks: list) -> float:
+def step_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, callbacks: list, spe: int = 1) -> float:
     """Median seconds per training step over 5 repeats, after one warm-up epoch (tracing)."""
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=spe)
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
     times = []
     for _ in range(5):
@@ -34,6 +39,19 @@ def step_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, call
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
         times.append((time.perf_counter() - t) / (len(x) // batch))
     return float(np.median(times))
+
+
+def window_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, warm: int, window: int,
+                spe: int) -> float:
+    """Mean seconds per step over a whole blend window, update steps included: ``warm`` steps first (tracing;
+    the schedule begins after them), then ``window`` steps timed as one fit."""
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=spe)
+    cb = [mutate.CompressionCallback()] if mutate.blended_layers(model) else []
+    model.fit(x[: warm * batch], y[: warm * batch], batch_size=batch, epochs=1, verbose=0, callbacks=cb)
+    t = time.perf_counter()
+    model.fit(x[: window * batch], y[: window * batch], batch_size=batch, epochs=1, verbose=0, callbacks=cb)
+    return (time.perf_counter() - t) / window
 
 
 def infer_time(model: keras.Model, x: np.ndarray, batch: int, reps: int = 500) -> float:
@@ -113,12 +131,30 @@ def main() -> None:
     done.fit(x[: args.batch], y[: args.batch], verbose=0, callbacks=[mutate.CompressionCallback()])
     spliced = mutate.strip(done)
     t_spliced = step_time(spliced, x, y, args.batch, [])
+    # as the search runs it (fashion_mlp.yaml): refresh on, an update every 25 steps over a 500-step window;
+    # the mean over the whole window, update steps included, at steps_per_execution 1 and 32
+    window, warm = 500, 64
+    xw = np.concatenate([x] * (-(-window // args.steps)))
+    yw = np.concatenate([y] * (-(-window // args.steps)))
+    search_rows = []
+    for spe in (1, 32):
+        td = window_time(lenet(), xw, yw, args.batch, warm, window, spe)
+        blend = mutate.compress(lenet(), plan, mutate.Schedule(warm, warm + window - 1, 25), refresh=True)
+        tb = window_time(blend, xw, yw, args.batch, warm, window, spe)
+        search_rows.append(f"blend window (refresh, update every 25 steps, {window} steps, steps_per_execution "
+                           f"{spe:>2})  dense {1e3 * td:.3f} ms | blended {1e3 * tb:.3f} ms ({tb / td:.2f}x)")
+    t_dense32 = step_time(lenet(), x, y, args.batch, [], spe=32)
+    blended32 = mutate.compress(lenet(), plan, mutate.Schedule(0, 100 * args.steps, args.steps))
+    t_blend32 = step_time(blended32, x, y, args.batch, [mutate.CompressionCallback()], spe=32)
     print(f"LeNet-300-100, low_rank fc1 r=16 fc2 r=12, batch {args.batch}, {args.steps} steps/epoch, "
           f"{keras.backend.backend()} backend")
     print(f"train step  dense {1e3 * t_dense:.3f} ms | dense + empty batch callback {1e3 * t_hook:.3f} ms "
           f"({t_hook / t_dense:.2f}x)")
     print(f"train step  dense {1e3 * t_dense:.3f} ms | blended {1e3 * t_blend:.3f} ms ({t_blend / t_dense:.2f}x) "
           f"| spliced {1e3 * t_spliced:.3f} ms ({t_spliced / t_dense:.2f}x)")
+    print(f"train step (steps_per_execution 32)  dense {1e3 * t_dense32:.3f} ms | blended {1e3 * t_blend32:.3f} ms "
+          f"({t_blend32 / t_dense32:.2f}x)")
+    print("\n".join(search_rows))
     for b in (1, 256):
         td, ts = infer_time(dense, x, b), infer_time(spliced, x, b)
         print(f"inference batch {b:>3}  dense {1e6 * td:.1f} us | spliced {1e6 * ts:.1f} us ({ts / td:.2f}x)")
