@@ -29,7 +29,8 @@ INTERNAL_ERROR_FILE = "internal_error.txt"
 
 
 def quiet_tensorflow_import(verbose: bool = False) -> None:
-    """Import TensorFlow with its C++ start-up chatter (absl and CUDA-stub lines on fd 2) hidden."""
+    """Import Keras, and TensorFlow when it is Keras' backend, with TensorFlow's C++ start-up chatter (absl and
+    CUDA-stub lines on fd 2) hidden."""
     if verbose or "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -37,8 +38,10 @@ def quiet_tensorflow_import(verbose: bool = False) -> None:
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        import keras
+
+        if keras.backend.backend() == "tensorflow":  # another backend (KERAS_BACKEND) needs no TensorFlow
+            import tensorflow  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -49,3 +49,20 @@ def test_gradient_pruning_names_the_backend_it_cannot_run_on():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert "refused: operator 'gradient_pruning' accumulates its saliency with a TensorFlow gradient tap, which " \
            "the 'jax' backend does not run" in res.stdout, res.stdout + res.stderr[-2000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install mutate[jax])")
+def test_a_jax_search_driver_never_imports_tensorflow(tmp_path):
+    """The driver (validation, sensitivity table, Ray, test set, report) runs with TensorFlow refused; the Ray
+    workers are not covered by this test (they may import it when it is installed)."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = ["search", str(ROOT / "search_spaces" / "digits_mlp.yaml"), "--set", f"storage={tmp_path}",
+            "--set", "training.steps=100", "--set", "search.population=1", "--set", "mutations.warmup_steps=50",
+            "--set", "mutations.window=20", "--set", "model.hidden=[32]", "--set", "budget.ratio=0.6"]
+    res = subprocess.run([sys.executable, "-m", "tests.no_tensorflow", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on the front chosen on validation" in res.stdout
+    assert json.loads((tmp_path / "digits_mlp" / "space.json").read_text())["backend"] == "jax"
+    rows = [json.loads(line) for line in (tmp_path / "digits_mlp" / "points.jsonl").read_text().splitlines()]
+    assert rows and {r["backend"] for r in rows} == {"jax"}
