@@ -1,4 +1,5 @@
-"""The explore policy: propose the next mutation of a genome from a space. Pure Python, no TF, no Ray."""
+"""The moves of a genome within a space (add, tighten, loosen, undo, switch), random draws and the uniform grid.
+Pure Python, no TF, no Ray; `mutate.strategies` ranks and chooses among them."""
 
 from __future__ import annotations
 
@@ -54,37 +55,6 @@ def draw(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[
     op = rng.choice(allowed[layer])
     params = {p: rng.choice(vs) for p, vs in sorted(choices(operators, op).items())}
     return Mutation(layer, op, params)
-
-
-def tighten(operators: Mapping[str, Mapping[str, Any]], mutation: Mutation, rng: random.Random) -> Mutation | None:
-    """The same operator on the same layer, one notch more compressive in one parameter; None if none is."""
-    options = []
-    for p, vs in choices(operators, mutation.operator).items():
-        if p not in TIGHTER or p not in mutation.params:
-            continue
-        ladder = sorted(set(vs))
-        tighter = [v for v in ladder if (v - mutation.params[p]) * TIGHTER[p] > 0]
-        if tighter:
-            nearest = min(tighter, key=lambda v: abs(v - mutation.params[p]))
-            options.append((p, nearest))
-    if not options:
-        return None
-    p, v = rng.choice(sorted(options, key=str))
-    return Mutation(mutation.layer, mutation.operator, {**mutation.params, p: v})
-
-
-def propose(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], genome: Genome,
-            rng: random.Random, max_mutations: int) -> Mutation | None:
-    """Explore: add a mutation on an untouched layer, or tighten one in force (half the time each when both
-    are possible). Returns None when the genome can change no further."""
-    if len(genome) >= max_mutations:
-        return None
-    in_force = current(genome)
-    add = draw(operators, allowed, rng, exclude=set(in_force))
-    tightened = [t for t in (tighten(operators, m, rng) for m in in_force.values()) if t is not None]
-    if add is not None and (not tightened or rng.random() < 0.5):
-        return add
-    return rng.choice(tightened) if tightened else None
 
 
 def notches(operators: Mapping[str, Mapping[str, Any]], mutation: Mutation, direction: int) -> list[Mutation]:

@@ -32,27 +32,13 @@ def test_targets_narrow_operators_per_layer():
     assert allowed == {"dense_1": ["low_rank", "pruning"], "dense_2": ["low_rank", "pruning"], "logits": ["pruning"]}
 
 
-def test_tighten_moves_one_notch_in_the_compressive_direction():
-    rng = random.Random(0)
-    assert policy.tighten(OPS, Mutation("dense_1", "low_rank", {"rank": 32}), rng).params == {"rank": 16}
-    assert policy.tighten(OPS, Mutation("dense_1", "pruning", {"sparsity": 0.5}), rng).params == {"sparsity": 0.9}
-    assert policy.tighten(OPS, Mutation("dense_1", "low_rank", {"rank": 8}), rng) is None
-
-
-def test_propose_adds_on_free_layers_then_tightens_then_stops():
-    allowed = {"dense_1": ["low_rank"], "logits": ["pruning"]}
-    rng = random.Random(1)
-    g = ()
-    for _ in range(20):
-        m = policy.propose(OPS, allowed, g, rng, max_mutations=10)
-        if m is None:
-            break
-        assert m.layer in allowed and m.operator in allowed[m.layer]
-        g = (*g, m.applied(len(g)))
-    final = current(g)
-    assert final["dense_1"].params == {"rank": 8} and final["logits"].params == {"sparsity": 0.9}
-    assert policy.propose(OPS, allowed, g, rng, max_mutations=10) is None
-    assert policy.propose(OPS, allowed, (), rng, max_mutations=0) is None
+def test_notches_move_one_level_in_each_direction():
+    m = Mutation("dense_1", "low_rank", {"rank": 16})
+    assert [t.params for t in policy.notches(OPS, m, +1)] == [{"rank": 8}]
+    assert [t.params for t in policy.notches(OPS, m, -1)] == [{"rank": 32}]
+    assert [t.params for t in policy.notches(OPS, Mutation("dense_1", "pruning", {"sparsity": 0.5}), +1)] == [
+        {"sparsity": 0.9}]
+    assert policy.notches(OPS, Mutation("dense_1", "low_rank", {"rank": 8}), +1) == []
 
 
 def test_random_genome_is_seeded_and_ordered():
