@@ -71,11 +71,11 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     with _run_dir_context(run_dir):
         if resume is not None:
             prepared = driver.prepare(space)
-        return _run(space, run_dir, prepared[:3], resume=resume is not None, address=address, verbose=verbose,
+        return _run(space, run_dir, prepared, resume=resume is not None, address=address, verbose=verbose,
                     progress=progress)
 
 
-def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]], int, int], *, resume: bool,
+def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
          address: str | None, verbose: bool, progress: float) -> Path:
     """The search proper, once the space is checked and the run directory exists; see `search`."""
     import sys
@@ -84,14 +84,14 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
     from mutate import search as runner
 
     console = sys.stdout
-    allowed, budget, dense_bytes = prepared
+    allowed, budget, dense_bytes, _, sizes = prepared
     s = space.search
     print(f"mutate search: {space.name} ({s['strategy']}, population {s['population']}, "
           f"{space.training['steps']} steps per trial) -> {run_dir}")
     print(f"  dense model {dense_bytes:,} B; budget {budget:,} B; mutable layers: "
           + ", ".join(f"{k} [{'/'.join(v)}]" for k, v in allowed.items()), flush=True)
     t0 = time.perf_counter()
-    strategy = _strategy(space, run_dir, allowed, budget, dense_bytes, resume)
+    strategy = _strategy(space, run_dir, allowed, budget, sizes, resume)
     sensitivity_s = time.perf_counter() - t0
     summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
                          address=address, verbose=verbose, interval=progress, strategy=strategy,
@@ -127,18 +127,17 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple[dict[str, list[str]
     return run_dir
 
 
-def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, dense_bytes: int,
+def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, sizes: object,
               resume: bool) -> object:
-    """The search's strategy, with its sensitivity table: measured now (and stored in the run), or the one a
-    resumed run stored."""
+    """The search's strategy, with its sensitivity table: ``sizes`` (from `driver.prepare`), its metrics measured
+    now when the strategy needs them (stored in the run), or the table a resumed run stored."""
     from mutate import sensitivity, strategies, table as tables
 
     s, mut = space.search, space.mutations
     cls = strategies.STRATEGIES[s["strategy"]]
     table = tables.load(run_dir) if resume else None
     if table is None:
-        table = (sensitivity.measure(space, allowed) if cls.needs_metrics
-                 else sensitivity.sizes_of(space, allowed, dense_bytes))
+        table = sensitivity.measure(space, allowed, sizes) if cls.needs_metrics else sizes
         table.save(run_dir)
     ctx = strategies.Context(operators=mut["operators"], allowed=allowed, budget=budget, table=table,
                              max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],

@@ -6,17 +6,16 @@ nothing, an unreachable budget) surface in a second, before any trial starts.
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import keras
-import numpy as np
 
 import operators
 from mutate import builders, policy
 from mutate.size import model_size
 from mutate.space import Space
 from mutate.surgery import matrix_shape
+from mutate.table import Entry, Table, saved_bytes
 from mutate.trial import budget_bytes, nonfinite_weights
 
 
@@ -28,30 +27,27 @@ def _glob_matches(space: Space, key: str, globs: list[str], names: list[str]) ->
             raise space.error(key, f"{g!r} matches no layer; the model's layers are {', '.join(names)}")
 
 
-def _smallest_bits(space: Space, op_name: str, layer_name: str, m: int, n: int) -> int:
-    """The fewest bits any combination of ``op_name``'s choices stores for an m x n layer.
+def _level_entries(space: Space, op_name: str, layer_name: str, m: int, n: int) -> list[Entry]:
+    """One sizes-only table entry per combination of ``op_name``'s choices on an m x n layer.
 
     Raises:
         SpaceError: a combination of choices (each fine on its own) cannot be laid out for the layer.
     """
-    choices = policy.choices(space.mutations["operators"], op_name)
-    best = None
-    keys = sorted(choices)
-    for combo in itertools.product(*(choices[k] for k in keys)):
-        params = dict(zip(keys, combo))
+    out = []
+    for params in policy.levels(space.mutations["operators"], op_name):
         try:
-            specs = operators.get(op_name, **params).packed_specs(m, n)
+            saved = saved_bytes(operators.get(op_name, **params), m, n)
         except (ValueError, TypeError) as e:
             raise space.error(f"mutations.operators.{op_name}",
                               f"{params} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
-        bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in specs.values())
-        best = bits if best is None else min(best, bits)
-    return int(best or 0)
+        out.append(Entry(layer_name, op_name, params, saved))
+    return out
 
 
-def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
-    """Validate the space against its model; returns (allowed, budget bytes, dense bytes, classes), where
-    classes is the model's output width (the vocabulary of a language model).
+def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int, Table]:
+    """Validate the space against its model; returns (allowed, budget bytes, dense bytes, classes, sizes),
+    where classes is the model's output width (the vocabulary of a language model) and sizes the sensitivity
+    table without metrics: what each (layer, operator, level) saves (`mutate.table`).
 
     Raises:
         SpaceError: a glob matches nothing, a layer cannot be compressed, a parameter does not fit a layer,
@@ -76,6 +72,7 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
     size = model_size(model)
     dense_bytes = size.dense_bits // 8
     saved = 0
+    entries: list[Entry] = []
     for layer_name, ops in allowed.items():
         layer = model.get_layer(layer_name)
         try:
@@ -96,8 +93,9 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
                         bad = v if q == p else choices[q][0]
                         raise space.error(f"mutations.operators.{op}.{q}",
                                           f"{bad!r} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
-        smallest = min(_smallest_bits(space, op, layer_name, m, n) for op in allowed[layer_name])
-        saved += max(0, 32 * m * n - smallest) // 8
+        levels = [e for op in allowed[layer_name] for e in _level_entries(space, op, layer_name, m, n)]
+        entries += levels
+        saved += max(0, max(e.saved for e in levels))
     budget = budget_bytes(space, dense_bytes)
     floor = dense_bytes - saved
     if budget < floor:
@@ -105,5 +103,5 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int]:
         value = space.budget["bytes"] if space.budget["bytes"] is not None else space.budget["ratio"]
         raise space.error(key, f"{value!r} ({budget:,} bytes) is below the smallest model this space can reach "
                                f"({floor:,} bytes of {dense_bytes:,} dense)")
-    return allowed, budget, dense_bytes, int(data.num_classes)
+    return allowed, budget, dense_bytes, int(data.num_classes), Table(entries, dense_bytes=dense_bytes)
 

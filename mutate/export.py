@@ -12,7 +12,7 @@ from mutate.errors import BadInput, MetricMismatch, MissingInput, OutputExists
 from mutate.pareto import Point
 from mutate.report import Run
 from mutate.runs import load_recorded_space
-from mutate.final import read_tests, test_metric, write_tests
+from mutate.final import evaluate, read_tests, write_tests
 from mutate.trial import split_validation
 
 TOLERANCE = 1e-6
@@ -70,12 +70,12 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     data = builders.load_data(space.data, space.where)
     spliced = mutate.strip(model, finished_only=True)
     _, _, x_val, y_val = split_validation(data, seed=space.search["seed"])
-    again = test_metric(spliced, x_val, y_val, run.lm)  # the validation split, as the search measured it
+    again = evaluate(spliced, x_val, y_val, run.lm)  # the validation split, as the search measured it
     name = "perplexity" if run.lm else "accuracy"
     if abs(again - chosen.metric) > TOLERANCE * max(1.0, abs(chosen.metric)):
         raise MetricMismatch(f"{run.dir}: point {chosen.trial}/{chosen.step}: re-evaluated validation {name} "
                              f"{again:.6f} differs from the stored {chosen.metric:.6f}; refusing to write {out}")
-    test = test_metric(spliced, data.x_test, data.y_test, run.lm)
+    test = evaluate(spliced, data.x_test, data.y_test, run.lm)
     values = read_tests(run.dir)
     if chosen.checkpoint not in values:  # the test set, once per chosen model
         values[chosen.checkpoint] = test

@@ -29,8 +29,8 @@ def write_tests(run_dir: Path, values: dict[str, float]) -> None:
     tmp.replace(path)
 
 
-def test_metric(model: Any, x: Any, y: Any, lm: bool) -> float:
-    """Test accuracy, or perplexity for a language model, of ``model`` on (x, y)."""
+def evaluate(model: Any, x: Any, y: Any, lm: bool) -> float:
+    """Accuracy, or perplexity for a language model, of ``model`` on (x, y) (a test or validation split)."""
     import keras
 
     from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM
@@ -68,7 +68,7 @@ def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[st
             out(f"  test set: point {p.trial}/{p.step} has no checkpoint at {path}; not evaluated")
             continue
         model = keras.saving.load_model(path, compile=False)
-        values[p.checkpoint] = test_metric(model, data.x_test, data.y_test, run.lm)
+        values[p.checkpoint] = evaluate(model, data.x_test, data.y_test, run.lm)
         write_tests(run.dir, values)
     out(f"  test set: evaluated the {len(todo)} validation-front point(s) once each in "
         f"{time.perf_counter() - t0:.1f}s")

@@ -1,10 +1,10 @@
-"""Fill the sensitivity table (`mutate.table`) from a real model: sizes always, metrics after a warm-up.
+"""Fill the sensitivity table's metrics (`mutate.table`; its sizes come from `mutate.driver.prepare`).
 
 Run by ``mutate search`` in the driver, before any trial: the model of trial 0 (same seed, data order and
 optimizer) is trained for ``mutations.warmup_steps``, then each (layer, operator, level) of the space is
 factored alone from those weights (no training), its product written into the layer's kernel, and the model
 evaluated on a fixed validation subset (the first ``subset`` examples of the search's validation split, in
-batches); the kernel is then restored. The bytes each level saves come from the operator's packed arrays.
+batches); the kernel is then restored.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import time
 from typing import Any, Callable, Mapping
 
 import keras
-import numpy as np
 
 import operators
-from mutate import policy
 from mutate.space import Space
-from mutate.surgery import matrix_shape
-from mutate.table import Entry, Table
+from mutate.table import Table
 
 SUBSET = 2000
 """Validation examples evaluated per table entry (at most; the split may be smaller)."""
@@ -36,40 +33,14 @@ def kernel_variable(layer: keras.layers.Layer) -> Any:
     return layer.kernel
 
 
-def saved_bytes(op: operators.Compressor, m: int, n: int) -> int:
-    """Bytes an (m, n) kernel saves once spliced with ``op``: 4*m*n minus its packed arrays."""
-    bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
-    return (32 * m * n - bits) // 8
-
-
-def sizes(model: keras.Model, space: Space, allowed: Mapping[str, list[str]], dense_bytes: int) -> Table:
-    """A table of sizes only (no training): what every (layer, operator, level) saves."""
-    entries = []
-    ops_spec = space.mutations["operators"]
-    for layer_name, ops in allowed.items():
-        m, n = matrix_shape(model.get_layer(layer_name))
-        for op in ops:
-            for params in policy.levels(ops_spec, op):
-                entries.append(Entry(layer_name, op, params, saved_bytes(operators.get(op, **params), m, n)))
-    return Table(entries, dense_bytes=dense_bytes)
-
-
-def sizes_of(space: Space, allowed: Mapping[str, list[str]], dense_bytes: int) -> Table:
-    """`sizes` for the space's own model (built with the search's seed; no training)."""
-    from mutate import builders
-
-    data = builders.load_data(space.data, space.where)
-    keras.utils.set_random_seed(space.search["seed"])
-    return sizes(builders.build_model(space.model, data, space.where), space, allowed, dense_bytes)
-
-
-def measure(space: Space, allowed: Mapping[str, list[str]], *, subset: int = SUBSET,
+def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None = None, *, subset: int = SUBSET,
             out: Callable[[str], None] = print) -> Table:
     """Train trial 0's model through the warm-up, then factor and evaluate every table entry.
 
     Args:
         space: the validated space.
         allowed: layer name -> operators allowed on it.
+        sizes: the sizes-only table `mutate.driver.prepare` returned, filled in place (None: prepare it).
         subset: validation examples per evaluation.
         out: where the one-line summary goes.
 
@@ -93,7 +64,11 @@ def measure(space: Space, allowed: Mapping[str, list[str]], *, subset: int = SUB
         return (-loss if lm else float(res["accuracy"])), loss
 
     base_metric, base_loss = evaluate()
-    table = sizes(model, space, allowed, runner.dense_bytes)
+    if sizes is None:
+        from mutate.driver import prepare
+
+        sizes = prepare(space)[4]
+    table = sizes
     for e in table.entries:
         t1 = time.perf_counter()
         var = kernel_variable(model.get_layer(e.layer))

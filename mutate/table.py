@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from mutate.genome import Genome, Mutation, current
 
 TABLE_FILE = "sensitivity.json"
@@ -189,6 +191,15 @@ class Table:
                 cost = self.cost(Mutation(e.layer, e.operator, e.params))
                 out.append(f"{layer:<24}{e.operator + '(' + args + ')':<34}{e.saved:>10,}{metric:>10}{cost:>9.4f}")
         return out
+
+
+def saved_bytes(op: Any, m: int, n: int) -> int:
+    """Bytes an (m, n) float32 kernel saves once spliced with the operator ``op``: 4*m*n minus the bytes of its
+    packed arrays (negative when the factors are larger than the kernel)."""
+    import operators
+
+    bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
+    return (32 * m * n - bits) // 8
 
 
 def load(run_dir: Path) -> Table | None:
