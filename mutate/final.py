@@ -2,7 +2,7 @@
 evaluated on the test set and the result stored in ``RUN_DIR/test_metrics.json`` (checkpoint -> value).
 
 Selection never reads these values (`mutate.pareto.Point.metric` is the validation metric); they are what a
-report shows next to validation. Keras is imported only by `evaluate_front`.
+report shows next to validation. Keras is imported only when a model is evaluated.
 """
 
 from __future__ import annotations

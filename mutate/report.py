@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -73,8 +74,7 @@ class Run:
         fr = self.pareto_front()
         if not fr or any(p.test is None for p in fr):
             return None
-        tested = [Point(p.trial, p.step, p.size, p.ratio, p.test, p.genome, p.checkpoint, p.row, p.test)
-                  for p in fr]  # type: ignore[arg-type]
+        tested = [dataclasses.replace(p, metric=p.test) for p in fr]
         return hypervolume(tested, self.reference_metric, 1.0, higher_is_better=not self.lm)
 
     def budget_bytes(self) -> int | None:
