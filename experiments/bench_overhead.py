@@ -47,7 +47,7 @@ def window_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, wa
     the schedule begins after them), then ``window`` steps timed as one fit."""
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   steps_per_execution=spe)
-    cb = [mutate.CompressionCallback()] if mutate.blended_layers(model) else []
+    cb = [mutate.CompressionCallback()] if mutate.blending_kernels(model) else []
     model.fit(x[: warm * batch], y[: warm * batch], batch_size=batch, epochs=1, verbose=0, callbacks=cb)
     t = time.perf_counter()
     model.fit(x[: window * batch], y[: window * batch], batch_size=batch, epochs=1, verbose=0, callbacks=cb)

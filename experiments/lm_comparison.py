@@ -150,12 +150,11 @@ def compressed_row(data: Any, budget: Budget, weights: list[np.ndarray], seed: i
                    level: int, test: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Compress ``matrix`` of the dense model with ``method`` at ``level`` (1 or 2), blend, splice, fine-tune."""
     import mutate
-    from mutate.surgery import matrix_shape
 
     params = LEVELS[matrix][method][level - 1]
     model = build(data, seed)
     model.set_weights(weights)
-    shape = matrix_shape(model.get_layer(matrix))
+    shape = next(k.matrix for k in mutate.compressible(model) if k.path == matrix)
     schedule = mutate.Schedule(begin_step=0, end_step=budget.blend_steps - 1,
                                frequency=max(1, budget.blend_steps // budget.updates))
     blended = compiled(mutate.compress(model, {matrix: (method, params)}, schedule), budget.tune_lr)

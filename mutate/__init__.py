@@ -1,12 +1,14 @@
 """mutate: neural-architecture mutation with compression as the genetic operator.
 
-Core API (TFMOT-style): `compress` wraps layers in blended layers, `CompressionCallback` drives their
-per-layer alpha schedules during `fit`, `strip` splices finished ones into their factored layers, and
-`model_size` counts the bits a model really stores. `load_run` opens a search's run directory.
+Core API: `compressible` lists every kernel of a Keras model that can be compressed (by path, nested and
+subclassed models included); `compress` makes the planned kernels blend into their operator's factors in
+place (the layer objects stay); `CompressionCallback` drives their alpha schedules during `fit`; `strip`
+splices finished ones (A is gone); `densify` makes a kernel plain again; `model_size` counts the bits a
+model really stores. `load_run` opens a search's run directory.
 
-``import mutate`` is cheap: the Keras parts load on first use. The layer classes are registered with Keras
-as soon as Keras is imported (before or after mutate), so ``keras.saving.load_model`` opens mutate models
-after a plain ``import mutate``.
+``import mutate`` is cheap: the Keras parts load on first use. The compressed classes are registered with
+Keras as soon as Keras is imported (before or after mutate), so ``keras.saving.load_model`` opens mutate
+models after a plain ``import mutate``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CompressionCallback": "mutate.callbacks", "blended_layers": "mutate.callbacks",
-    "CompressedConv2D": "mutate.layers", "CompressedDense": "mutate.layers", "CompressedEmbedding": "mutate.layers",
-    "CompressedLSTM": "mutate.layers", "FactorConv2D": "mutate.layers", "FactorDense": "mutate.layers",
-    "FactorEmbedding": "mutate.layers", "FactorLSTM": "mutate.layers", "SplicedConv2D": "mutate.layers",
-    "SplicedDense": "mutate.layers", "SplicedEmbedding": "mutate.layers", "SplicedLSTM": "mutate.layers",
+    "CompressionCallback": "mutate.callbacks", "blending_kernels": "mutate.callbacks",
     "Schedule": "mutate.schedule", "LayerSize": "mutate.size", "ModelSize": "mutate.size",
-    "model_size": "mutate.size", "compress": "mutate.surgery", "strip": "mutate.surgery",
-    "densify": "mutate._densify", "load_run": "mutate.report", "Run": "mutate.report",
+    "model_size": "mutate.size", "compress": "mutate.operator", "strip": "mutate.operator",
+    "densify": "mutate.operator", "compressible": "mutate.operator", "kernel": "mutate.operator", "Kernel": "mutate.operator",
+    "PlanError": "mutate.operator", "load_run": "mutate.report", "Run": "mutate.report",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -46,7 +45,8 @@ def __dir__() -> list[str]:
 
 
 def _register_layers() -> None:
-    importlib.import_module("mutate.layers")  # its classes register themselves with Keras
+    if "mutate.operator.host" not in sys.modules:  # (when it is, it is being imported, and registers at its end)
+        importlib.import_module("mutate.operator.host")  # registers ``mutate>Compressed``, ``mutate>CompressedModel``
 
 
 class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):

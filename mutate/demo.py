@@ -68,7 +68,7 @@ def run(*, rank: int = 8, sparsity: float = 0.8, epochs: int = 20, blend_epochs:
     _compile(blended, 5e-4)
     blended.fit(data.x_train, data.y_train, epochs=blend_epochs, batch_size=batch_size, verbose=0,
                 callbacks=[mutate.CompressionCallback()])
-    alphas = {layer.name: layer.current_alpha() for layer in mutate.blended_layers(blended)}
+    alphas = {k.path: k.current_alpha() for k in mutate.blending_kernels(blended)}
     log(f"blend window done: alpha per layer {alphas}")
     spliced = mutate.strip(blended)
     _compile(spliced, 5e-4)

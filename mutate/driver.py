@@ -14,17 +14,26 @@ import operators
 from mutate import builders, policy
 from mutate.size import model_size
 from mutate.space import Space
-from mutate.surgery import matrix_shape
+from mutate.operator.surgery import Kernel, compressible, match, relative_path, walk
+from mutate.operator.kinds import SUPPORTED
 from mutate.table import Entry, Table, saved_bytes
 from mutate.trial import budget_bytes, nonfinite_weights
 
 
-def _glob_matches(space: Space, key: str, globs: list[str], names: list[str]) -> None:
+def _glob_matches(space: Space, key: str, globs: list[str], model: keras.Model, kernels: list[Kernel]) -> None:
+    """Every glob must match a compressible kernel: one that matches only other layers names them."""
     import fnmatch
 
     for g in globs:
-        if not any(fnmatch.fnmatchcase(n, g) for n in names):
-            raise space.error(key, f"{g!r} matches no layer; the model's layers are {', '.join(names)}")
+        if match(kernels, g):
+            continue
+        other = [(relative_path(model, la), type(la).__name__) for la, _ in walk(model) if la is not model
+                 and any(fnmatch.fnmatchcase(n, g) for n in (relative_path(model, la), la.name))]
+        if other:
+            raise space.error(key, f"{g!r} matches {other[0][0]!r}, a {other[0][1]} that cannot be compressed "
+                                   f"(mutate compresses {SUPPORTED})")
+        raise space.error(key, f"{g!r} matches no compressible kernel; the model's are "
+                               f"{', '.join(k.path for k in kernels)}")
 
 
 def _level_entries(space: Space, op_name: str, layer_name: str, m: int, n: int) -> list[Entry]:
@@ -57,11 +66,13 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int, Table]:
     data = builders.load_data(space.data, space.where)
     keras.utils.set_random_seed(space.search["seed"])
     model = builders.build_model(space.model, data, space.where)
-    names = [layer.name for layer in model.layers]
+    kernels = compressible(model)
+    by_path = {k.path: k for k in kernels}
+    names = {k.path: k.names for k in kernels}
     mut = space.mutations
-    _glob_matches(space, "mutations.layers", mut["layers"], names)
+    _glob_matches(space, "mutations.layers", mut["layers"], model, kernels)
     for op, params in mut["operators"].items():
-        _glob_matches(space, f"mutations.operators.{op}.layers", params.get("layers", []), names)
+        _glob_matches(space, f"mutations.operators.{op}.layers", params.get("layers", []), model, kernels)
     allowed = policy.targets(mut["operators"], mut["layers"], names)
     if not allowed:
         raise space.error("mutations.layers", f"no layer is left to mutate after the per-operator `layers`: {names}")
@@ -74,11 +85,7 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int, Table]:
     saved = 0
     entries: list[Entry] = []
     for layer_name, ops in allowed.items():
-        layer = model.get_layer(layer_name)
-        try:
-            m, n = matrix_shape(layer)
-        except TypeError as e:
-            raise space.error("mutations.layers", str(e)) from None
+        m, n = by_path[layer_name].matrix
         for op in ops:
             choices = policy.choices(mut["operators"], op)
             for p, values in choices.items():

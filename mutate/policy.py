@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from mutate.genome import Genome, Mutation, current
 
@@ -21,20 +21,26 @@ def check_operator(name: str, params: dict[str, Any]) -> None:
 TIGHTER: dict[str, int] = {"rank": -1, "k": -1, "atoms": -1, "n_nonzero": -1, "sparsity": +1, "block_size": +1}
 
 
-def targets(operators: Mapping[str, Mapping[str, Any]], layers: list[str], names: list[str]) -> dict[str, list[str]]:
-    """Layer name -> operators allowed on it (the space's ``layers`` globs, narrowed per operator).
+def targets(operators: Mapping[str, Mapping[str, Any]], layers: list[str],
+            names: list[str] | Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Kernel path -> operators allowed on it (the space's ``layers`` globs, narrowed per operator).
 
     Args:
         operators: the space's ``mutations.operators``; an operator's optional ``layers`` entry narrows it.
         layers: the space's ``mutations.layers`` globs.
-        names: the model's layer names, in order.
+        names: the model's compressible kernel paths, in order; or path -> every name a glob may match
+            (the path, and the layer's name).
     """
+    aliases = names if isinstance(names, Mapping) else {n: (n,) for n in names}
+
+    def hit(path: str, globs: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatchcase(a, g) for a in aliases[path] for g in globs)
+
     out: dict[str, list[str]] = {}
-    for name in names:
-        if not any(fnmatch.fnmatchcase(name, g) for g in layers):
+    for name in aliases:
+        if not hit(name, layers):
             continue
-        ops = [op for op, params in operators.items()
-               if not params.get("layers") or any(fnmatch.fnmatchcase(name, g) for g in params["layers"])]
+        ops = [op for op, params in operators.items() if not params.get("layers") or hit(name, params["layers"])]
         if ops:
             out[name] = ops
     return out

@@ -17,20 +17,12 @@ import keras
 
 import operators
 from mutate.space import Space
+from mutate.operator.kinds import view_of
+from mutate.operator.surgery import compressible
 from mutate.table import Table
 
 SUBSET = 2000
 """Validation examples evaluated per table entry (at most; the split may be smaller)."""
-
-
-def kernel_variable(layer: keras.layers.Layer) -> Any:
-    """The variable holding a compressible layer's kernel (Dense/Conv2D ``kernel``, Embedding ``embeddings``,
-    LSTM ``cell.kernel``, its input kernel)."""
-    if isinstance(layer, keras.layers.Embedding):
-        return layer.embeddings
-    if isinstance(layer, keras.layers.LSTM):
-        return layer.cell.kernel
-    return layer.kernel
 
 
 def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None = None, *, subset: int = SUBSET,
@@ -69,16 +61,18 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
 
         sizes = prepare(space)[4]
     table = sizes
+    kernels = {k.path: k for k in compressible(model)}
     for e in table.entries:
         t1 = time.perf_counter()
-        var = kernel_variable(model.get_layer(e.layer))
+        k = kernels[e.layer]
+        var = k.slot.variable(k.layer)
         original = keras.ops.convert_to_numpy(var)
+        view = view_of(k.layer, k.slot)
         op = operators.get(e.operator, **e.params)
-        a = original.reshape(-1, original.shape[-1])
+        a = view.to_matrix(original)
         factors = {**op.factor(a), **op.generated_factors(*a.shape)}
-        product = keras.ops.convert_to_numpy(op.product({k: keras.ops.convert_to_tensor(v)
-                                                         for k, v in factors.items()}))
-        var.assign(product.reshape(original.shape).astype(original.dtype))
+        product = op.product({name: keras.ops.convert_to_tensor(v) for name, v in factors.items()})
+        var.assign(keras.ops.convert_to_numpy(view.from_matrix(product)).astype(original.dtype))
         try:
             e.metric, e.loss = evaluate()
         finally:

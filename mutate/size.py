@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from mutate.callbacks import iter_layers
-from mutate.layers import BlendedLayer
+from mutate.operator.host import states
+from mutate.operator.kinds import kind_of
+from mutate.operator.state import KernelState
+from mutate.operator.surgery import relative_path, walk
 from operators import dtype_bits
 
 
@@ -80,12 +82,29 @@ def _count(variables: list) -> int:
     return int(sum(int(np.prod(v.shape)) for v in variables))
 
 
-def _kept(layer: keras.layers.Layer) -> list:
-    """The weights a compressed layer keeps uncompressed: its bias, and an LSTM's recurrent kernel too."""
-    kept = getattr(layer, "kept_weights", None)
-    if kept is not None:
-        return list(kept())
-    return [layer.bias] if getattr(layer, "bias", None) is not None else []
+def _own(layer: keras.layers.Layer) -> list:
+    """The variables ``layer`` itself holds (not its sublayers')."""
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def _group(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:
+    """(layer, the variables it accounts for) for every layer holding variables: a compressible layer also
+    accounts for its RNN cell's and its KernelStates' variables."""
+    owner: dict[int, keras.layers.Layer] = {}
+    groups: dict[int, tuple[keras.layers.Layer, list]] = {}
+    for layer, parent in walk(model):
+        if parent is not None and id(parent) in owner and (isinstance(layer, KernelState) or
+                                                          getattr(parent, "cell", None) is layer):
+            owner[id(layer)] = owner[id(parent)]
+        elif kind_of(layer) is not None:
+            owner[id(layer)] = layer
+        else:
+            owner[id(layer)] = layer
+        target = owner[id(layer)]
+        own = _own(layer)
+        if own:
+            groups.setdefault(id(target), (target, []))[1].extend(own)
+    return list(groups.values())
 
 
 def model_size(model: keras.Model) -> ModelSize:
@@ -93,36 +112,33 @@ def model_size(model: keras.Model) -> ModelSize:
 
     Dense float32 weights count 32 bits each; every stored array counts elements times its dtype width
     (a pruning bitmask counts its bytes, k-means codes their integer type). Optimizer state is not counted.
-    A compressed layer's dense bits are 32 per element of its matrix plus its uncompressed weights (bias; an
-    LSTM's recurrent kernel and bias), i.e. the bits of the layer it replaces.
+    A compressed layer's dense bits are 32 per element of each compressed kernel plus its other weights
+    (bias; an LSTM's recurrent kernel when only its input kernel is compressed): the bits of the plain layer.
+    Rows are named by the layer's path in the model.
     """
-    sizes: list[LayerSize | str] = []  # a str holds the place of a spliced group, filled in below
-    spliced: dict[str, list[keras.layers.Layer]] = {}
-    for layer in iter_layers(model):
-        if not layer.weights:
+    sizes: list[LayerSize] = []
+    for layer, variables in _group(model):
+        name = relative_path(model, layer)
+        pairs = states(layer)
+        if not pairs:
+            bits = _bits(variables)
+            sizes.append(LayerSize(name, "dense", _count(variables), bits, bits, bits))
             continue
-        origin = getattr(layer, "origin", None)
-        if origin:
-            if origin["layer"] not in spliced:
-                sizes.append(origin["layer"])
-            spliced.setdefault(origin["layer"], []).append(layer)
-        elif isinstance(layer, BlendedLayer):
-            m, n = layer.matrix_shape()
-            kept = _kept(layer)
-            op = layer.compressor
-            if int(keras.ops.convert_to_numpy(layer.factored)):
-                final = op.size_bits(layer.factor_values())
+        state_vars = {id(v) for _, st in pairs for v in st.weights}
+        a_vars = {id(s.variable(layer)) for s, st in pairs if not st.spliced}
+        kept = [v for v in variables if id(v) not in state_vars and id(v) not in a_vars]
+        dense = final = 0
+        for _, st in pairs:
+            m, n = st.matrix_shape()
+            dense += 32 * m * n
+            if st.spliced:
+                final += _bits(list(st.packed.values()))
+            elif st.is_factored():
+                final += st.compressor.size_bits(st.factor_values())
             else:
-                final = sum(int(np.prod(s.shape)) * dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
-            sizes.append(LayerSize(layer.name, "blending", _count(layer.weights), _bits(layer.weights),
-                                   32 * m * n + _bits(kept), final + _bits(kept)))
-        else:
-            bits = _bits(layer.weights)
-            sizes.append(LayerSize(layer.name, "dense", _count(layer.weights), bits, bits, bits))
-    for name, parts in spliced.items():
-        m, n = parts[0].origin["shape"]
-        weights = [w for p in parts for w in p.weights]
-        kept = [w for p in parts for w in _kept(p)]
-        bits = _bits(weights)
-        sizes[sizes.index(name)] = LayerSize(name, "spliced", _count(weights), bits, 32 * m * n + _bits(kept), bits)
-    return ModelSize(tuple(s for s in sizes if isinstance(s, LayerSize)))
+                final += sum(int(np.prod(s.shape)) * dtype_bits(s.dtype)
+                             for s in st.compressor.packed_specs(m, n).values())
+        status = "spliced" if all(st.spliced for _, st in pairs) else "blending"
+        bits = _bits(variables)
+        sizes.append(LayerSize(name, status, _count(variables), bits, dense + _bits(kept), final + _bits(kept)))
+    return ModelSize(tuple(sizes))

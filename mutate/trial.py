@@ -20,7 +20,7 @@ import numpy as np
 import mutate
 from mutate import builders
 from mutate.data import Dataset
-from mutate._densify import densify
+from mutate.operator.surgery import compressible, densify, splice_finished, walk, relative_path
 from mutate.devices import make_strategy, scope, strategy_for
 from mutate.errors import NonFiniteLoss
 from mutate.genome import UNDO, Genome, Mutation, current, from_json, pending, summary, to_json
@@ -49,14 +49,21 @@ def budget_bytes(space: Space, dense_bytes: int) -> int:
 
 
 def _float_weights(model: keras.Model, layers: list[str] | None) -> list[tuple[str, Any]]:
-    """(owner layer name, variable) for every floating-point weight, the model's layers in order."""
+    """(owner layer path, variable) for every floating-point weight (of the layers at the named kernel paths
+    when given), the model's layers in order."""
     out, seen = [], set()
-    for layer in (model.layers if layers is None else [model.get_layer(n) for n in layers]):
-        for w in layer.weights:
+    if layers is None:
+        chosen = [la for la, _ in walk(model) if la is not model]
+    else:
+        by_path = {k.path: k.layer for k in compressible(model)}
+        chosen = [by_path[n] for n in layers]
+    for layer in chosen:
+        for w in list(layer._trainable_variables) + list(layer._non_trainable_variables) + \
+                 (list(layer.cell.weights) if layers is not None and hasattr(layer, "cell") else []):
             if id(w) in seen or not str(w.dtype).startswith(("float", "bfloat")):
                 continue
             seen.add(id(w))
-            out.append((layer.name, w))
+            out.append((relative_path(model, layer), w))
     return out
 
 
@@ -176,9 +183,7 @@ class TrialRunner:
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"training loss became {loss} at step {self.step} (genome {summary(self.genome)})")
         with self.scope():
-            stripped = mutate.strip(self.model, finished_only=True)
-            if stripped is not self.model:
-                self.model = stripped
+            if splice_finished(self.model):
                 self._compile()
 
     def _check_weights(self, step: int, cause: BaseException | None = None) -> None:

@@ -26,7 +26,7 @@ def main(begin: int, operator: str, spe: int = 1) -> dict:
     cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                steps_per_execution=spe)
     cm.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
-    layer = cm.get_layer("d1")
+    layer = mutate.kernel(cm, "d1").compression
     out = {"backend": keras.backend.backend(), "step": layer.current_step(), "alpha": layer.current_alpha()}
     spliced = mutate.strip(cm)
     pred = spliced.predict(x[:64], verbose=0)
@@ -35,7 +35,7 @@ def main(begin: int, operator: str, spe: int = 1) -> dict:
         spliced.save(path)
         again = keras.saving.load_model(path).predict(x[:64], verbose=0)
     out.update(pred=pred.tolist(), roundtrip=float(np.abs(pred - again).max()),
-               bytes=mutate.model_size(spliced).bits // 8, layers=[type(ly).__name__ for ly in spliced.layers])
+               bytes=mutate.model_size(spliced).bits // 8, layers=[f"{type(ly).__name__}:{mutate.kernel(spliced, ly.name).state}" for ly in spliced.layers])
     return out
 
 

@@ -32,3 +32,10 @@ def compile_(model: keras.Model, lr: float = 1e-2) -> keras.Model:
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 16) -> None:
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=False, verbose=0,
               callbacks=[mutate.CompressionCallback()])
+
+
+def state(model: keras.Model, path: str):
+    """The KernelState of the compressed kernel at ``path``."""
+    found = mutate.kernel(model, path).compression
+    assert found is not None, f"{path} is not compressed"
+    return found

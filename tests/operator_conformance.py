@@ -100,14 +100,16 @@ class LayerConformance:
         import keras
 
         import mutate
-        from tests.helpers import compile_, data, fit, mlp
+        from tests.helpers import compile_, data, fit, mlp, state
 
         x, y = data()
         c = compile_(mutate.compress(mlp((16, 24, 12, 5)), {"dense_1": (self.name, params)}, mutate.Schedule(0, 3, 1)))
         fit(c, x, y)
-        layer = c.get_layer("dense_1")
+        layer = state(c, "dense_1")
         assert layer.current_alpha() == 0.0
-        return x, c, layer, mutate.strip(c), keras
+        claimed = layer.compressor.size_bits(layer.factor_values())
+        blended = c.predict(x, verbose=0)
+        return x, blended, claimed, mutate.strip(c), keras
 
     def test_keras_product_matches_the_numpy_factors(self) -> None:
         import keras
@@ -130,18 +132,17 @@ class LayerConformance:
     def test_size_bits_is_what_the_spliced_layer_stores(self) -> None:
         import mutate
 
-        x, c, layer, s, _ = self._spliced(self.params)
-        claimed = layer.compressor.size_bits(layer.factor_values())
-        bias_bits = 32 * layer.units
+        x, _, claimed, s, _ = self._spliced(self.params)
+        bias_bits = 32 * 12
         entry = {e.name: e for e in mutate.model_size(s).layers}["dense_1"]
-        stored = [w for lay in s.layers if getattr(lay, "origin", {}).get("layer") == "dense_1" for w in lay.weights]
+        stored = s.get_layer("dense_1").weights
         counted = sum(int(np.prod(w.shape)) * operators.dtype_bits(w.dtype) for w in stored)
         assert entry.bits == counted == claimed + bias_bits
         assert not [w.path for w in stored if w.dtype == "float32" and int(np.prod(w.shape)) >= 24 * 12], "A survived"
 
     def test_spliced_model_matches_and_round_trips_exactly(self, tmp_path) -> None:
-        x, c, _, s, keras = self._spliced(self.params)
-        np.testing.assert_allclose(s.predict(x, verbose=0), c.predict(x, verbose=0), atol=1e-5)
+        x, blended, _, s, keras = self._spliced(self.params)
+        np.testing.assert_allclose(s.predict(x, verbose=0), blended, atol=1e-5)
         s.save(tmp_path / "s.keras")
         loaded = keras.saving.load_model(tmp_path / "s.keras")
         np.testing.assert_array_equal(loaded.predict(x, verbose=0), s.predict(x, verbose=0))
@@ -155,3 +156,40 @@ class LayerConformance:
 
         tensors = {k: keras.ops.convert_to_tensor(v) for k, v in op.factor(a).items()}
         np.testing.assert_allclose(keras.ops.convert_to_numpy(op.product(tensors)), a, atol=1e-4)
+
+    @pytest.mark.parametrize("kind", ["conv2d", "einsum", "embedding", "lstm", "depthwise"])
+    def test_every_layer_kind_blends_splices_and_round_trips(self, kind, tmp_path) -> None:
+        """The operator on a kernel of each layer kind whose matrix view is 24 x 12 (the Dense case's shape)."""
+        import keras
+
+        import mutate
+        from tests.helpers import state
+
+        keras.utils.set_random_seed(0)
+        rng = np.random.default_rng(0)
+        layer, shape = {
+            "conv2d": (keras.layers.Conv2D(12, 2, name="k"), (4, 4, 6)),
+            "einsum": (keras.layers.EinsumDense("abc,cde->abde", (3, 3, 4), name="k"), (3, 24)),
+            "embedding": (keras.layers.Embedding(24, 12, name="k"), (5,)),
+            "lstm": (keras.layers.LSTM(3, name="k"), (4, 24)),
+            "depthwise": (keras.layers.DepthwiseConv2D((4, 6), name="k"), (5, 7, 12)),
+        }[kind]
+        inp = keras.Input(shape, dtype="int32" if kind == "embedding" else "float32")
+        h = keras.layers.Flatten()(layer(inp))
+        model = keras.Model(inp, keras.layers.Dense(3, name="head")(h))
+        x = rng.integers(0, 24, (32, *shape)) if kind == "embedding" else rng.standard_normal((32, *shape))
+        y = rng.integers(0, 3, 32)
+        assert mutate.kernel(model, "k").matrix == (24, 12)
+        c = mutate.compress(model, {"k": (self.name, self.params)}, mutate.Schedule(0, 3, 1))
+        c.compile(keras.optimizers.SGD(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        c.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+        st = state(c, "k")
+        assert st.current_alpha() == 0.0
+        claimed = st.compressor.size_bits(st.factor_values())
+        blended = c.predict(x, verbose=0)
+        mutate.strip(c)
+        np.testing.assert_allclose(c.predict(x, verbose=0), blended, atol=1e-4)
+        assert sum(int(np.prod(w.shape)) * operators.dtype_bits(w.dtype) for w in state(c, "k").weights) == claimed
+        c.save(tmp_path / "s.keras")
+        loaded = keras.saving.load_model(tmp_path / "s.keras")
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), c.predict(x, verbose=0))

@@ -1,0 +1,231 @@
+"""`KernelState`: the compression of one kernel, held by the layer it compresses.
+
+Blending, it owns the operator's factors and the schedule state and turns the layer's own kernel A into
+``alpha * A + (1 - alpha) * (B∘C)`` at each call; spliced, A is gone and it owns only the operator's packed
+arrays, whose product the layer computes with. Its variables save with the layer (``<layer>/mutate_<slot>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+import operators
+from mutate.operator.kinds import View
+from mutate.schedule import Schedule
+
+_MISSING_CALLBACK = ("layer {name!r} is being trained without mutate.CompressionCallback(); pass "
+                     "callbacks=[mutate.CompressionCallback()] to fit() so its alpha schedule advances.")
+
+
+class KernelState(keras.layers.Layer):
+    """The blend (or spliced) state of one kernel.
+
+    Blending variables (non-trainable unless a factor): ``alpha`` (float32), ``step`` (int64, batches seen
+    since compression, counted in the graph), ``factored`` (int32, 1 once factors exist), ``driven`` (int32,
+    1 while a CompressionCallback drives it), ``factor_<name>`` shaped by ``operator.specs(m, n)``, and a
+    ``saliency`` when the operator uses one. Spliced: ``packed_<name>`` shaped by
+    ``operator.packed_specs(m, n)``.
+
+    Args:
+        spec: ``{"operator", "params", "schedule", "refresh", "trainable_factors", "spliced"}``.
+        view: the kernel's matrix view.
+        host: the name of the layer it compresses (for messages).
+    """
+
+    def __init__(self, spec: dict[str, Any], view: View, host: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.compressor = operators.get(spec["operator"], **spec.get("params", {}))
+        self.schedule = Schedule.from_config(spec["schedule"])
+        self.refresh = bool(spec.get("refresh", False))
+        self.trainable_factors = dict(spec.get("trainable_factors") or {})
+        self.spliced = bool(spec.get("spliced", False))
+        self.view = view
+        self.host = host
+        self._driven_py = False
+        self._fit_training = False
+        self._host_step = 0
+        self._host_factored = False
+        m, n = self.matrix_shape()
+        self.compressor.check(m, n)
+        self._generated = {k: ops.convert_to_tensor(v) for k, v in self.compressor.generated_factors(m, n).items()}
+        if self.spliced:
+            self._build_packed()
+        else:
+            self._build_blend()
+        self.built = True
+
+    def spec(self) -> dict[str, Any]:
+        """What rebuilds this state (the host's config keeps it)."""
+        return {"operator": self.compressor.name, "params": self.compressor.get_config(),
+                "schedule": self.schedule.get_config(), "refresh": self.refresh,
+                "trainable_factors": self.trainable_factors, "spliced": self.spliced}
+
+    def matrix_shape(self) -> tuple[int, int]:
+        return self.view.m, self.view.n
+
+    # -- variables ------------------------------------------------------------------------------------------
+    def _build_blend(self) -> None:
+        m, n = self.matrix_shape()
+        self.alpha = self.add_weight(name="alpha", shape=(), initializer="ones", trainable=False, dtype="float32")
+        self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                    aggregation="only_first_replica")
+        self.factored = self.add_weight(name="factored", shape=(), dtype="int32", initializer="zeros",
+                                        trainable=False)
+        self.driven = self.add_weight(name="driven", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        specs = self.compressor.specs(m, n)
+        unknown = set(self.trainable_factors) - set(specs)
+        if unknown:
+            raise ValueError(f"trainable_factors names {sorted(unknown)}, but operator "
+                             f"{self.compressor.name!r} has factors {list(specs)}.")
+        self.factors: dict[str, keras.Variable] = {}
+        for fname, spec in specs.items():
+            if fname in self._generated:
+                continue
+            trainable = self.trainable_factors.get(fname, spec.trainable)
+            if trainable and not np.issubdtype(np.dtype(spec.dtype), np.floating):
+                raise ValueError(f"factor {fname!r} of {self.compressor.name!r} has dtype {spec.dtype} and "
+                                 "cannot be trainable.")
+            self.factors[fname] = self.add_weight(name=f"factor_{fname}", shape=spec.shape, dtype=spec.dtype,
+                                                  initializer="zeros", trainable=trainable)
+        self.saliency = None
+        if self.compressor.uses_saliency:
+            if keras.backend.backend() != "tensorflow":
+                raise ValueError(f"operator {self.compressor.name!r} accumulates its saliency with a TensorFlow "
+                                 f"gradient tap, which the {keras.backend.backend()!r} backend does not run; use "
+                                 "KERAS_BACKEND=tensorflow, or another operator (e.g. pruning).")
+            self.saliency = self.add_weight(name="saliency", shape=self.view.shape, initializer="zeros",
+                                            trainable=False, dtype="float32")
+
+    def _build_packed(self) -> None:
+        self.packed: dict[str, keras.Variable] = {}
+        for pname, spec in self.compressor.packed_specs(*self.matrix_shape()).items():
+            trainable = spec.trainable and np.issubdtype(np.dtype(spec.dtype), np.floating)
+            self.packed[pname] = self.add_weight(name=f"packed_{pname}", shape=spec.shape, dtype=spec.dtype,
+                                                 initializer="zeros", trainable=trainable)
+
+    def assign_packed(self, arrays: dict[str, np.ndarray]) -> None:
+        for pname, var in self.packed.items():
+            var.assign(arrays[pname])
+
+    # -- the graph ------------------------------------------------------------------------------------------
+    def factor_tensors(self) -> dict[str, Any]:
+        """The factor tensors the operator's product takes (unpacked when spliced; generated ones included)."""
+        if self.spliced:
+            return {**self._generated, **self.compressor.unpack(dict(self.packed), *self.matrix_shape())}
+        return {**self._generated, **self.factors}
+
+    def begin_call(self, training: Any) -> None:
+        """Refuse a training call without `CompressionCallback`; otherwise set alpha from the step (in the
+        graph: a constant table of `Schedule.alpha`, held at 1 until the factors exist) and count the batch.
+        The host acts only when factors are computed or refreshed, so ``steps_per_execution`` > 1 and JAX's
+        functional ``fit`` see every update."""
+        if training is None:  # a model whose call takes no `training`: training while the callback drives fit
+            training = self._fit_training
+        if self.spliced or training is not True:
+            return
+        message = _MISSING_CALLBACK.format(name=self.host)
+        if not self._driven_py:
+            raise RuntimeError(message)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.debugging.assert_equal(self.driven, 1, message=message)
+        self.alpha.assign(self.scheduled_alpha())
+        self.step.assign_add(ops.cast(1, self.step.dtype))
+
+    def scheduled_alpha(self) -> Any:
+        """Alpha at the current ``step`` (in the graph): `Schedule.alpha`, or 1 while no factors exist."""
+        sched = self.schedule
+        table = ops.convert_to_tensor(np.array([1.0] + [sched.alpha(sched.begin_step + i * sched.frequency)
+                                                        for i in range(sched.num_updates)], np.float32))
+        step = ops.cast(self.step, "int32")
+        passed = ops.where(step < sched.begin_step, 0,
+                           ops.minimum((step - sched.begin_step) // sched.frequency + 1, sched.num_updates))
+        alpha = ops.take(table, passed)
+        return ops.where(self.factored > 0, alpha, ops.ones_like(alpha))
+
+    def tap(self, a: Any, training: Any) -> Any:
+        """A through the saliency tap when the operator accumulates one (gradient_pruning)."""
+        if self.saliency is None or (training if training is not None else self._fit_training) is not True:
+            return a
+        from mutate.operator.saliency import saliency_tap
+
+        return saliency_tap(a, self.saliency, self.alpha, self.compressor.saliency_decay)
+
+    def blend(self, dense: Any, compressed: Any) -> Any:
+        """``alpha * dense + (1 - alpha) * compressed`` (in the dense term's dtype)."""
+        a = ops.cast(self.alpha, dense.dtype)
+        return a * dense + (1.0 - a) * ops.cast(compressed, dense.dtype)
+
+    def product_kernel(self, dtype: Any) -> Any:
+        """B∘C in the kernel's shape."""
+        return ops.cast(self.view.from_matrix(self.compressor.product(self.factor_tensors())), dtype)
+
+    def kernel(self, a: Any, training: Any, dtype: Any) -> Any:
+        """The kernel the layer computes with: the blend of A (a tensor, or None when spliced) and B∘C."""
+        if self.spliced:
+            return self.product_kernel(dtype)
+        self.begin_call(training)
+        a = self.tap(a, training)
+        return self.blend(a, self.product_kernel(a.dtype))
+
+    # -- the host side -----------------------------------------------------------------------------------------
+    def factor_values(self) -> dict[str, np.ndarray]:
+        """The current factors (generated ones included) as NumPy arrays, in the operator's order."""
+        tensors = self.factor_tensors()
+        return {k: ops.convert_to_numpy(tensors[k]) for k in self.compressor.specs(*self.matrix_shape())}
+
+    def product_matrix(self) -> np.ndarray:
+        """B∘C as an (m, n) NumPy matrix."""
+        return ops.convert_to_numpy(self.compressor.product(self.factor_tensors())).reshape(self.matrix_shape())
+
+    def refactor(self, a_matrix: np.ndarray) -> None:
+        """Compute the factors from A (an (m, n) matrix) and assign them."""
+        saliency = None if self.saliency is None else self.view.to_matrix(ops.convert_to_numpy(self.saliency))
+        for fname, value in self.compressor.factor(a_matrix, saliency=saliency).items():
+            if fname in self.factors:
+                self.factors[fname].assign(value)
+        self.factored.assign(1)
+
+    def is_factored(self) -> bool:
+        return self.spliced or bool(int(ops.convert_to_numpy(self.factored)))
+
+    def current_step(self) -> int:
+        return int(ops.convert_to_numpy(self.step)) if not self.spliced else -1
+
+    def current_alpha(self) -> float:
+        return 0.0 if self.spliced else float(ops.convert_to_numpy(self.alpha))
+
+    def finished(self) -> bool:
+        """Alpha reached 0 with factors in place: ready to splice."""
+        return not self.spliced and self.current_alpha() == 0.0 and self.is_factored()
+
+    def set_driven(self, on: bool) -> None:
+        self._driven_py = on
+        if not self.spliced:
+            self.driven.assign(1 if on else 0)
+
+    def sync_host(self) -> int:
+        """Read ``step`` and ``factored`` into host-side caches (once per epoch); returns the step."""
+        self._host_step = int(ops.convert_to_numpy(self.step))
+        self._host_factored = bool(int(ops.convert_to_numpy(self.factored)))
+        return self._host_step
+
+    def refactor_at(self, steps: int) -> int | None:
+        """The first of the next ``steps`` host steps at which factors must be computed (the first update,
+        or missing factors after it) or refreshed (``refresh``, an update with alpha > 0); None if none."""
+        sched, start = self.schedule, self._host_step
+        last = start + steps - 1
+        if self.spliced or last < sched.begin_step:
+            return None
+        if not self._host_factored:
+            return max(start, sched.begin_step)
+        if self.refresh and self.compressor.refreshable:
+            for step in range(max(start, sched.begin_step), min(last, sched.final_step) + 1):
+                if sched.update_index(step) and sched.alpha(step) > 0:
+                    return step
+        return None

@@ -1,0 +1,297 @@
+"""`compress`, `strip`, `densify` and `compressible`: in place, on any Keras 3 model.
+
+Kernels are addressed by the layer's path inside the model (``layer.path`` less the model's own name, e.g.
+``block/mha/query`` in a subclassed model, ``fc1`` in a Sequential one), or by the layer's name; a
+secondary kernel adds its slot (``lstm/recurrent_kernel``, ``sep/depthwise_kernel``). Plan keys and YAML
+``layers`` may be globs over either. The model and its layer objects are kept: recompile after each call
+(the trainable variables change), as after Keras' own ``quantize``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Union
+
+import keras
+
+import operators
+from mutate.errors import BadInput
+from mutate.operator import host
+from mutate.operator.kinds import SUPPORTED, Kind, Slot, kind_of, view_of
+from mutate.operator.state import KernelState
+from mutate.schedule import Schedule
+
+PlanValue = Union[operators.Compressor, str, tuple[str, Mapping[str, Any]]]
+
+
+class PlanError(BadInput):
+    """A plan or pattern that does not fit the model (a ValueError; exit 2 from the CLI)."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A compressible kernel of a model.
+
+    Attributes:
+        path: its address (the layer's path in the model, plus ``/<slot>`` for a secondary kernel).
+        layer: the layer holding it (an RNN layer for its cell's kernels).
+        slot: which kernel of the layer.
+        kind: the layer kind (``Dense``, ``EinsumDense``, ``Conv``, ``LSTM``...).
+        shape: the kernel's shape.
+        matrix: (m, n) of its matrix view.
+        state: ``dense``, ``blending`` or ``spliced``.
+    """
+
+    path: str
+    layer: keras.layers.Layer = field(repr=False)
+    slot: Slot = field(repr=False)
+    kind: Kind = field(repr=False)
+    shape: tuple[int, ...]
+    matrix: tuple[int, int]
+    state: str
+
+    @property
+    def params(self) -> int:
+        return self.matrix[0] * self.matrix[1]
+
+    @property
+    def compression(self) -> KernelState | None:
+        """Its blend (or spliced) state; None for a dense kernel."""
+        found = getattr(self.layer, host.state_attr(self.slot), None)
+        return found if isinstance(found, KernelState) else None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every string a pattern may match: the path, and the layer's name (plus the slot when secondary)."""
+        primary = self.slot is self.kind.slots[0]
+        own = self.layer.name if primary else f"{self.layer.name}/{self.slot.name}"
+        return (self.path, own) if own != self.path else (self.path,)
+
+    def __str__(self) -> str:
+        m, n = self.matrix
+        return f"{self.path} ({self.kind.name} {'x'.join(map(str, self.shape))} as {m}x{n}, {self.params:,} params)"
+
+
+def walk(layer: keras.layers.Layer) -> Iterator[tuple[keras.layers.Layer, keras.layers.Layer | None]]:
+    """(layer, parent) for every layer under ``layer`` (itself included, parent None), depth first, each once."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, Any]] = [(layer, None)]
+    while stack:
+        current, parent = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current, parent
+        children = list(getattr(current, "_layers", []))
+        stack.extend((c, current) for c in reversed(children))
+
+
+relative_path = host.relative_layer_path
+
+
+def compressible(model: keras.Model) -> list[Kernel]:
+    """Every compressible kernel of ``model`` (nested and subclassed models included), in layer order.
+
+    Compressed kernels are listed too, with their state; an RNN's cell is reached through its RNN layer.
+    """
+    out = []
+    for layer, _ in walk(model):
+        kind = kind_of(layer)
+        if kind is None or layer is model or not layer.built:
+            continue
+        if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
+            continue
+        path = relative_path(model, layer)
+        for slot in kind.slots:
+            state = getattr(layer, host.state_attr(slot), None)
+            if isinstance(state, KernelState):
+                view, status = state.view, "spliced" if state.spliced else "blending"
+            elif slot.variable(layer) is not None:
+                view, status = view_of(layer, slot), "dense"
+            else:
+                continue
+            address = path if slot is kind.slots[0] else f"{path}/{slot.name}"
+            out.append(Kernel(address, layer, slot, kind, view.shape, (view.m, view.n), status))
+    return out
+
+
+def _as_compressor(value: PlanValue, key: str) -> operators.Compressor:
+    if isinstance(value, (operators.Compressor, str)):
+        return operators.get(value)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], Mapping):
+        return operators.get(value[0], **dict(value[1]))
+    raise TypeError(f"plan[{key!r}] must be a Compressor, an operator name or (name, params), but got {value!r}.")
+
+
+def match(kernels: list[Kernel], pattern: str) -> list[Kernel]:
+    """The kernels whose path or name matches the glob ``pattern``."""
+    return [k for k in kernels if any(fnmatch.fnmatchcase(n, pattern) for n in k.names)]
+
+
+def no_match_message(model: keras.Model, pattern: str, kernels: list[Kernel]) -> str:
+    return (f"{pattern!r} matches no compressible kernel of model {model.name!r}; compressible: "
+            f"{', '.join(k.path for k in kernels) or 'none'} (kinds: {SUPPORTED})")
+
+
+def resolve_plan(model: keras.Model, plan: Mapping[str, PlanValue]) -> list[tuple[Kernel, operators.Compressor]]:
+    """Each kernel matched by a plan key (a path, a name or a glob) with its compressor.
+
+    Raises:
+        PlanError: a key matches no compressible kernel (the message lists them), or matches a layer that
+            is not compressible, a kernel is matched twice or already compressed, or an operator does not fit
+            a kernel's shape.
+        TypeError: a plan value is malformed.
+    """
+    if not plan:
+        raise PlanError("the compression plan is empty; map layer paths or globs to operators.")
+    kernels = compressible(model)
+    chosen: dict[str, tuple[Kernel, operators.Compressor]] = {}
+    for key, value in plan.items():
+        matched = match(kernels, key)
+        if not matched:
+            other = [relative_path(model, layer) for layer, _ in walk(model) if layer is not model
+                     and any(fnmatch.fnmatchcase(n, key) for n in (relative_path(model, layer), layer.name))]
+            if other:
+                layer = next(la for la, _ in walk(model) if relative_path(model, la) == other[0])
+                raise PlanError(f"{other[0]!r} ({type(layer).__name__}) cannot be compressed: mutate compresses "
+                                f"{SUPPORTED}" + (" (quantized or LoRA layers are not)" if kind_of(layer) else ""))
+            raise PlanError(no_match_message(model, key, kernels))
+        op = _as_compressor(value, key)
+        for k in matched:
+            if k.path in chosen:
+                raise PlanError(f"{k.path!r} is matched by more than one plan key (last: {key!r}).")
+            if k.state != "dense":
+                raise PlanError(f"{k.path!r} is already compressed ({k.state}); densify it first.")
+            m, n = k.matrix
+            try:
+                op.check(m, n)
+            except ValueError as e:
+                raise PlanError(f"{k.path!r} ({m}x{n}), operator {op.name!r}: {e}") from None
+            chosen[k.path] = (k, op)
+    return list(chosen.values())
+
+
+def _retrace(model: keras.Model) -> None:
+    """Drop the model's traced train/test/predict functions: they captured the layers as they were."""
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
+def _check_model(model: Any, what: str) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"mutate.{what} expects a keras.Model, but got {type(model).__name__}.")
+    if not model.built:
+        raise ValueError(f"mutate.{what} needs a built model; build or call it first (model {model.name!r} is "
+                         "not built).")
+
+
+def compress(model: keras.Model, plan: Mapping[str, PlanValue], schedule: Schedule, *, refresh: bool = False,
+             trainable_factors: Mapping[str, bool] | None = None) -> keras.Model:
+    """Compress the planned kernels of ``model`` in place; returns ``model``.
+
+    Each kernel blends from A to its operator's factors on its own copy of ``schedule``. Works mid-training;
+    recompile, then fit with `CompressionCallback`.
+
+    Args:
+        model: a built Keras model (Sequential, Functional or subclassed).
+        plan: path, name or glob -> a Compressor, an operator name, or ``(name, params)``.
+        schedule: the blend schedule.
+        refresh: recompute factors from A at every update while alpha > 0.
+        trainable_factors: per-factor trainability overrides, e.g. ``{"right": False}``.
+
+    Raises:
+        PlanError, TypeError: see `resolve_plan`; ValueError: an unbuilt model.
+    """
+    _check_model(model, "compress")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"`schedule` must be a mutate.Schedule, but got {schedule!r}.")
+    resolved = resolve_plan(model, plan)
+    for k, op in resolved:
+        host.attach(k.layer, k.slot, {"operator": op.name, "params": op.get_config(),
+                                      "schedule": schedule.get_config(), "refresh": bool(refresh),
+                                      "trainable_factors": dict(trainable_factors or {}), "spliced": False})
+    host.mark_model(model, True)
+    _retrace(model)
+    return model
+
+
+def kernel(model: keras.Model, path: str) -> Kernel:
+    """The compressible kernel at ``path`` (or matched by a glob/name, when exactly one is).
+
+    Raises:
+        PlanError: none or several match.
+    """
+    kernels = compressible(model)
+    found = [k for k in kernels if k.path == path] or match(kernels, path)
+    if len(found) != 1:
+        raise PlanError(no_match_message(model, path, kernels) if not found else
+                        f"{path!r} matches {len(found)} kernels: {', '.join(k.path for k in found)}")
+    return found[0]
+
+
+def blending(model: keras.Model) -> list[Kernel]:
+    return [k for k in compressible(model) if k.state == "blending"]
+
+
+def splice_finished(model: keras.Model) -> list[str]:
+    """Splice every kernel whose alpha reached 0; returns their paths (recompile when not empty)."""
+    done = []
+    for k in blending(model):
+        if getattr(k.layer, host.state_attr(k.slot)).finished():
+            host.splice(k.layer, k.slot)
+            done.append(k.path)
+    if done:
+        _retrace(model)
+    return done
+
+
+def strip(model: keras.Model, *, force: bool = False, finished_only: bool = False) -> keras.Model:
+    """Splice every blending kernel whose alpha reached 0, in place: A is gone and only the operator's packed
+    arrays stay (a Dense then computes ``x @ B∘C`` through the operator's matmul, e.g. two matmuls for
+    low-rank). Predictions equal the blended model's at alpha = 0. Returns ``model``; recompile to train on.
+
+    Args:
+        force: splice kernels still blending too, from their current factors (predictions then change).
+        finished_only: leave kernels still blending as they are instead of raising.
+
+    Raises:
+        ValueError: a kernel is still blending and neither ``force`` nor ``finished_only`` is set.
+    """
+    _check_model(model, "strip")
+    chosen = []
+    for k in blending(model):
+        state = getattr(k.layer, host.state_attr(k.slot))
+        if not state.finished() and not force:
+            if finished_only:
+                continue
+            raise ValueError(
+                f"{k.path!r} is still blending (alpha={state.current_alpha():.4g} at its step "
+                f"{state.current_step()}; its schedule reaches alpha=0 at step {state.schedule.final_step}): train "
+                "on with CompressionCallback, or pass force=True to splice its current factors anyway.")
+        chosen.append((k, state))
+    for k, state in chosen:
+        if not state.is_factored():
+            state.refactor(state.view.to_matrix(keras.ops.convert_to_numpy(k.slot.variable(k.layer))))
+        host.splice(k.layer, k.slot)
+    _retrace(model)
+    return model
+
+
+def densify(model: keras.Model, pattern: str) -> keras.Model:
+    """Make the compressed kernels matched by ``pattern`` plain again, in place, each holding the matrix it
+    computes with now. Returns ``model``.
+
+    Raises:
+        PlanError: nothing compressed matches ``pattern``.
+    """
+    _check_model(model, "densify")
+    found = [k for k in match(compressible(model), pattern) if k.state != "dense"]
+    if not found:
+        raise PlanError(f"model {model.name!r} has no compressed kernel matching {pattern!r}.")
+    for k in found:
+        host.detach(k.layer, k.slot)
+    host.mark_model(model, any(k.state != "dense" for k in compressible(model)))
+    _retrace(model)
+    return model

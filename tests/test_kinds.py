@@ -1,0 +1,171 @@
+"""Any kernel of any Keras model, in place: paths, nested and subclassed models, every layer kind, and what the
+user's layer carries (regularizers, constraints, mixed precision)."""
+
+import keras
+import numpy as np
+import pytest
+
+import mutate
+from tests.helpers import state
+
+
+@keras.saving.register_keras_serializable(package="mutate_tests")
+class Block(keras.layers.Layer):
+    """A residual block whose Dense and attention layers are created by user code (not from a config)."""
+
+    def __init__(self, width: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.inner = keras.layers.Dense(width, activation="relu", name="inner")
+        self.mha = keras.layers.MultiHeadAttention(2, 4, name="mha")
+
+    def call(self, x):
+        return x + self.inner(x) + self.mha(x, x)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package="mutate_tests")
+class Net(keras.Model):
+    """A subclassed model (its call takes no ``training``) with a nested block."""
+
+    def __init__(self, classes: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.proj = keras.layers.Dense(8, name="proj")
+        self.block = Block(name="block")
+        self.head = keras.layers.Dense(classes, name="head")
+
+    def call(self, x):
+        return self.head(keras.ops.mean(self.block(self.proj(x)), axis=1))
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes}
+
+
+def seqs(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 5, 6)).astype("float32"), rng.integers(0, 3, n)
+
+
+def net():
+    keras.utils.set_random_seed(0)
+    model = Net(name="net")
+    model(seqs(2)[0])
+    return model
+
+
+def test_compressible_lists_every_kernel_by_path_with_its_matrix_view():
+    found = {k.path: k for k in mutate.compressible(net())}
+    assert list(found) == ["proj", "block/inner", "block/mha/query", "block/mha/key", "block/mha/value",
+                           "block/mha/attention_output", "head"]
+    q, out = found["block/mha/query"], found["block/mha/attention_output"]
+    assert (q.kind.name, q.shape, q.matrix, q.params) == ("EinsumDense", (8, 2, 4), (8, 8), 64)
+    assert (out.shape, out.matrix) == ((2, 4, 8), (8, 8))  # heads x head_dim in, hidden out
+    assert str(found["proj"]) == "proj (Dense 6x8 as 6x8, 48 params)"
+    assert mutate.kernel(net(), "query").path == "block/mha/query"  # a unique layer name finds its path
+
+
+def test_a_subclassed_model_with_a_nested_block_compresses_by_glob_and_round_trips(tmp_path):
+    x, y = seqs()
+    model = net()
+    block = model.block
+    mutate.compress(model, {"block/mha/*": ("low_rank", {"rank": 2}), "block/inner": ("pruning", {"sparsity": 0.5}),
+                            "head": ("kmeans", {"k": 4})}, mutate.Schedule(0, 5, 1))
+    assert model.block is block and isinstance(model, Net)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    assert {k.path: k.current_alpha() for k in mutate.blending_kernels(model)} == {
+        p: 0.0 for p in ("block/inner", "block/mha/query", "block/mha/key", "block/mha/value",
+                         "block/mha/attention_output", "head")}  # counted although Net.call takes no `training`
+    for stage in ("blending", "spliced"):
+        if stage == "spliced":
+            mutate.strip(model)
+        path = tmp_path / f"{stage}.keras"
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert isinstance(loaded, Net)
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+        assert [(k.path, k.state) for k in mutate.compressible(loaded)] == \
+            [(k.path, k.state) for k in mutate.compressible(model)]
+        assert mutate.model_size(loaded) == mutate.model_size(model)
+    size = mutate.model_size(model)
+    assert size.bits < size.dense_bits
+
+
+def test_a_gru_and_conv1d_model_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 4))
+    h = keras.layers.Conv1D(8, 3, padding="same", activation="relu", name="conv")(inp)
+    h = keras.layers.Conv1DTranspose(6, 3, name="up")(h)
+    h = keras.layers.GRU(5, name="gru")(h)
+    model = keras.Model(inp, keras.layers.Dense(3, name="head")(h))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 12, 4)).astype("float32"), rng.integers(0, 3, 32)
+    mutate.compress(model, {"conv": ("low_rank", {"rank": 2}), "up": ("pruning", {"sparsity": 0.5}),
+                            "gru": ("low_rank", {"rank": 2}), "gru/recurrent_kernel": ("kmeans", {"k": 4})},
+                    mutate.Schedule(0, 3, 1))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    mutate.strip(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert [k.state for k in mutate.compressible(loaded)] == ["spliced"] * 4 + ["dense"]
+
+
+def test_regularizers_constraints_and_mixed_precision_survive_compress_strip_save_load(tmp_path):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((6,))
+        h = keras.layers.Dense(16, activation="relu", name="fc", kernel_regularizer=keras.regularizers.L2(0.01),
+                               kernel_constraint=keras.constraints.MaxNorm(2.0), bias_regularizer="l1")(inp)
+        model = keras.Model(inp, keras.layers.Dense(3, name="head", dtype="float32")(h))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    config = model.get_layer("fc").get_config()
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 6)).astype("float32"), rng.integers(0, 3, 32)
+    mutate.compress(model, {"fc": ("low_rank", {"rank": 3})}, mutate.Schedule(0, 3, 1))
+    fc = model.get_layer("fc")
+    assert fc.dtype_policy.name == "mixed_float16" and len(fc.losses) == 2  # both regularizers still apply
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    assert fc(x).dtype == "float16"
+    mutate.strip(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras").get_layer("fc")
+    for layer in (fc, loaded):
+        got = {k: v for k, v in layer.get_config().items() if k != "mutate"}
+        assert got == config
+        assert layer.dtype_policy.name == "mixed_float16"
+    mutate.densify(model, "fc")
+    assert type(fc) is keras.layers.Dense and fc.kernel.constraint is not None and fc.kernel.regularizer is not None
+    assert fc.get_config() == config and len(fc.losses) == 2
+
+
+def test_mobilenet_v2_convolutions_compress_splice_and_save(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=4)
+    kinds = {k.kind.name for k in mutate.compressible(model)}
+    assert {"Conv", "DepthwiseConv", "Dense"} <= kinds
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 32, 32, 3)).astype("float32"), rng.integers(0, 4, 16)
+    plan = {"block_1[3-6]_project": ("low_rank", {"rank": 4}), "block_1[3-6]_depthwise": ("pruning", {"sparsity": 0.5}),
+            "Conv_1": ("kmeans", {"k": 16})}
+    before = mutate.model_size(model)
+    mutate.compress(model, plan, mutate.Schedule(0, 1, 1))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    mutate.strip(model)
+    assert mutate.model_size(model).bits < before.bits
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_kernels_too_small_for_the_operator_are_refused_naming_the_path():
+    with pytest.raises(mutate.PlanError, match=r"'block/mha/query' \(8x8\), operator 'low_rank'.*rank=9"):
+        mutate.compress(net(), {"block/mha/query": ("low_rank", {"rank": 9})}, mutate.Schedule(0, 3, 1))
