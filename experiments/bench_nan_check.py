@@ -4,7 +4,7 @@
 
 For the digits MLP (search_spaces/digits_mlp.yaml) and LeNet-300-100 on Fashion-MNIST-shaped inputs (the
 fashion_mlp.yaml model), times one report's training (``training.report_every`` steps, the anchor) and the
-check (`mutate.trial.nonfinite_weights`: one reduction per float variable, then one transfer), on a dense
+check (`mutate.search.trial.nonfinite_weights`: one reduction per float variable, then one transfer), on a dense
 model and with every mutable layer mid-blend (more variables). Prints medians and the check's share of a
 report. Writes ``bench_nan_check.txt``.
 """
@@ -20,9 +20,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from mutate import space as spaces  # noqa: E402
-from mutate.genome import Mutation  # noqa: E402
-from mutate.trial import TrialRunner, nonfinite_weights  # noqa: E402
+from mutate.search import space as spaces  # noqa: E402
+from mutate.search.genome import Mutation  # noqa: E402
+from mutate.search.trial import TrialRunner, nonfinite_weights  # noqa: E402
 
 
 def median_s(fn, repeats: int) -> float:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 MATRICES = ("embedding", "lstm", "softmax")
 METHODS = ("low_rank", "dictionary", "kmeans")
 MODEL = {"embedding": 128, "units": 128}
-"""Sizes for `mutate.builders.lstm_lm`: smaller than the search space's 200 to fit the time budget."""
+"""Sizes for `mutate.search.builders.lstm_lm`: smaller than the search space's 200 to fit the time budget."""
 
 LEVELS: dict[str, dict[str, tuple[dict[str, int], dict[str, int]]]] = {
     # embedding table 10000 x 128 (rows are words)
@@ -100,7 +100,7 @@ def build(data: Any, seed: int) -> Any:
     """A fresh `lstm_lm` of `MODEL` sizes for ``data``, its initial weights drawn from ``seed``."""
     import keras
 
-    from mutate.builders import lstm_lm
+    from mutate.search.builders import lstm_lm
 
     keras.utils.set_random_seed(seed)
     return lstm_lm(data, **MODEL)

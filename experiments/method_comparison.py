@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 import mutate  # noqa: E402
-from mutate.builders import cnn  # noqa: E402
+from mutate.search.builders import cnn  # noqa: E402
 from mutate.data import Dataset, digits, fashion_mnist  # noqa: E402
 from comparison_plot import mean_rows, most_compressed, plot_comparison  # noqa: E402
 from protocol import CNN, COMPRESSED, LENET, Protocol  # noqa: E402

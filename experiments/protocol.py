@@ -42,7 +42,7 @@ LENET = {"full": Protocol("fashion_mnist", 8, 3, 3, 128), "quick": Protocol("dig
 """LeNet-300-100 (784-300-100-10, relu): layer names ``fc1``, ``fc2``, ``logits``."""
 
 CNN = {"full": Protocol("fashion_mnist", 3, 1, 1, 128), "quick": Protocol("digits", 10, 3, 2, 32)}
-"""The small CNN of ``mutate.builders.cnn`` (conv 32, conv 64, dense 128, logits)."""
+"""The small CNN of ``mutate.search.builders.cnn`` (conv 32, conv 64, dense 128, logits)."""
 
 COMPRESSED = {"lenet": ("fc1", "fc2"), "cnn": ("conv_2", "dense_1")}
 """The layers every method compresses, per model."""

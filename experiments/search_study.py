@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from mutate import load_run  # noqa: E402
-from mutate.runs import read_timing  # noqa: E402
+from mutate.results.runs import read_timing  # noqa: E402
 
 STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start")
 VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"])}

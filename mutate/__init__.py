@@ -22,11 +22,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CompressionCallback": "mutate.callbacks", "blending_kernels": "mutate.callbacks",
-    "Schedule": "mutate.schedule", "LayerSize": "mutate.size", "ModelSize": "mutate.size",
-    "model_size": "mutate.size", "compress": "mutate.operator", "strip": "mutate.operator",
+    "CompressionCallback": "mutate.operator.callback", "blending_kernels": "mutate.operator.callback",
+    "Schedule": "mutate.operator.schedule", "LayerSize": "mutate.operator.size", "ModelSize": "mutate.operator.size",
+    "model_size": "mutate.operator.size", "compress": "mutate.operator", "strip": "mutate.operator",
     "densify": "mutate.operator", "compressible": "mutate.operator", "kernel": "mutate.operator", "Kernel": "mutate.operator",
-    "PlanError": "mutate.operator", "load_run": "mutate.report", "Run": "mutate.report",
+    "PlanError": "mutate.operator", "load_run": "mutate.results.report", "Run": "mutate.results.report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,7 +10,9 @@ import contextlib
 from pathlib import Path
 from typing import ContextManager, Iterator
 
-from mutate import runs as rundirs, space as spaces
+from mutate.results import runs as rundirs
+
+from mutate.search import space as spaces
 from mutate.errors import BadInput
 
 RUN_DIR_ATTR = "mutate_run_dir"
@@ -50,7 +52,7 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
             is not a run directory.
         SearchFailed: every trial failed (after printing the reasons and whatever front their points make).
     """
-    from mutate import policy
+    from mutate.search import policy
     from mutate.cli import quiet_tensorflow_import
 
     if resume is None:  # the YAML is checked before anything heavy is imported: a typo costs no TF import
@@ -58,13 +60,13 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
         space = spaces.load(path, [*overrides, *extra],  # type: ignore[arg-type]
                             check_operator=policy.check_operator)
     quiet_tensorflow_import(verbose)
-    from mutate import driver
+    from mutate.search import driver
 
     if resume is None:
         prepared = driver.prepare(space)
         import keras
 
-        run_dir = rundirs.prepare_run_dir(space, classes=prepared[3], backend=keras.backend.backend())
+        run_dir = rundirs.prepare_run_dir(space, classes=prepared.classes, backend=keras.backend.backend())
     else:
         run_dir = Path(resume).resolve()
         space = rundirs.load_recorded_space(run_dir)
@@ -81,13 +83,16 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     import sys
     import time
 
-    from mutate import search as runner
+    from mutate.search import runner
 
     console = sys.stdout
-    allowed, budget, dense_bytes, _, sizes = prepared
+    allowed, budget, dense_bytes, _, sizes, kernels = prepared
     s = space.search
     print(f"mutate search: {space.name} ({s['strategy']}, population {s['population']}, "
           f"{space.training['steps']} steps per trial) -> {run_dir}")
+    print("  compressible kernels (path, layer kind, kernel shape as the m x n matrix the operators factor):")
+    for line in kernels:
+        print(f"    {line}")
     print(f"  dense model {dense_bytes:,} B; budget {budget:,} B; mutable layers: "
           + ", ".join(f"{k} [{'/'.join(v)}]" for k, v in allowed.items()), flush=True)
     t0 = time.perf_counter()
@@ -107,7 +112,7 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
         print(f"{len(failed)} of {trials} trials failed (full errors in {run_dir}/trial_*/error.txt):")
         for trial, reason in failed:
             print(f"  trial {trial} failed: {reason}")
-    from mutate import final
+    from mutate.results import final
 
     t1 = time.perf_counter()
     final.evaluate_front(run_dir)
@@ -131,7 +136,7 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
               resume: bool) -> object:
     """The search's strategy, with its sensitivity table: ``sizes`` (from `driver.prepare`), its metrics measured
     now when the strategy needs them (stored in the run), or the table a resumed run stored."""
-    from mutate import sensitivity, strategies, table as tables
+    from mutate.search import sensitivity, strategies, table as tables
 
     s, mut = space.search, space.mutations
     cls = strategies.STRATEGIES[s["strategy"]]
@@ -154,7 +159,7 @@ def _cpus() -> int:
 
 def pareto(runs: list[Path], sensitivity: bool = False) -> None:
     """``mutate pareto``: the front as a table, plus pareto.csv/json/png (and .html) in each run dir."""
-    from mutate import report
+    from mutate.results import report
 
     with _if_run(runs[0]) if len(runs) == 1 else contextlib.nullcontext():  # several: no one place to blame
         report.pareto(runs, sensitivity=sensitivity)
@@ -163,7 +168,7 @@ def pareto(runs: list[Path], sensitivity: bool = False) -> None:
 def export(run: Path, *, point: int | None, max_size: int | None, min_accuracy: float | None, out: Path,
            force: bool) -> None:
     """``mutate export``: rebuild, re-evaluate, splice and save one front point."""
-    from mutate import export as exporter
+    from mutate.results import export as exporter
 
     with _if_run(run):
         exporter.export(run, point=point, max_size=max_size, min_accuracy=min_accuracy, out=out, force=force)

@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 
-from mutate.builders import mlp
+from mutate.search.builders import mlp
 
 
 def _in_ray_worker() -> bool:
@@ -22,7 +22,7 @@ def trial_index() -> int | None:
     trial (the driver's check build).
 
     A class trainable has no `ray.tune.get_context()` session, so this finds the `tune.Trainable` up the call
-    stack (``setup`` or ``reset_config`` of `mutate.search.MutationTrainable`) and reads its ``trial_id``,
+    stack (``setup`` or ``reset_config`` of `mutate.search.runner.MutationTrainable`) and reads its ``trial_id``,
     which Tune makes ``<experiment prefix>_<index:05d>``.
     """
     if "ray.tune" not in sys.modules:

@@ -39,7 +39,9 @@ def test_demo_bad_input_is_one_line_and_exit_2():
 def test_a_search_whose_every_trial_failed_exits_1(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
-    from mutate import cli, search
+    from mutate import cli
+
+    from mutate.search import runner as search
 
     failed = [("abc12_00000", "RuntimeError: boom"), ("abc12_00001", "NonFiniteLoss: training loss became nan")]
     monkeypatch.setattr(search, "run", lambda space, **kw: {"wall_s": 1.0, "compute_s": 0.0, "points": 0,
@@ -58,7 +60,7 @@ def test_an_inf_weight_in_a_mutable_layer_is_refused_before_ray_starts():
     import pytest
     from pathlib import Path
 
-    from mutate import driver, space as spaces
+    from mutate.search import driver, space as spaces
 
     space = spaces.load(Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml",
                         ["model.builder=tests.faulty:nan_weight_mlp", "model.layer=logits", "model.value=-.inf",

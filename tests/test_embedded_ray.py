@@ -14,8 +14,8 @@ from tests.test_search import ROOT, SPACE
 # worker, then list every LISTEN socket of this process and its descendants (GCS, raylet, agents, workers).
 PROBE = r"""
 import json, os, sys
-from mutate import space as spaces
-from mutate.search import _init_ray
+from mutate.search import space as spaces
+from mutate.search.runner import _init_ray
 import ray
 try:
     import psutil  # Ray ships its own copy in ray/thirdparty_files

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mutate import cli, commands, report, runs, space as spaces
+from mutate import cli, commands
+
+from mutate.results import report, runs
+
+from mutate.search import space as spaces
 from mutate.errors import BadInput, MetricMismatch, MissingInput, OutputExists
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +81,7 @@ def test_several_runs_name_no_run_dir(run_dir, monkeypatch, capsys):
 
 
 def test_resume_saves_the_traceback_in_the_resumed_run(run_dir, monkeypatch, capsys):
-    from mutate import driver
+    from mutate.search import driver
 
     monkeypatch.setattr(driver, "prepare", raiser(RuntimeError("bug")))
     assert cli.main(["search", "--resume", str(run_dir)]) == 1
@@ -148,7 +152,7 @@ def test_verbose_reraises(run_dir, monkeypatch):
 
 
 def test_a_user_builder_is_bad_input_but_a_builtin_one_failing_is_a_bug(monkeypatch):
-    from mutate import builders
+    from mutate.search import builders
     from mutate.data import digits
 
     data = digits()

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import mutate
-from tests.helpers import state
 
 
 @keras.saving.register_keras_serializable(package="mutate_tests")
@@ -169,3 +168,46 @@ def test_mobilenet_v2_convolutions_compress_splice_and_save(tmp_path):
 def test_kernels_too_small_for_the_operator_are_refused_naming_the_path():
     with pytest.raises(mutate.PlanError, match=r"'block/mha/query' \(8x8\), operator 'low_rank'.*rank=9"):
         mutate.compress(net(), {"block/mha/query": ("low_rank", {"rank": 9})}, mutate.Schedule(0, 3, 1))
+
+
+def digits_bert():
+    """A 2-layer keras_hub BertBackbone (random weights, from its config) on digits as 64-token sequences."""
+    keras_hub = pytest.importorskip("keras_hub")
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = (d.images.reshape(-1, 64) // 2 + 1).astype("int32"), d.target  # pixel tokens 1..9
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=12, num_layers=2, num_heads=4, hidden_dim=64,
+                                             intermediate_dim=128, max_sequence_length=64)
+    tokens = keras.Input((64,), dtype="int32", name="token_ids")
+    pooled = backbone({"token_ids": tokens, "segment_ids": keras.ops.zeros_like(tokens),
+                       "padding_mask": keras.ops.ones_like(tokens)})["pooled_output"]
+    return keras.Model(tokens, keras.layers.Dense(10, name="head")(pooled), name="digits_bert"), x, y
+
+
+def test_a_keras_hub_bert_backbone_compresses_mid_training_by_path_globs(tmp_path):
+    model, x, y = digits_bert()
+    train, test = slice(0, 1200), slice(1200, None)
+    model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x[train], y[train], batch_size=32, epochs=4, verbose=0)
+    dense_acc = model.evaluate(x[test], y[test], verbose=0)[1]
+    dense_size = mutate.model_size(model)
+    plan = {"*/self_attention_layer/*": ("low_rank", {"rank": 8}), "*feedforward_*": ("pruning", {"sparsity": 0.8})}
+    mutate.compress(model, plan, mutate.Schedule(0, 37, 6))  # every attention projection and feed-forward kernel
+    assert len(mutate.blending_kernels(model)) == 12
+    model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x[train], y[train], batch_size=32, epochs=2, verbose=0, callbacks=[mutate.CompressionCallback()])
+    mutate.strip(model)
+    assert len([k for k in mutate.compressible(model) if k.state == "spliced"]) == 12
+    acc = model.evaluate(x[test], y[test], verbose=0)[1]
+    size = mutate.model_size(model)
+    print(f"digits BERT: dense accuracy {dense_acc:.4f} at {dense_size.bits // 8:,} B -> {acc:.4f} at "
+          f"{size.bits // 8:,} B")
+    assert size.bits < 0.75 * dense_size.bits and acc > 0.3  # smaller as counted, and still learning
+    model.save(tmp_path / "bert.keras")
+    loaded = keras.saving.load_model(tmp_path / "bert.keras")
+    np.testing.assert_array_equal(loaded.predict(x[test], verbose=0), model.predict(x[test], verbose=0))
+    assert mutate.model_size(loaded) == size

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mutate.pareto import Point, dominates, front, hypervolume
+from mutate.results.pareto import Point, dominates, front, hypervolume
 
 
 def pt(size, metric, trial="t", step=0):

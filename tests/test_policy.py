@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from mutate import policy
-from mutate.genome import Mutation, current, from_json, pending, summary, to_json
+from mutate.search import policy
+from mutate.search.genome import Mutation, current, from_json, pending, summary, to_json
 
 OPS = {"low_rank": {"rank": [32, 16, 8], "layers": ["dense_*"]}, "pruning": {"sparsity": [0.5, 0.9]}}
 
@@ -51,7 +51,7 @@ def test_random_genome_is_seeded_and_ordered():
 
 
 def test_strategy_choice_follows_the_trial_resources():
-    from mutate.devices import strategy_for
+    from mutate.search.devices import strategy_for
 
     assert strategy_for(0, 0) == "default" and strategy_for(1, 0) == "default" and strategy_for(0.5, 0) == "default"
     assert strategy_for(2, 0) == "mirrored" and strategy_for(4, 0) == "mirrored"

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from mutate import report
-from mutate.runs import append_point
+from mutate.results import report
+from mutate.results.runs import append_point
 
 SPACE = {"name": "toy", "data": {"name": "digits"}, "budget": {"ratio": 0.1}}
 ROWS = [(1000, 1.0, 0.95, []), (200, 0.2, 0.93, ["dense_1:low_rank(r=8)"]), (90, 0.09, 0.90, ["x"]),
@@ -52,8 +52,8 @@ def test_selection_never_reads_test_metrics(run_dir):
     """Scrambled test values (stored after the search, or per report by an earlier version) change no choice."""
     import random
 
-    from mutate.export import choose
-    from mutate.final import write_tests
+    from mutate.results.export import choose
+    from mutate.results.final import write_tests
 
     before = report.load_run(run_dir)
     chosen = [(p.checkpoint, p.metric) for p in before.pareto_front()]

@@ -1,6 +1,6 @@
 import pytest
 
-from mutate.schedule import Schedule
+from mutate.operator.schedule import Schedule
 
 
 def test_derived_decrement_reaches_zero_at_end_step():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import mutate
-from mutate import policy, sensitivity, space as spaces
-from mutate.genome import Mutation
-from mutate.strategies import Context, greedy_solutions
-from mutate.trial import EVAL_BATCH, TrialRunner
+from mutate.search import policy, sensitivity, space as spaces
+from mutate.search.genome import Mutation
+from mutate.search.strategies import Context, greedy_solutions
+from mutate.search.trial import EVAL_BATCH, TrialRunner
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 OVERRIDES = ["model.hidden=[32, 32]", "mutations.warmup_steps=40", "mutations.window=20", "mutations.frequency=5",

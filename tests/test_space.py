@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mutate import driver, policy
-from mutate import space as spaces
-from mutate.space import SpaceError
+from mutate.search import driver, policy
+from mutate.search import space as spaces
+from mutate.search.space import SpaceError
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "search_spaces" / "digits_mlp.yaml"

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from mutate import policy
-from mutate.genome import Mutation, current
-from mutate.strategies import EPSILON, Context, Greedy, PBT, Uniform, greedy_solutions, make, settled
-from mutate.table import Entry, Table
+from mutate.search import policy
+from mutate.search.genome import Mutation, current
+from mutate.search.strategies import EPSILON, Context, Greedy, PBT, Uniform, greedy_solutions, make, settled
+from mutate.search.table import Entry, Table
 
 OPS = {"low_rank": {"rank": [32, 16, 8]}, "pruning": {"sparsity": [0.5, 0.9]}}
 ALLOWED = {"a": ["low_rank", "pruning"], "b": ["low_rank", "pruning"], "c": ["pruning"]}

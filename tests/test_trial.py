@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mutate import space as spaces
-from mutate.genome import Mutation
+from mutate.search import space as spaces
+from mutate.search.genome import Mutation
 import mutate
-from mutate.trial import TrialRunner
+from mutate.search.trial import TrialRunner
 from tests.helpers import state
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
@@ -73,7 +73,7 @@ def test_restore_takes_another_trials_architecture_and_weights(space, tmp_path):
 # weight check must name the weight either way.
 @pytest.mark.parametrize("activation", ["relu", "linear"])
 def test_a_nan_weight_stops_the_trial_within_one_report_whatever_the_kernel_does(activation):
-    from mutate.trial import NonFiniteLoss
+    from mutate.search.trial import NonFiniteLoss
 
     r = TrialRunner(spaces.load(SPACE, ["model.hidden=[16]", f"model.activation={activation}"]), seed=0)
     kernel = r.model.get_layer("dense_1").kernel
@@ -85,7 +85,7 @@ def test_a_nan_weight_stops_the_trial_within_one_report_whatever_the_kernel_does
 
 @pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
 def test_a_nan_loss_with_finite_weights_stops_the_trial_with_the_reason():
-    from mutate.trial import NonFiniteLoss
+    from mutate.search.trial import NonFiniteLoss
 
     # Frozen weights cannot turn NaN, so only the loss check can see this one (NaN inputs; a linear activation
     # keeps the NaN on every CPU, see above).
@@ -98,7 +98,7 @@ def test_a_nan_loss_with_finite_weights_stops_the_trial_with_the_reason():
 
 
 def test_a_learning_rate_that_blows_up_stops_the_trial_within_one_report():
-    from mutate.trial import NonFiniteLoss
+    from mutate.search.trial import NonFiniteLoss
 
     r = TrialRunner(spaces.load(SPACE, ["model.hidden=[16]", "training.optimizer=sgd"]), seed=0)
     r.model.optimizer.learning_rate.assign(1e30)  # beyond what a space accepts: weights overflow in a few steps

@@ -18,11 +18,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import json
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from mutate.operator.kinds import Kind, Slot, View, kind_of
@@ -67,8 +65,12 @@ class Compressed:
         pairs = states(self)
         training = _training(self, kwargs)
         kind = self._mutate_kind
-        if kind.fast and len(pairs) == 1 and base_call is _FAST_BASE.get(kind.fast):
-            return _FAST[kind.fast](self, pairs[0], args[0], training)
+        if kind.fast and len(pairs) == 1:
+            from mutate.operator.fast import fast_call
+
+            out = fast_call(kind.fast, base_call, self, pairs[0], args[0], training)
+            if out is not None:
+                return out
         swapped = []
         try:
             for slot, state in pairs:
@@ -180,6 +182,8 @@ def _register(cls: type) -> None:
 
 def register() -> None:
     """Make ``mutate>Compressed`` and ``mutate>CompressedModel`` loadable (called when Keras is imported)."""
+    from mutate.operator.model import MODEL_REGISTERED, CompressedModel
+
     keras.saving.get_custom_objects()[REGISTERED] = Compressed
     keras.saving.get_custom_objects()[MODEL_REGISTERED] = CompressedModel
 
@@ -291,132 +295,6 @@ def detach(layer: keras.layers.Layer, slot: Slot) -> None:
     _remove_state(layer, slot)
     if not states(layer) and isinstance(layer, Compressed):
         layer.__class__ = layer._mutate_base
-
-
-# -- fast calls: Dense and Embedding -----------------------------------------------------------------------------
-def _dense_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, training: Any) -> Any:
-    _, state = pair
-    factors = state.factor_tensors()
-    if state.spliced:
-        x = ops.cast(state.compressor.matmul(inputs, factors), inputs.dtype)
-    else:
-        state.begin_call(training)
-        kernel = state.tap(_value(layer._kernel), training)
-        x = state.blend(ops.matmul(inputs, kernel), state.compressor.matmul(inputs, factors))
-    if layer.bias is not None:
-        x = ops.add(x, layer.bias)
-    if layer.activation is not None:
-        x = layer.activation(x)
-    return x
-
-
-def _embedding_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, training: Any) -> Any:
-    _, state = pair
-    ids = inputs if inputs.dtype in ("int32", "int64") else ops.cast(inputs, "int32")
-    rows = state.compressor.gather(ids, state.factor_tensors())
-    if not state.spliced:
-        state.begin_call(training)
-        table = state.tap(_value(layer._embeddings), training)
-        rows = state.blend(ops.take(table, ids, axis=0), rows)
-    return ops.cast(rows, layer.compute_dtype)
-
-
-_FAST = {"dense": _dense_call, "embedding": _embedding_call}
-_FAST_BASE = {"dense": keras.layers.Dense.call, "embedding": keras.layers.Embedding.call}
-
-
-# -- the model: restores states in layers its config does not rebuild ----------------------------------------------
-MODEL_REGISTERED = "mutate>CompressedModel"
-_MODEL_CLASSES: dict[type, type] = {}
-
-
-class CompressedModel:
-    """Mixin of a compressed model's class. Layers that a model's config rebuilds (a Sequential's or a
-    Functional's) restore their own states; layers that user code creates (a subclassed model's, a custom
-    layer's, a keras_hub backbone's) cannot, so the model also saves ``{path: {slot: spec}}`` with its own
-    variables and re-attaches those states when Keras loads its variables, before its layers load theirs."""
-
-    _mutate_base: type = object
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()  # type: ignore[misc]
-        base = self._mutate_base
-        config["mutate_model"] = {"module": base.__module__, "class_name": base.__qualname__,
-                                  "registered_name": keras.saving.get_registered_name(base)}
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Any:
-        config = dict(config)
-        base = config.pop("mutate_model")
-        if cls is CompressedModel:
-            target = compressed_model_class(_resolve(base))
-            return target.from_config({**config, "mutate_model": base}, custom_objects)
-        parent = super()
-        return parent.from_config(config) if custom_objects is None else parent.from_config(config, custom_objects)
-
-    def save_own_variables(self, store: Any) -> None:
-        from mutate.operator.surgery import compressible
-
-        for i, v in enumerate(self._trainable_variables + self._non_trainable_variables):
-            store[str(i)] = v
-        plan: dict[str, dict[str, Any]] = {}
-        for k in compressible(self):
-            if k.state != "dense":
-                plan.setdefault(relative_layer_path(self, k.layer), {})[k.slot.name] = \
-                    getattr(k.layer, state_attr(k.slot)).spec()
-        store["mutate"] = np.frombuffer(json.dumps(plan).encode(), dtype=np.uint8)
-
-    def load_own_variables(self, store: Any) -> None:
-        from mutate.operator.surgery import walk
-
-        keys = list(store.keys())
-        if "mutate" in keys:
-            plan = json.loads(bytes(np.asarray(store["mutate"], dtype=np.uint8)).decode())
-            layers = {relative_layer_path(self, layer): layer for layer, _ in walk(self) if layer is not self}
-            for path, slots in plan.items():
-                layer = layers.get(path)
-                if layer is None:
-                    raise ValueError(f"the saved model compresses {path!r}, which the loaded model {self.name!r} "
-                                     "does not have")
-                kind = kind_of(layer)
-                for name, spec in slots.items():
-                    slot = kind.slot(name)
-                    if not isinstance(getattr(layer, state_attr(slot), None), KernelState):
-                        attach(layer, slot, spec)
-        own = self._trainable_variables + self._non_trainable_variables
-        for i, v in enumerate(own):
-            v.assign(store[str(i)])
-
-
-def relative_layer_path(model: keras.layers.Layer, layer: keras.layers.Layer) -> str:
-    path = layer.path or layer.name
-    prefix = f"{model.name}/"
-    return path[len(prefix):] if path.startswith(prefix) else path
-
-
-def compressed_model_class(base: type) -> type:
-    """The class a compressed model takes (made once per model class; same ``__name__``)."""
-    if issubclass(base, CompressedModel):
-        return base
-    if base not in _MODEL_CLASSES:
-        cls = type(base.__name__, (CompressedModel, base), {
-            "_mutate_base": base, "__module__": __name__, "__qualname__": base.__qualname__,
-            "__doc__": f"{base.__name__} holding kernels compressed by mutate (see mutate.operator.host)."})
-        keras.saving.get_custom_objects()[MODEL_REGISTERED] = CompressedModel
-        from keras.src.saving import object_registration
-
-        object_registration.GLOBAL_CUSTOM_NAMES[cls] = MODEL_REGISTERED
-        _MODEL_CLASSES[base] = cls
-    return _MODEL_CLASSES[base]
-
-
-def mark_model(model: keras.Model, compressed: bool) -> None:
-    """Give ``model`` the compressed model class (or its own back)."""
-    if compressed and not isinstance(model, CompressedModel):
-        model.__class__ = compressed_model_class(type(model))
-    elif not compressed and isinstance(model, CompressedModel):
-        model.__class__ = model._mutate_base
 
 
 register()  # importing this module makes compressed models loadable

@@ -15,7 +15,7 @@ from keras import ops
 
 import operators
 from mutate.operator.kinds import View
-from mutate.schedule import Schedule
+from mutate.operator.schedule import Schedule
 
 _MISSING_CALLBACK = ("layer {name!r} is being trained without mutate.CompressionCallback(); pass "
                      "callbacks=[mutate.CompressionCallback()] to fit() so its alpha schedule advances.")

@@ -18,9 +18,10 @@ import keras
 import operators
 from mutate.errors import BadInput
 from mutate.operator import host
+from mutate.operator.model import mark_model, relative_layer_path
 from mutate.operator.kinds import SUPPORTED, Kind, Slot, kind_of, view_of
 from mutate.operator.state import KernelState
-from mutate.schedule import Schedule
+from mutate.operator.schedule import Schedule
 
 PlanValue = Union[operators.Compressor, str, tuple[str, Mapping[str, Any]]]
 
@@ -87,7 +88,7 @@ def walk(layer: keras.layers.Layer) -> Iterator[tuple[keras.layers.Layer, keras.
         stack.extend((c, current) for c in reversed(children))
 
 
-relative_path = host.relative_layer_path
+relative_path = relative_layer_path
 
 
 def compressible(model: keras.Model) -> list[Kernel]:
@@ -212,7 +213,7 @@ def compress(model: keras.Model, plan: Mapping[str, PlanValue], schedule: Schedu
         host.attach(k.layer, k.slot, {"operator": op.name, "params": op.get_config(),
                                       "schedule": schedule.get_config(), "refresh": bool(refresh),
                                       "trainable_factors": dict(trainable_factors or {}), "spliced": False})
-    host.mark_model(model, True)
+    mark_model(model, True)
     _retrace(model)
     return model
 
@@ -292,6 +293,6 @@ def densify(model: keras.Model, pattern: str) -> keras.Model:
         raise PlanError(f"model {model.name!r} has no compressed kernel matching {pattern!r}.")
     for k in found:
         host.detach(k.layer, k.slot)
-    host.mark_model(model, any(k.state != "dense" for k in compressible(model)))
+    mark_model(model, any(k.state != "dense" for k in compressible(model)))
     _retrace(model)
     return model

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from mutate.errors import BadInput
-from mutate.final import read_tests
-from mutate.pareto import Point, front, hypervolume
-from mutate.runs import read_points
+from mutate.results.final import read_tests
+from mutate.results.pareto import Point, front, hypervolume
+from mutate.results.runs import read_points
 
 
 class Run:
@@ -65,7 +65,7 @@ class Run:
         return float(classes) if self.lm else 1.0 / classes
 
     def hypervolume(self) -> float:
-        """Area dominated by the front up to (ratio 1.0, chance level); see `mutate.pareto.hypervolume`."""
+        """Area dominated by the front up to (ratio 1.0, chance level); see `mutate.results.pareto.hypervolume`."""
         return hypervolume(self.points(), self.reference_metric, 1.0, higher_is_better=not self.lm)
 
     def test_hypervolume(self) -> float | None:
@@ -86,7 +86,7 @@ class Run:
     def export(self, out: str | Path, *, point: int | None = None, max_size: int | None = None,
                min_accuracy: float | None = None, force: bool = False) -> Any:
         """`mutate export` from Python; returns the spliced Keras model."""
-        from mutate.export import export
+        from mutate.results.export import export
 
         return export(self.dir, point=point, max_size=max_size, min_accuracy=min_accuracy, out=Path(out),
                       force=force)
@@ -142,7 +142,7 @@ def write_outputs(run: Run) -> None:
                "hypervolume_reference": {"ratio": 1.0, "metric": run.reference_metric},
                "dense_bytes": run.dense_bytes, "budget_bytes": run.budget_bytes(), "points": len(run.points())}
     _write_atomic(run.dir / "pareto.json", json.dumps(summary, indent=1))
-    from mutate.plots import pareto_html, pareto_png
+    from mutate.results.plots import pareto_html, pareto_png
 
     _write_atomic(run.dir / "pareto.png", pareto_png([run]))
     _write_atomic(run.dir / "pareto.html", pareto_html([run]))
@@ -150,7 +150,7 @@ def write_outputs(run: Run) -> None:
 
 def pareto(runs: list[Path], sensitivity: bool = False) -> None:
     """Print each run's front and hypervolume and write its files; with several runs, compare them. With
-    ``sensitivity``, also print each run's sensitivity table (`mutate.table`)."""
+    ``sensitivity``, also print each run's sensitivity table (`mutate.search.table`)."""
     opened = [Run(r) for r in runs]
     for run in opened:
         if not run.points():
@@ -170,7 +170,7 @@ def pareto(runs: list[Path], sensitivity: bool = False) -> None:
             print("  (test column empty: the front was not evaluated on the test set yet)")
         print(table(run))
         if sensitivity:
-            from mutate import table as tables
+            from mutate.search import table as tables
 
             t = tables.load(run.dir)
             if t is None:
@@ -182,7 +182,7 @@ def pareto(runs: list[Path], sensitivity: bool = False) -> None:
                 print("\n".join(t.lines()))
         print(f"wrote pareto.csv, pareto.json, pareto.png, pareto.html in {run.dir}\n")
     if len(opened) > 1:
-        from mutate.plots import pareto_html, pareto_png
+        from mutate.results.plots import pareto_html, pareto_png
 
         out = opened[0].dir.parent / ("compare_" + "_vs_".join(r.dir.name for r in opened) + ".png")
         _write_atomic(out, pareto_png(opened))

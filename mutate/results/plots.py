@@ -10,7 +10,7 @@ def pareto_png(runs: list[Any]) -> bytes:
     """All points in grey, each run's validation front as a staircase, the dense model and the budget marked.
 
     Args:
-        runs: `mutate.report.Run` objects (one or several to compare).
+        runs: `mutate.results.report.Run` objects (one or several to compare).
 
     Returns:
         The PNG file's bytes.
@@ -57,14 +57,14 @@ def pareto_html(runs: list[Any]) -> str:
     dense model and the budget. Hovering a point shows its genome, size, metric and its export command.
 
     Args:
-        runs: `mutate.report.Run` objects.
+        runs: `mutate.results.report.Run` objects.
 
     Returns:
         The HTML text.
     """
     import plotly.graph_objects as go
 
-    from mutate.pareto import front
+    from mutate.results.pareto import front
 
     first = runs[0]
     metric = "perplexity" if first.lm else "accuracy"

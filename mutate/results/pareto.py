@@ -26,7 +26,7 @@ class Point:
         row: the full stored row.
         test: the test accuracy (or perplexity), evaluated once after the search for the points it chose; None
             until then. Runs of earlier versions evaluated the test set at every report: their rows' test
-            values show here too (see `mutate.report.Run.test_source`).
+            values show here too (see `mutate.results.report.Run.test_source`).
     """
 
     trial: str

@@ -7,17 +7,18 @@ nothing, an unreachable budget) surface in a second, before any trial starts.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import keras
 
 import operators
-from mutate import builders, policy
-from mutate.size import model_size
-from mutate.space import Space
+from mutate.search import builders, policy
+from mutate.operator.size import model_size
+from mutate.search.space import Space
 from mutate.operator.surgery import Kernel, compressible, match, relative_path, walk
 from mutate.operator.kinds import SUPPORTED
-from mutate.table import Entry, Table, saved_bytes
-from mutate.trial import budget_bytes, nonfinite_weights
+from mutate.search.table import Entry, Table, saved_bytes
+from mutate.search.trial import budget_bytes, nonfinite_weights
 
 
 def _glob_matches(space: Space, key: str, globs: list[str], model: keras.Model, kernels: list[Kernel]) -> None:
@@ -53,10 +54,21 @@ def _level_entries(space: Space, op_name: str, layer_name: str, m: int, n: int) 
     return out
 
 
-def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int, Table]:
-    """Validate the space against its model; returns (allowed, budget bytes, dense bytes, classes, sizes),
-    where classes is the model's output width (the vocabulary of a language model) and sizes the sensitivity
-    table without metrics: what each (layer, operator, level) saves (`mutate.table`).
+class Prepared(NamedTuple):
+    """What `prepare` found: the kernel paths the search may mutate (with their operators), the budget and
+    dense size in bytes, the model's output width (a language model's vocabulary), the sizes-only sensitivity
+    table (`mutate.search.table`), and a one-line description of every compressible kernel of the model."""
+
+    allowed: dict[str, list[str]]
+    budget: int
+    dense_bytes: int
+    classes: int
+    sizes: Table
+    kernels: list[str]
+
+
+def prepare(space: Space) -> Prepared:
+    """Validate the space against its model.
 
     Raises:
         SpaceError: a glob matches nothing, a layer cannot be compressed, a parameter does not fit a layer,
@@ -110,5 +122,6 @@ def prepare(space: Space) -> tuple[dict[str, list[str]], int, int, int, Table]:
         value = space.budget["bytes"] if space.budget["bytes"] is not None else space.budget["ratio"]
         raise space.error(key, f"{value!r} ({budget:,} bytes) is below the smallest model this space can reach "
                                f"({floor:,} bytes of {dense_bytes:,} dense)")
-    return allowed, budget, dense_bytes, int(data.num_classes), Table(entries, dense_bytes=dense_bytes)
+    return Prepared(allowed, budget, dense_bytes, int(data.num_classes), Table(entries, dense_bytes=dense_bytes),
+                    [str(k) for k in kernels])
 

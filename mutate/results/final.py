@@ -1,7 +1,7 @@
 """The test set, touched once per chosen model: after a search, each point of its validation front is
 evaluated on the test set and the result stored in ``RUN_DIR/test_metrics.json`` (checkpoint -> value).
 
-Selection never reads these values (`mutate.pareto.Point.metric` is the validation metric); they are what a
+Selection never reads these values (`mutate.results.pareto.Point.metric` is the validation metric); they are what a
 report shows next to validation. Keras is imported only when a model is evaluated.
 """
 
@@ -33,7 +33,7 @@ def evaluate(model: Any, x: Any, y: Any, lm: bool) -> float:
     """Accuracy, or perplexity for a language model, of ``model`` on (x, y) (a test or validation split)."""
     import keras
 
-    from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM
+    from mutate.search.trial import EVAL_BATCH, EVAL_BATCH_LM
 
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[] if lm else ["accuracy"])
@@ -50,9 +50,9 @@ def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[st
 
     import keras
 
-    from mutate import builders
-    from mutate.report import Run
-    from mutate.runs import load_recorded_space
+    from mutate.search import builders
+    from mutate.results.report import Run
+    from mutate.results.runs import load_recorded_space
 
     run = Run(run_dir)
     values = read_tests(run.dir)

@@ -17,8 +17,8 @@ import yaml
 
 from mutate.errors import BadInput
 
-BUILTIN_MODELS = ("mlp", "cnn", "lstm_lm")
-BUILTIN_DATA = ("digits", "fashion_mnist", "cifar10", "shakespeare", "ptb")
+BUILTIN_MODELS = ("mlp", "cnn", "lstm_lm", "bert")
+BUILTIN_DATA = ("digits", "digits_tokens", "fashion_mnist", "cifar10", "shakespeare", "ptb")
 STRATEGIES = ("pbt", "greedy", "random", "uniform")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
@@ -140,7 +140,7 @@ def _model(c: _Ctx, raw: Any) -> dict[str, Any]:
     if isinstance(raw, str):
         raw = {"builder": raw}
     if not isinstance(raw, dict) or "builder" not in raw:
-        raise c.fail("model", "a mapping with a `builder` (mlp, cnn, lstm_lm or package.module:function)", raw)
+        raise c.fail("model", "a mapping with a `builder` (mlp, cnn, lstm_lm, bert or package.module:function)", raw)
     c.choice(raw["builder"], "model.builder", BUILTIN_MODELS, dotted_ok=True)
     return dict(raw)
 
@@ -149,7 +149,7 @@ def _data(c: _Ctx, raw: Any) -> dict[str, Any]:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict) or "name" not in raw:
-        raise c.fail("data", "a mapping with a `name` (digits, fashion_mnist, cifar10, shakespeare, ptb or "
+        raise c.fail("data", "a mapping with a `name` (digits, digits_tokens, fashion_mnist, cifar10, shakespeare, ptb or "
                      "package.module:function)", raw)
     c.choice(raw["name"], "data.name", BUILTIN_DATA, dotted_ok=True)
     return dict(raw)

@@ -18,13 +18,13 @@ import keras
 import numpy as np
 
 import mutate
-from mutate import builders
+from mutate.search import builders
 from mutate.data import Dataset
 from mutate.operator.surgery import compressible, densify, splice_finished, walk, relative_path
-from mutate.devices import make_strategy, scope, strategy_for
+from mutate.search.devices import make_strategy, scope, strategy_for
 from mutate.errors import NonFiniteLoss
-from mutate.genome import UNDO, Genome, Mutation, current, from_json, pending, summary, to_json
-from mutate.space import Space
+from mutate.search.genome import UNDO, Genome, Mutation, current, from_json, pending, summary, to_json
+from mutate.search.space import Space
 
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
                "adamw": keras.optimizers.AdamW}
@@ -195,7 +195,7 @@ class TrialRunner:
 
     def measure(self) -> dict[str, Any]:
         """Accuracy (or perplexity) on the validation split, size, and the score. The test set is not
-        touched: it is evaluated once per chosen model, after the search (`mutate.final`).
+        touched: it is evaluated once per chosen model, after the search (`mutate.results.final`).
 
         The score is the validation accuracy (negative perplexity for a language model) when the model fits
         the budget; over budget it is below every in-budget score.

@@ -7,13 +7,13 @@ from pathlib import Path
 import keras
 
 import mutate
-from mutate import builders
+from mutate.search import builders
 from mutate.errors import BadInput, MetricMismatch, MissingInput, OutputExists
-from mutate.pareto import Point
-from mutate.report import Run
-from mutate.runs import load_recorded_space
-from mutate.final import evaluate, read_tests, write_tests
-from mutate.trial import split_validation
+from mutate.results.pareto import Point
+from mutate.results.report import Run
+from mutate.results.runs import load_recorded_space
+from mutate.results.final import evaluate, read_tests, write_tests
+from mutate.search.trial import split_validation
 
 TOLERANCE = 1e-6
 """Largest accepted difference between the stored and the re-evaluated validation metric."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mutate.errors import MissingInput
-from mutate.space import Space, SpaceError, from_dict
+from mutate.search.space import Space, SpaceError, from_dict
 
 POINTS = "points.jsonl"
 SPACE_FILE = "space.json"
@@ -146,7 +146,7 @@ def prune_checkpoints(run_dir: Path, keep: set[str] | None = None) -> tuple[int,
     """
     import shutil
 
-    from mutate.pareto import Point, front
+    from mutate.results.pareto import Point, front
 
     run_dir = Path(run_dir)
     rows = read_points(run_dir)

@@ -114,7 +114,30 @@ def lstm_lm(data: datasets.Dataset, *, embedding: int = 200, units: int = 200) -
                              keras.layers.Dense(vocab, name="softmax")], name="lstm_lm")
 
 
-BUILTIN: dict[str, Callable[..., keras.Model]] = {"mlp": mlp, "cnn": cnn, "lstm_lm": lstm_lm}
+def bert(data: datasets.Dataset, *, layers: int = 2, heads: int = 4, hidden: int = 64, intermediate: int = 128,
+         dropout: float = 0.1) -> keras.Model:
+    """A keras_hub ``BertBackbone`` built from its config (random weights, nothing downloaded) with a Dense
+    ``head`` on its pooled output, for token sequences (N, T) with ids below the vocabulary (``data`` 's
+    largest id + 1). Kernel paths: ``transformer_layer_<i>/self_attention_layer/{query,key,value,
+    attention_output}``, ``transformer_layer_<i>/feedforward_{intermediate,output}_dense``, ``pooled_dense``,
+    ``token_embedding``, ``head``. Needs ``pip install mutate[hub]``.
+    """
+    try:
+        import keras_hub
+    except ImportError:
+        raise ValueError("the bert builder needs keras-hub: pip install 'mutate[hub]'") from None
+    seq = int(data.x_train.shape[1])
+    vocab = int(max(data.x_train.max(), data.x_test.max())) + 1
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=vocab, num_layers=int(layers), num_heads=int(heads),
+                                             hidden_dim=int(hidden), intermediate_dim=int(intermediate),
+                                             dropout=float(dropout), max_sequence_length=seq)
+    tokens = keras.Input((seq,), dtype="int32", name="token_ids")
+    pooled = backbone({"token_ids": tokens, "segment_ids": keras.ops.zeros_like(tokens),
+                       "padding_mask": keras.ops.not_equal(tokens, 0)})["pooled_output"]
+    return keras.Model(tokens, keras.layers.Dense(data.num_classes, name="head")(pooled), name="bert_classifier")
+
+
+BUILTIN: dict[str, Callable[..., keras.Model]] = {"mlp": mlp, "cnn": cnn, "lstm_lm": lstm_lm, "bert": bert}
 
 
 def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> keras.Model:

@@ -1,11 +1,11 @@
 """Search strategies behind one small interface: propose genomes, observe results. Pure Python: no TF, no Ray.
 
-The Ray runner (`mutate.search`) only runs trials. It asks a strategy for the first population
+The Ray runner (`mutate.search.runner`) only runs trials. It asks a strategy for the first population
 (`Strategy.initial`), asks it for a move whenever PBT explores an exploiting trial (`Strategy.propose`), and
 tells it what every report measured (`Strategy.observe`), the way Keras Tuner's Oracle runs without Keras.
 
 - ``pbt``: population-based training whose explore is *informed*: moves (add, tighten, loosen, undo,
-  switch; `mutate.policy.moves`) are ranked by the sensitivity table's expected metric cost per byte and by
+  switch; `mutate.search.policy.moves`) are ranked by the sensitivity table's expected metric cost per byte and by
   where the trial stands against the budget. A trial over budget always gets a move that cuts bytes; one
   under budget may trade bytes back for accuracy. With probability `EPSILON` the move is drawn at random
   among those allowed (the search can still surprise). Its first population is greedy's solutions when
@@ -26,9 +26,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from mutate import policy
-from mutate.genome import Genome, Mutation
-from mutate.table import Table
+from mutate.search import policy
+from mutate.search.genome import Genome, Mutation
+from mutate.search.table import Table
 
 EPSILON = 0.2
 """Probability that PBT's explore draws its move at random among the allowed ones."""

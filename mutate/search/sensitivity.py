@@ -1,4 +1,4 @@
-"""Fill the sensitivity table's metrics (`mutate.table`; its sizes come from `mutate.driver.prepare`).
+"""Fill the sensitivity table's metrics (`mutate.search.table`; its sizes come from `mutate.search.driver.prepare`).
 
 Run by ``mutate search`` in the driver, before any trial: the model of trial 0 (same seed, data order and
 optimizer) is trained for ``mutations.warmup_steps``, then each (layer, operator, level) of the space is
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import keras
 
 import operators
-from mutate.space import Space
+from mutate.search.space import Space
 from mutate.operator.kinds import view_of
 from mutate.operator.surgery import compressible
-from mutate.table import Table
+from mutate.search.table import Table
 
 SUBSET = 2000
 """Validation examples evaluated per table entry (at most; the split may be smaller)."""
@@ -32,14 +32,14 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
     Args:
         space: the validated space.
         allowed: layer name -> operators allowed on it.
-        sizes: the sizes-only table `mutate.driver.prepare` returned, filled in place (None: prepare it).
+        sizes: the sizes-only table `mutate.search.driver.prepare` returned, filled in place (None: prepare it).
         subset: validation examples per evaluation.
         out: where the one-line summary goes.
 
     Returns:
         The filled table (``seconds`` includes the warm-up training).
     """
-    from mutate.trial import EVAL_BATCH, EVAL_BATCH_LM, TrialRunner
+    from mutate.search.trial import EVAL_BATCH, EVAL_BATCH_LM, TrialRunner
 
     t0 = time.perf_counter()
     runner = TrialRunner(space, seed=space.search["seed"] * 1000)  # trial 0's seed: the same warm-up
@@ -57,9 +57,9 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
 
     base_metric, base_loss = evaluate()
     if sizes is None:
-        from mutate.driver import prepare
+        from mutate.search.driver import prepare
 
-        sizes = prepare(space)[4]
+        sizes = prepare(space).sizes
     table = sizes
     kernels = {k.path: k for k in compressible(model)}
     for e in table.entries:

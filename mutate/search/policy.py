@@ -1,5 +1,5 @@
 """The moves of a genome within a space (add, tighten, loosen, undo, switch), random draws and the uniform grid.
-Pure Python, no TF, no Ray; `mutate.strategies` ranks and chooses among them."""
+Pure Python, no TF, no Ray; `mutate.search.strategies` ranks and chooses among them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import fnmatch
 import random
 from typing import Any, Callable, Mapping, Sequence
 
-from mutate.genome import Genome, Mutation, current
+from mutate.search.genome import Genome, Mutation, current
 
 def check_operator(name: str, params: dict[str, Any]) -> None:
     """``operators.get(name, **params)``: raises ValueError/TypeError for unknown names or bad values (pure
@@ -80,7 +80,7 @@ def notches(operators: Mapping[str, Mapping[str, Any]], mutation: Mutation, dire
 
 def levels(operators: Mapping[str, Mapping[str, Any]], op: str) -> list[dict[str, Any]]:
     """Every parameter combination of ``op`` in the space."""
-    from mutate.table import grid
+    from mutate.search.table import grid
 
     return list(grid(choices(operators, op)))
 

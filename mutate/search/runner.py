@@ -1,7 +1,7 @@
 """The population search: Ray Tune's `Tuner` with `PopulationBasedTraining`, whose explore step is a
 compression mutation. The only module that imports Ray.
 
-Each trial runs a `mutate.trial.TrialRunner`. Its config holds the *wanted* genome; the checkpoint holds
+Each trial runs a `mutate.search.trial.TrialRunner`. Its config holds the *wanted* genome; the checkpoint holds
 the model (``.keras``, any architecture) and the *applied* genome, so an exploiting trial restores the
 cloned trial's exact architecture, then splices in the mutation that explore appended, mid-training.
 """
@@ -22,11 +22,11 @@ from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 
 from mutate.errors import NonFiniteLoss
-from mutate.genome import from_json, to_json
-from mutate.pareto import Point, dominates
-from mutate.runs import append_point, divergence, read_points, record_divergence
-from mutate.space import Space, from_dict
-from mutate.strategies import Strategy, settled, table_metric
+from mutate.search.genome import from_json, to_json
+from mutate.results.pareto import Point, dominates
+from mutate.results.runs import append_point, divergence, read_points, record_divergence
+from mutate.search.space import Space, from_dict
+from mutate.search.strategies import Strategy, settled, table_metric
 
 
 def _space_of(config: dict[str, Any]) -> Space:
@@ -40,7 +40,7 @@ class MutationTrainable(tune.Trainable):
     def setup(self, config: dict[str, Any]) -> None:
         self._refuse_diverged(config)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from mutate.trial import TrialRunner
+        from mutate.search.trial import TrialRunner
 
         self._runner_cls = TrialRunner
         self.space = _space_of(config)
@@ -291,7 +291,7 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
             failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
             # PBT may clone any trial's last checkpoint, even a finished trial's, and a resumed search restores
             # the one its last saved experiment state names (num_to_keep could delete it): keep them all while
-            # the search runs; `mutate.runs.prune_checkpoints` removes the stale ones at the end.
+            # the search runs; `mutate.results.runs.prune_checkpoints` removes the stale ones at the end.
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=perturb, checkpoint_at_end=True)))
 
 
@@ -305,7 +305,7 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
         run_dir: where points, models and Ray's state go (must be shared by every node of a cluster).
         budget: the size budget in bytes.
         strategy: proposes the first population and PBT's explore moves, and observes every report
-            (`mutate.strategies`); it lives in this process only.
+            (`mutate.search.strategies`); it lives in this process only.
         resume: continue the search stored in ``run_dir`` (`Tuner.restore`).
         address: a Ray cluster to join (``auto`` or HOST:PORT); None starts an embedded local Ray.
         verbose: show Ray's own logs.

@@ -1,8 +1,8 @@
 """The sensitivity table: per (layer, operator, level), what factoring that layer alone costs and saves.
 
 AIMET's greedy compression-ratio selection measures an "eval dictionary" (one accuracy per layer and ratio)
-before it chooses; this is the same table over several operators per layer. `mutate.sensitivity` fills it
-from the warm-up weights; the strategies (`mutate.strategies`) read it to rank moves and to choose genomes.
+before it chooses; this is the same table over several operators per layer. `mutate.search.sensitivity` fills it
+from the warm-up weights; the strategies (`mutate.search.strategies`) read it to rank moves and to choose genomes.
 Pure Python: no TensorFlow, no Ray.
 
 An *option* of a layer is an (operator, params) pair, or None for the dense layer. Its ``saved`` bytes are
@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mutate.genome import Genome, Mutation, current
+from mutate.search.genome import Genome, Mutation, current
 
 TABLE_FILE = "sensitivity.json"
 

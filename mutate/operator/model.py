@@ -1,0 +1,105 @@
+"""The compressed model: restores the states of layers that its config does not rebuild."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import keras
+import numpy as np
+
+from mutate.operator.host import _resolve, attach, state_attr
+from mutate.operator.kinds import kind_of
+from mutate.operator.state import KernelState
+
+MODEL_REGISTERED = "mutate>CompressedModel"
+_MODEL_CLASSES: dict[type, type] = {}
+
+
+class CompressedModel:
+    """Mixin of a compressed model's class. Layers that a model's config rebuilds (a Sequential's or a
+    Functional's) restore their own states; layers that user code creates (a subclassed model's, a custom
+    layer's, a keras_hub backbone's) cannot, so the model also saves ``{path: {slot: spec}}`` with its own
+    variables and re-attaches those states when Keras loads its variables, before its layers load theirs."""
+
+    _mutate_base: type = object
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()  # type: ignore[misc]
+        base = self._mutate_base
+        config["mutate_model"] = {"module": base.__module__, "class_name": base.__qualname__,
+                                  "registered_name": keras.saving.get_registered_name(base)}
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Any:
+        config = dict(config)
+        base = config.pop("mutate_model")
+        if cls is CompressedModel:
+            target = compressed_model_class(_resolve(base))
+            return target.from_config({**config, "mutate_model": base}, custom_objects)
+        parent = super()
+        return parent.from_config(config) if custom_objects is None else parent.from_config(config, custom_objects)
+
+    def save_own_variables(self, store: Any) -> None:
+        from mutate.operator.surgery import compressible
+
+        for i, v in enumerate(self._trainable_variables + self._non_trainable_variables):
+            store[str(i)] = v
+        plan: dict[str, dict[str, Any]] = {}
+        for k in compressible(self):
+            if k.state != "dense":
+                plan.setdefault(relative_layer_path(self, k.layer), {})[k.slot.name] = \
+                    getattr(k.layer, state_attr(k.slot)).spec()
+        store["mutate"] = np.frombuffer(json.dumps(plan).encode(), dtype=np.uint8)
+
+    def load_own_variables(self, store: Any) -> None:
+        from mutate.operator.surgery import walk
+
+        keys = list(store.keys())
+        if "mutate" in keys:
+            plan = json.loads(bytes(np.asarray(store["mutate"], dtype=np.uint8)).decode())
+            layers = {relative_layer_path(self, layer): layer for layer, _ in walk(self) if layer is not self}
+            for path, slots in plan.items():
+                layer = layers.get(path)
+                if layer is None:
+                    raise ValueError(f"the saved model compresses {path!r}, which the loaded model {self.name!r} "
+                                     "does not have")
+                kind = kind_of(layer)
+                for name, spec in slots.items():
+                    slot = kind.slot(name)
+                    if not isinstance(getattr(layer, state_attr(slot), None), KernelState):
+                        attach(layer, slot, spec)
+        own = self._trainable_variables + self._non_trainable_variables
+        for i, v in enumerate(own):
+            v.assign(store[str(i)])
+
+
+def relative_layer_path(model: keras.layers.Layer, layer: keras.layers.Layer) -> str:
+    path = layer.path or layer.name
+    prefix = f"{model.name}/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def compressed_model_class(base: type) -> type:
+    """The class a compressed model takes (made once per model class; same ``__name__``)."""
+    if issubclass(base, CompressedModel):
+        return base
+    if base not in _MODEL_CLASSES:
+        cls = type(base.__name__, (CompressedModel, base), {
+            "_mutate_base": base, "__module__": __name__, "__qualname__": base.__qualname__,
+            "__doc__": f"{base.__name__} holding kernels compressed by mutate (see mutate.operator.host)."})
+        keras.saving.get_custom_objects()[MODEL_REGISTERED] = CompressedModel
+        from keras.src.saving import object_registration
+
+        object_registration.GLOBAL_CUSTOM_NAMES[cls] = MODEL_REGISTERED
+        _MODEL_CLASSES[base] = cls
+    return _MODEL_CLASSES[base]
+
+
+def mark_model(model: keras.Model, compressed: bool) -> None:
+    """Give ``model`` the compressed model class (or its own back)."""
+    if compressed and not isinstance(model, CompressedModel):
+        model.__class__ = compressed_model_class(type(model))
+    elif not compressed and isinstance(model, CompressedModel):
+        model.__class__ = model._mutate_base
