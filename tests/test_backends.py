@@ -1,5 +1,6 @@
-"""The operator on TensorFlow and on JAX: the same schedule, splice, save/load and numbers (within float
-tolerance), including an update that falls mid-epoch (JAX's fit trains on a copy of the state)."""
+"""The operator on TensorFlow, JAX and PyTorch: the same schedule, splice, save/load and numbers (within float
+tolerance), including an update that falls mid-epoch (JAX's fit trains on a copy of the state). PyTorch runs
+when torch is installed (opt-in: ``bash scripts/dev test --backend torch`` installs the CPU wheel)."""
 
 import importlib.util
 import json
@@ -35,6 +36,19 @@ def test_tensorflow_and_jax_blend_splice_and_round_trip_alike(operator, begin, s
     tf, jx = out["tensorflow"], out["jax"]
     assert tf["layers"] == jx["layers"] and tf["bytes"] == jx["bytes"]
     np.testing.assert_allclose(np.array(tf["pred"]), np.array(jx["pred"]), atol=1e-4, rtol=1e-4)  # seen: < 1e-6
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (opt-in: bash scripts/dev test --backend torch)")
+@pytest.mark.parametrize("operator,begin,spe", [("low_rank", 3, 1), ("pruning", 0, 1), ("kmeans", 7, 1)])
+def test_tensorflow_and_torch_blend_splice_and_round_trip_alike(operator, begin, spe):
+    """(Keras' PyTorch trainer takes only steps_per_execution=1.)"""
+    out = {b: run(b, begin, operator, spe) for b in ("tensorflow", "torch")}
+    for b, o in out.items():
+        assert o["backend"] == b and o["step"] == 32 and o["alpha"] == 0.0 and o["roundtrip"] == 0.0, o
+    tf, pt = out["tensorflow"], out["torch"]
+    assert tf["layers"] == pt["layers"] and tf["bytes"] == pt["bytes"]
+    np.testing.assert_allclose(np.array(tf["pred"]), np.array(pt["pred"]), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install mutate[jax])")

@@ -252,7 +252,7 @@ def attach(layer: keras.layers.Layer, slot: Slot, spec: dict[str, Any], *, swap_
 
 
 def _remove_state(layer: keras.layers.Layer, slot: Slot) -> None:
-    state = layer.__dict__.get(state_attr(slot))
+    state = getattr(layer, state_attr(slot), None)  # (on PyTorch a sublayer lives in the module's _modules)
     if state is None:
         return
     layer._tracker.unlock()
@@ -260,7 +260,7 @@ def _remove_state(layer: keras.layers.Layer, slot: Slot) -> None:
         layer._tracker.untrack(state)
     finally:
         layer._tracker.lock()
-    object.__delattr__(layer, state_attr(slot))
+    delattr(layer, state_attr(slot))
 
 
 def splice(layer: keras.layers.Layer, slot: Slot) -> KernelState:
