@@ -26,7 +26,7 @@ _EXPORTS = {
     "Schedule": "mutate.operator.schedule", "LayerSize": "mutate.operator.size", "ModelSize": "mutate.operator.size",
     "model_size": "mutate.operator.size", "compress": "mutate.operator", "strip": "mutate.operator",
     "densify": "mutate.operator", "compressible": "mutate.operator", "kernel": "mutate.operator", "Kernel": "mutate.operator",
-    "PlanError": "mutate.operator", "load_run": "mutate.results.report", "Run": "mutate.results.report",
+    "PlanError": "mutate.operator", "export_model": "mutate.results.formats", "load_run": "mutate.results.report", "Run": "mutate.results.report",
 }
 
 __all__ = sorted(_EXPORTS)

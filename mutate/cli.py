@@ -28,20 +28,49 @@ INTERNAL_ERROR_FILE = "internal_error.txt"
 """Where an internal error's traceback goes, in the run directory of the command that failed."""
 
 
+def _no_tensorflow(e: ModuleNotFoundError) -> BadInput:
+    """The one-line error for Keras' TensorFlow backend (the default) without TensorFlow installed."""
+    return BadInput("the Keras backend is TensorFlow (the default; KERAS_BACKEND or ~/.keras/keras.json), but "
+                    f"TensorFlow is not installed ({e}): pip install mutate[tensorflow], or run under another "
+                    "backend, e.g. pip install mutate[jax] and KERAS_BACKEND=jax")
+
+
+def _import_keras() -> None:
+    """Import Keras, and TensorFlow when it is Keras' backend; another backend (KERAS_BACKEND=jax or torch)
+    imports no TensorFlow.
+
+    Raises:
+        BadInput: the backend is TensorFlow and TensorFlow is not installed.
+    """
+    try:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name is not None and e.name.split(".")[0] == "tensorflow":
+            raise _no_tensorflow(e) from e
+        raise
+
+
 def quiet_tensorflow_import(verbose: bool = False) -> None:
-    """Import Keras, and TensorFlow when it is Keras' backend, with TensorFlow's C++ start-up chatter (absl and
-    CUDA-stub lines on fd 2) hidden."""
-    if verbose or "tensorflow" in sys.modules:
+    """Import Keras, and TensorFlow when it is Keras' backend (only then), with TensorFlow's C++ start-up
+    chatter (absl and CUDA-stub lines on fd 2) hidden unless ``verbose``.
+
+    Raises:
+        BadInput: the backend is TensorFlow (the default) and TensorFlow is not installed.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    if verbose:
+        _import_keras()
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import keras
-
-        if keras.backend.backend() == "tensorflow":  # another backend (KERAS_BACKEND) needs no TensorFlow
-            import tensorflow  # noqa: F401
+        _import_keras()
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -68,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
 
     pareto = sub.add_parser("pareto", help="print and plot the size/accuracy front of one or more runs")
     pareto.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    pareto.add_argument("--sizes", action="store_true",
+                        help="also convert each front point to .keras and LiteRT (.tflite) once, and print their bytes "
+                             "and gzip(.tflite) next to the counted bytes (cached in the run's file_sizes.json)")
     pareto.add_argument("--sensitivity", action="store_true",
                         help="also print each run's sensitivity table (per layer, operator and level: bytes saved "
                              "and validation metric after factoring that layer alone)")
@@ -79,7 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     pick.add_argument("--max-size", type=int, metavar="BYTES", help="the most accurate front point this small")
     pick.add_argument("--min-accuracy", type=float, metavar="ACC",
                       help="the smallest front point this accurate on validation")
-    export.add_argument("--out", type=Path, required=True, help="the .keras file to write")
+    export.add_argument("--out", type=Path, required=True,
+                        help="where to write: NAME.keras, NAME.tflite (LiteRT) or a folder (TensorFlow SavedModel)")
+    export.add_argument("--format", choices=["keras", "litert", "saved_model"], default=None,
+                        help="the format (default: from --out's suffix); a LiteRT file is checked in the interpreter "
+                             "on the run's validation split and refused beyond a 1e-4 output difference")
     export.add_argument("--force", action="store_true", help="overwrite --out")
 
     demo = sub.add_parser("demo", help="compress an MLP on scikit-learn digits mid-training and splice it")
@@ -128,19 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     2 for bad input; 130 when interrupted (see the module docstring)."""
     args = _parser().parse_args(argv)
     try:
-        if args.command != "search":  # search validates its YAML first, so a typo costs no TF import
+        # search validates its YAML first, so a typo costs no TF import; pareto reads JSON and needs no Keras (so
+        # it works under any backend, TensorFlow installed or not)
+        if args.command not in ("search", "pareto") or getattr(args, "sizes", False):
             quiet_tensorflow_import(args.verbose)
         if args.command == "search":
             _search(args)
         elif args.command == "pareto":
             from mutate import commands
 
-            commands.pareto(args.runs, sensitivity=args.sensitivity)
+            commands.pareto(args.runs, sensitivity=args.sensitivity, sizes=args.sizes)
         elif args.command == "export":
             from mutate import commands
 
             commands.export(args.run, point=args.point, max_size=args.max_size, min_accuracy=args.min_accuracy,
-                            out=args.out, force=args.force)
+                            out=args.out, force=args.force, fmt=args.format)
         elif args.command == "demo":
             from mutate import demo
 

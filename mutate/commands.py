@@ -157,18 +157,19 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def pareto(runs: list[Path], sensitivity: bool = False) -> None:
+def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> None:
     """``mutate pareto``: the front as a table, plus pareto.csv/json/png (and .html) in each run dir."""
     from mutate.results import report
 
     with _if_run(runs[0]) if len(runs) == 1 else contextlib.nullcontext():  # several: no one place to blame
-        report.pareto(runs, sensitivity=sensitivity)
+        report.pareto(runs, sensitivity=sensitivity, sizes=sizes)
 
 
 def export(run: Path, *, point: int | None, max_size: int | None, min_accuracy: float | None, out: Path,
-           force: bool) -> None:
+           force: bool, fmt: str | None = None) -> None:
     """``mutate export``: rebuild, re-evaluate, splice and save one front point."""
     from mutate.results import export as exporter
 
     with _if_run(run):
-        exporter.export(run, point=point, max_size=max_size, min_accuracy=min_accuracy, out=out, force=force)
+        exporter.export(run, point=point, max_size=max_size, min_accuracy=min_accuracy, out=out, force=force,
+                        fmt=fmt)

@@ -72,5 +72,6 @@ class Pruning(Compressor):
 
         mask = unpack_codes(packed["bitmask"], m * n, 1)
         pos = ops.maximum(ops.cumsum(mask) - 1, 0)
-        dense = ops.where(mask > 0, ops.take(packed["values"], pos), ops.zeros_like(pos, "float32"))
+        # a scalar 0, broadcast: zeros_like(pos) is a constant as large as A that a converter would store
+        dense = ops.where(mask > 0, ops.take(packed["values"], pos), ops.convert_to_tensor(0.0, "float32"))
         return {"values": ops.reshape(dense, (m, n)), "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}

@@ -118,7 +118,8 @@ def test_export_refuses_an_existing_or_misnamed_out(run_dir, tmp_path, capsys):
     assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(taken)]) == 2
     assert stderr_lines(capsys) == [f"mutate: error: {taken}: exists; pass --force to overwrite it"]
     assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.h5")]) == 2
-    assert stderr_lines(capsys) == [f"mutate: error: --out {tmp_path / 'm.h5'}: the file name must end in .keras"]
+    assert stderr_lines(capsys) == [f"mutate: error: --out {tmp_path / 'm.h5'}: name a .keras or .tflite file, or a "
+                                    "folder without a suffix (a SavedModel)"]
 
 
 def test_bad_input_still_exits_2(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 that crash or diverge while the rest of the search goes on."""
 
 import json
+import re
 import math
 import os
 import signal
@@ -82,6 +83,16 @@ def test_export_reevaluates_and_reloads(finished, tmp_path):
             "print((m.predict(d.x_test, verbose=0).argmax(1) == d.y_test).mean())")
     acc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert abs(float(acc.stdout.split()[-1]) - front[0]["test_accuracy"]) < 1e-6
+    lite = run(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "best.tflite")])
+    assert lite.returncode == 0, lite.stderr[-3000:]
+    line = next(s for s in lite.stdout.splitlines() if s.strip().startswith("litert file:"))
+    litert_acc, keras_acc = (float(v) for v in re.search(r"accuracy (\d\.\d+) \(Keras (\d\.\d+)\)", line).groups())
+    assert litert_acc == keras_acc and (tmp_path / "best.tflite").stat().st_size < 0.5 * 340_008
+    sized = run(["pareto", str(run_dir), "--sizes"])
+    assert sized.returncode == 0, sized.stderr[-3000:]
+    cached = json.loads((run_dir / "file_sizes.json").read_text())
+    assert len(cached) == len(front) and all(0 < s["tflite_gzip"] < s["tflite"] for s in cached.values())
+    assert "gzip(.tflite)" in sized.stdout
     again = run(["export", str(run_dir), "--point", "0", "--out", str(out)])
     assert again.returncode == 2 and "pass --force" in again.stderr and "Traceback" not in again.stderr
     missing = run(["export", str(run_dir), "--point", "99", "--out", str(tmp_path / "x.keras")])

@@ -9,14 +9,14 @@ from typing import Any
 import keras
 from keras import ops
 
-from mutate.operator.host import _value
+from mutate.operator.host import _value, anchor
 from mutate.operator.kinds import Slot
 from mutate.operator.state import KernelState
 
 
 def _dense_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, training: Any) -> Any:
     _, state = pair
-    factors = state.factor_tensors()
+    factors = state.factor_tensors(anchor((inputs,)) if state.spliced else None)
     if state.spliced:
         x = ops.cast(state.compressor.matmul(inputs, factors), inputs.dtype)
     else:
@@ -33,7 +33,7 @@ def _dense_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, trainin
 def _embedding_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, training: Any) -> Any:
     _, state = pair
     ids = inputs if inputs.dtype in ("int32", "int64") else ops.cast(inputs, "int32")
-    rows = state.compressor.gather(ids, state.factor_tensors())
+    rows = state.compressor.gather(ids, state.factor_tensors(anchor((inputs,)) if state.spliced else None))
     if not state.spliced:
         state.begin_call(training)
         table = state.tap(_value(layer._embeddings), training)

@@ -55,6 +55,33 @@ def _value(var: Any) -> Any:
     return var.value if hasattr(var, "value") else var
 
 
+_EXPORTING = [False]
+
+
+@contextlib.contextmanager
+def exporting() -> Any:
+    """While tracing for an export: spliced integer arrays stay packed in the graph (`KernelState.factor_tensors`)."""
+    _EXPORTING[0] = True
+    try:
+        yield
+    finally:
+        _EXPORTING[0] = False
+
+
+def anchor(args: tuple) -> Any:
+    """A zero the converter cannot fold (int(|first input element| < 0)), or None when not exporting."""
+    if not _EXPORTING[0] or not args:
+        return None
+    first = args[0]
+    while isinstance(first, (list, tuple)):
+        first = first[0]
+    if isinstance(first, dict):
+        first = next(iter(first.values()))
+    # |first input element| < 0: false, but no converter proves it (x * 0 and the batch size both get folded)
+    probe = ops.reshape(first, (-1,))[:1]
+    return ops.cast(ops.any(ops.abs(ops.cast(probe, "float32")) < 0.0), "int32")
+
+
 class Compressed:
     """Mixin of every compressed layer class (see the module docstring)."""
 
@@ -77,7 +104,7 @@ class Compressed:
                 holder = slot.holder(self)
                 var = getattr(holder, slot.attr)
                 dtype = self.compute_dtype if var is None else None
-                kernel = state.kernel(None if var is None else _value(var), training, dtype)
+                kernel = state.kernel(None if var is None else _value(var), training, dtype, anchor(args))
                 swapped.append((holder, slot.attr, var))
                 object.__setattr__(holder, slot.attr, kernel)
             return base_call(self, *args, **kwargs)
@@ -101,7 +128,7 @@ class Compressed:
         if cls is Compressed:  # the registered entry point: find the user's class, then its compressed class
             return compressed_class(_resolve(spec["base"])).from_config({**config, "mutate": spec})
         layer = super().from_config(config)  # type: ignore[misc]
-        layer._mutate_pending = spec["states"]
+        object.__setattr__(layer, "_mutate_pending", spec["states"])  # untracked: Keras would track the dict
         return layer
 
     def _mutate_restore(self) -> None:

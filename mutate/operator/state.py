@@ -21,6 +21,16 @@ _MISSING_CALLBACK = ("layer {name!r} is being trained without mutate.Compression
                      "callbacks=[mutate.CompressionCallback()] to fit() so its alpha schedule advances.")
 
 
+def opaque(tensor: Any, anchor: Any) -> Any:
+    """``tensor`` itself, gathered at ``range(anchor, anchor + size)`` with ``anchor`` a run-time zero the
+    converter cannot fold: RANGE and GATHER are builtin LiteRT ops that take these arrays' uint8 at run time.
+    (Tried: a reshape to a run-time shape and a full-size slice from a run-time start are folded, the
+    element count fixing them; a select or a maximum on uint8 needs the Flex runtime.)"""
+    size = int(np.prod(tensor.shape))
+    flat = ops.take(ops.reshape(tensor, (size,)), ops.arange(anchor, anchor + size), axis=0)
+    return ops.reshape(flat, tuple(int(d) for d in tensor.shape))
+
+
 class KernelState(keras.layers.Layer):
     """The blend (or spliced) state of one kernel.
 
@@ -112,10 +122,19 @@ class KernelState(keras.layers.Layer):
             var.assign(arrays[pname])
 
     # -- the graph ------------------------------------------------------------------------------------------
-    def factor_tensors(self) -> dict[str, Any]:
-        """The factor tensors the operator's product takes (unpacked when spliced; generated ones included)."""
+    def factor_tensors(self, anchor: Any = None, every: bool = False) -> dict[str, Any]:
+        """The factor tensors the operator's product takes (unpacked when spliced; generated ones included).
+
+        ``anchor``: a zero computed from the input at run time (export only, see `mutate.operator.export`):
+        the spliced integer arrays (bitmasks, codes, indices) pass through a reshape whose shape depends on
+        it, so a converter that folds constant subgraphs (LiteRT's) keeps them packed and unpacks at run time.
+        ``every``: the float arrays too (when the product is formed as a kernel, e.g. a low-rank EinsumDense,
+        whose B @ C of two constants would be folded into the dense matrix).
+        """
         if self.spliced:
-            return {**self._generated, **self.compressor.unpack(dict(self.packed), *self.matrix_shape())}
+            packed = {k: opaque(v, anchor) if anchor is not None and (every or "int" in str(v.dtype)) else v
+                      for k, v in self.packed.items()}
+            return {**self._generated, **self.compressor.unpack(packed, *self.matrix_shape())}
         return {**self._generated, **self.factors}
 
     def begin_call(self, training: Any) -> None:
@@ -161,14 +180,15 @@ class KernelState(keras.layers.Layer):
         a = ops.cast(self.alpha, dense.dtype)
         return a * dense + (1.0 - a) * ops.cast(compressed, dense.dtype)
 
-    def product_kernel(self, dtype: Any) -> Any:
+    def product_kernel(self, dtype: Any, anchor: Any = None) -> Any:
         """B∘C in the kernel's shape."""
-        return ops.cast(self.view.from_matrix(self.compressor.product(self.factor_tensors())), dtype)
+        return ops.cast(self.view.from_matrix(self.compressor.product(self.factor_tensors(anchor, every=True))),
+                        dtype)
 
-    def kernel(self, a: Any, training: Any, dtype: Any) -> Any:
+    def kernel(self, a: Any, training: Any, dtype: Any, anchor: Any = None) -> Any:
         """The kernel the layer computes with: the blend of A (a tensor, or None when spliced) and B∘C."""
         if self.spliced:
-            return self.product_kernel(dtype)
+            return self.product_kernel(dtype, anchor)
         self.begin_call(training)
         a = self.tap(a, training)
         return self.blend(a, self.product_kernel(a.dtype))

@@ -1,4 +1,5 @@
-"""``mutate export``: take one model of a run home, re-evaluated and spliced, as a ``.keras`` file."""
+"""``mutate export``: take one model of a run home, re-evaluated and spliced, as ``.keras``, LiteRT or a
+TensorFlow SavedModel (`mutate.results.formats`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mutate.results.pareto import Point
 from mutate.results.report import Run
 from mutate.results.runs import load_recorded_space
 from mutate.results.final import evaluate, read_tests, write_tests
+from mutate.results.formats import export_model, format_for
 from mutate.search.trial import split_validation
 
 TOLERANCE = 1e-6
@@ -45,7 +47,7 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
 
 
 def export(run_dir: Path, *, point: int | None = None, max_size: int | None = None,
-           min_accuracy: float | None = None, out: Path, force: bool = False) -> keras.Model:
+           min_accuracy: float | None = None, out: Path, force: bool = False, fmt: str | None = None) -> keras.Model:
     """Load the chosen point's checkpoint, re-evaluate it, splice its finished layers and save it.
 
     Raises:
@@ -59,8 +61,7 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     out = Path(out)
     if out.exists() and not force:
         raise OutputExists(f"{out}: exists; pass --force to overwrite it")
-    if out.suffix != ".keras":
-        raise BadInput(f"--out {out}: the file name must end in .keras")
+    fmt = format_for(out, fmt)
     chosen = choose(run, point=point, max_size=max_size, min_accuracy=min_accuracy)
     space = load_recorded_space(run.dir)
     checkpoint = run.dir / chosen.checkpoint / "model.keras"
@@ -80,14 +81,19 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     if chosen.checkpoint not in values:  # the test set, once per chosen model
         values[chosen.checkpoint] = test
         write_tests(run.dir, values)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.keras")
-    spliced.save(tmp)
-    tmp.replace(out)
+    written = export_model(spliced, out, fmt, x=x_val, y=None if run.lm else y_val)
     spliced.summary()
     size = mutate.model_size(spliced)
     print(size)
-    print(f"\nexported {chosen.trial}/{chosen.step} ({chosen.genome}): {size.bits // 8:,} bytes "
+    print(f"\nexported {chosen.trial}/{chosen.step} ({chosen.genome}): {size.bits // 8:,} bytes counted "
           f"({size.bits / size.dense_bits:.4f} of dense, {size.ratio:.1f}x fewer bits), validation {name} "
           f"{again:.4f} (stored {chosen.metric:.4f}), test {name} {test:.4f} -> {out}")
+    line = f"  {fmt} file: {written.bytes:,} bytes"
+    if written.gzip_bytes is not None:
+        line += f" ({written.gzip_bytes:,} gzipped)"
+    if written.max_diff is not None:
+        line += f"; interpreter on the {len(x_val):,} validation rows: max |LiteRT - Keras| {written.max_diff:.2e}"
+        if written.litert_accuracy is not None:
+            line += f", accuracy {written.litert_accuracy:.4f} (Keras {written.keras_accuracy:.4f})"
+    print(line)
     return spliced

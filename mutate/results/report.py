@@ -148,9 +148,10 @@ def write_outputs(run: Run) -> None:
     _write_atomic(run.dir / "pareto.html", pareto_html([run]))
 
 
-def pareto(runs: list[Path], sensitivity: bool = False) -> None:
+def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> None:
     """Print each run's front and hypervolume and write its files; with several runs, compare them. With
-    ``sensitivity``, also print each run's sensitivity table (`mutate.search.table`)."""
+    ``sensitivity``, also print each run's sensitivity table (`mutate.search.table`); with ``sizes``, the
+    .keras, .tflite and gzip(.tflite) bytes of each front point (`mutate.results.formats.file_sizes`)."""
     opened = [Run(r) for r in runs]
     for run in opened:
         if not run.points():
@@ -169,6 +170,17 @@ def pareto(runs: list[Path], sensitivity: bool = False) -> None:
         elif run.test_source == "none":
             print("  (test column empty: the front was not evaluated on the test set yet)")
         print(table(run))
+        if sizes:
+            from mutate.results.formats import file_sizes
+
+            fr = run.pareto_front()
+            got = file_sizes(run.dir, [p.checkpoint for p in fr])
+            print(f"  {'#':>3}{'counted':>12}{'.keras':>12}{'.tflite':>12}{'gzip(.tflite)':>15}   files of the front "
+                  "(converted once, cached in file_sizes.json)")
+            for i, p in enumerate(fr):
+                s = got.get(p.checkpoint)
+                print(f"  {i:>3}" + (f"{s['counted']:>12,}{s['keras']:>12,}{s['tflite']:>12,}{s['tflite_gzip']:>15,}"
+                                     if s else f"{p.size:>12,}   (no checkpoint left)"))
         if sensitivity:
             from mutate.search import table as tables
 

@@ -1,0 +1,183 @@
+"""`export_model`: write a (spliced) model where it runs: ``.keras``, a TensorFlow SavedModel, or LiteRT.
+
+LiteRT goes through Keras' own ``model.export(format="litert")`` (TensorFlow's converter, builtin ops only),
+traced with `mutate.operator.host.exporting` on: the spliced integer arrays (pruning bitmasks, k-means codes,
+dictionary indices) reach the converter behind a run-time gather that it cannot fold, so they stay packed in
+the file and are unpacked by builtin ops at run time; float factors stay as they are, and a low-rank Dense
+stays two FULLY_CONNECTED ops. Operators whose random matrix is regenerated from a seed (``simhash``,
+``random_projection``) cannot be held compactly: that matrix is a constant of the graph (see
+experiments/README.md, litert_sizes). After writing, a LiteRT file is run in the interpreter on the given
+rows and compared with Keras; beyond the tolerance it is deleted and the export refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from mutate.errors import BadInput, MetricMismatch
+
+FORMATS = ("keras", "litert", "saved_model")
+TOLERANCE = 1e-4
+"""Largest accepted |LiteRT - Keras| output difference, relative to max(1, the largest |Keras output|)."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `export_model` wrote: the path, its bytes (a folder's total), gzip bytes (files only), and for a
+    checked LiteRT file the largest output difference and the accuracy by Keras and by the interpreter."""
+
+    path: Path
+    format: str
+    bytes: int
+    gzip_bytes: int | None = None
+    max_diff: float | None = None
+    keras_accuracy: float | None = None
+    litert_accuracy: float | None = None
+
+
+def format_for(path: Path, fmt: str | None) -> str:
+    """The format named, or the one ``path`` implies (.keras, .tflite, else a SavedModel folder)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise BadInput(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+        want = {"keras": ".keras", "litert": ".tflite"}.get(fmt)
+        if want and Path(path).suffix != want:
+            raise BadInput(f"--out {path}: a {fmt} file must end in {want}")
+        return fmt
+    suffix = Path(path).suffix
+    if suffix not in ("", ".keras", ".tflite"):
+        raise BadInput(f"--out {path}: name a .keras or .tflite file, or a folder without a suffix (a SavedModel)")
+    return {".keras": "keras", ".tflite": "litert"}.get(suffix, "saved_model")
+
+
+def interpreter(blob: bytes) -> Any:
+    """A LiteRT interpreter (``ai_edge_litert`` when installed, else TensorFlow's deprecated one)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Interpreter(model_content=blob)
+
+
+def run_litert(blob: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The LiteRT model's outputs on ``x`` (one input), ``batch`` rows per invoke."""
+    interp = interpreter(blob)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    parts = []
+    for i in range(0, len(x), batch):
+        rows = np.asarray(x[i:i + batch]).astype(inp["dtype"])
+        interp.resize_tensor_input(inp["index"], rows.shape)
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], rows)
+        interp.invoke()
+        parts.append(interp.get_tensor(out["index"]).copy())
+    return np.concatenate(parts)
+
+
+def _blending(model: keras.Model) -> list[str]:
+    from mutate.operator.surgery import compressible
+
+    return [k.path for k in compressible(model) if k.state == "blending"]
+
+
+def export_model(model: keras.Model, path: str | Path, format: str | None = None, *, x: np.ndarray | None = None,
+                 y: np.ndarray | None = None, tolerance: float = TOLERANCE) -> Exported:
+    """Write ``model`` to ``path`` as ``format`` (``keras``, ``litert`` or ``saved_model``; None: from the
+    suffix). Nothing is left at ``path`` when it fails.
+
+    Args:
+        model: a model whose compressed kernels are spliced (`mutate.strip`); dense layers are fine.
+        x, y: rows to check a LiteRT file on (and labels for its accuracy); None skips the check.
+        tolerance: the largest accepted output difference, relative to max(1, max |Keras output|).
+
+    Raises:
+        BadInput: a kernel is still blending, or the format does not fit the path.
+        MetricMismatch: the LiteRT outputs differ from Keras' beyond ``tolerance`` (the file is deleted).
+    """
+    path = Path(path)
+    fmt = format_for(path, format)
+    blending = _blending(model)
+    if blending:
+        raise BadInput(f"{path}: {', '.join(blending)} still blending; splice first (mutate.strip), or export "
+                       "as .keras to keep training it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        staged = Path(tmp) / path.name
+        if fmt == "keras":
+            model.save(staged)
+        else:
+            from mutate.operator.host import exporting
+
+            with exporting():
+                model.export(str(staged), format="litert" if fmt == "litert" else "tf_saved_model", verbose=False)
+        report = Exported(path, fmt, _bytes(staged))
+        if fmt == "litert":
+            blob = staged.read_bytes()
+            report = Exported(path, fmt, len(blob), len(gzip.compress(blob)))
+            if x is not None:
+                report = _check(model, blob, report, x, y, tolerance)
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        staged.replace(path)
+    return report
+
+
+def _bytes(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _check(model: keras.Model, blob: bytes, report: Exported, x: np.ndarray, y: np.ndarray | None,
+           tolerance: float) -> Exported:
+    want = model.predict(x, verbose=0, batch_size=256)
+    got = run_litert(blob, x)
+    diff = float(np.abs(got - want).max())
+    scale = max(1.0, float(np.abs(want).max()))
+    acc_k = acc_l = None
+    if y is not None and want.ndim == 2:
+        acc_k, acc_l = float((want.argmax(1) == y).mean()), float((got.argmax(1) == y).mean())
+    if not diff <= tolerance * scale:
+        raise MetricMismatch(f"{report.path}: the LiteRT outputs differ from Keras' by up to {diff:.3g} (tolerance "
+                             f"{tolerance:g} x {scale:.3g}); nothing written")
+    return Exported(report.path, report.format, report.bytes, report.gzip_bytes, diff, acc_k, acc_l)
+
+
+SIZES_FILE = "file_sizes.json"
+"""Per checkpoint of a run: its counted bytes and its .keras, .tflite and gzip(.tflite) bytes (a cache)."""
+
+
+def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int]]:
+    """The counted, .keras, .tflite and gzip(.tflite) bytes of each checkpoint's spliced model, converted once
+    and cached in ``RUN_DIR/file_sizes.json``; a checkpoint that is gone is left out."""
+    import json
+
+    import mutate
+
+    cache_path = Path(run_dir) / SIZES_FILE
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    for name in checkpoints:
+        model_path = Path(run_dir) / name / "model.keras"
+        if name in cache or not model_path.is_file():
+            continue
+        model = mutate.strip(keras.saving.load_model(model_path, compile=False), finished_only=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            k = export_model(model, Path(tmp) / "m.keras")
+            lite = export_model(model, Path(tmp) / "m.tflite")
+        cache[name] = {"counted": mutate.model_size(model).bits // 8, "keras": k.bytes, "tflite": lite.bytes,
+                       "tflite_gzip": lite.gzip_bytes or 0}
+        tmp_path = cache_path.with_suffix(".tmp")
+        tmp_path.write_text(json.dumps(cache, indent=1))
+        tmp_path.replace(cache_path)
+    return {n: cache[n] for n in checkpoints if n in cache}
