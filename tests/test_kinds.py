@@ -211,3 +211,13 @@ def test_a_keras_hub_bert_backbone_compresses_mid_training_by_path_globs(tmp_pat
     loaded = keras.saving.load_model(tmp_path / "bert.keras")
     np.testing.assert_array_equal(loaded.predict(x[test], verbose=0), model.predict(x[test], verbose=0))
     assert mutate.model_size(loaded) == size
+
+
+def test_a_saved_file_cannot_make_load_model_import_an_unregistered_module():
+    from mutate.operator.host import _resolve
+
+    with pytest.raises(ValueError, match="not registered with Keras"):
+        _resolve({"module": "os", "class_name": "system", "registered_name": "system"})
+    assert _resolve({"module": "keras.src.layers.core.dense", "class_name": "Dense", "registered_name": "Dense"}) \
+        is keras.layers.Dense
+    assert _resolve({"module": "x", "class_name": "Net", "registered_name": "mutate_tests>Net"}) is Net

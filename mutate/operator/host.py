@@ -153,13 +153,24 @@ class Compressed:
 
 
 def _resolve(base: dict[str, Any]) -> type:
+    """The user's class a saved compressed layer or model names: a registered Keras serializable, or a class of
+    Keras' own packages (as Keras itself allows, so a file cannot make ``load_model`` import arbitrary modules).
+
+    Raises:
+        ValueError: the class is neither.
+    """
     found = keras.saving.get_registered_object(base["registered_name"])
     if found is not None:
         return found
-    module = importlib.import_module(base["module"])
-    obj: Any = module
+    if base["module"].split(".")[0] not in ("keras", "keras_hub", "keras_cv", "keras_nlp"):
+        raise ValueError(f"the file names class {base['class_name']!r} of module {base['module']!r}, which is not "
+                         "registered with Keras: decorate it with @keras.saving.register_keras_serializable() and "
+                         "import it before loading")
+    obj: Any = importlib.import_module(base["module"])
     for part in base["class_name"].split("."):
         obj = getattr(obj, part)
+    if not isinstance(obj, type) or not issubclass(obj, keras.layers.Layer):
+        raise ValueError(f"{base['module']}.{base['class_name']} is not a Keras layer class")
     return obj
 
 
