@@ -80,3 +80,18 @@ def test_a_jax_search_driver_never_imports_tensorflow(tmp_path):
     assert json.loads((tmp_path / "digits_mlp" / "space.json").read_text())["backend"] == "jax"
     rows = [json.loads(line) for line in (tmp_path / "digits_mlp" / "points.jsonl").read_text().splitlines()]
     assert rows and {r["backend"] for r in rows} == {"jax"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install mutate[jax])")
+def test_a_multi_device_jax_trial_runs_under_a_data_parallel_mesh_like_one_device():
+    """Two host CPU devices stand in for GPUs or TPU cores: Keras' DataParallel, steps_per_execution 4."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    res = subprocess.run([sys.executable, "-m", "tests.jax_mesh_check"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    par, one = out["parallel"], out["single"]
+    assert par["devices"] == 2 and (par["step"], par["alpha"]) == (one["step"], one["alpha"]) == (24, 0.0)
+    assert par["roundtrip"] == 0.0
+    np.testing.assert_allclose(np.array(par["pred"]), np.array(one["pred"]), atol=1e-4, rtol=1e-4)
