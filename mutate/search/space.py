@@ -7,25 +7,15 @@ found, e.g. ``digits_mlp.yaml: search.population: expected an int >= 1, got 0``.
 from __future__ import annotations
 
 import copy
-import difflib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from mutate.errors import BadInput
-
-BUILTIN_MODELS = ("mlp", "cnn", "lstm_lm", "bert")
-BUILTIN_DATA = ("digits", "digits_tokens", "fashion_mnist", "cifar10", "shakespeare", "ptb")
-STRATEGIES = ("pbt", "greedy", "random", "uniform")
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
-
-
-class SpaceError(BadInput):
-    """A search space is invalid; the message is one line naming file, key, expectation and value. A
-    `mutate.errors.BadInput` (hence a ``ValueError``)."""
+from mutate.search.sections import (_TOP, BUILTIN_DATA, BUILTIN_MODELS, OPTIMIZERS, STRATEGIES,  # noqa: F401
+                                    SpaceError, _budget, _Ctx, _data, _model, _mutations, _ray, _resources, _search,
+                                    _training)
 
 
 @dataclass(frozen=True)
@@ -76,195 +66,6 @@ class Space:
                 "resources": self.resources, "ray": self.ray, "storage": str(self.storage)}
 
 
-# -- low-level checks ---------------------------------------------------------------------------------------
-class _Ctx:
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def fail(self, key: str, expected: str, got: Any) -> SpaceError:
-        return SpaceError(f"{self.where}: {key}: expected {expected}, got {got!r}")
-
-    def section(self, data: Any, key: str, allowed: dict[str, Any]) -> dict[str, Any]:
-        """Validate a mapping's keys against ``allowed`` (key -> default) and fill defaults."""
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise self.fail(key or "<top>", "a mapping", data)
-        for k in data:
-            if k not in allowed:
-                close = difflib.get_close_matches(str(k), list(allowed), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(allowed)}"
-                raise SpaceError(f"{self.where}: {key + '.' if key else ''}{k}: unknown key{hint}")
-        return {**copy.deepcopy(allowed), **data}
-
-    def int_(self, value: Any, key: str, low: int = 0, optional: bool = False) -> int | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(key, f"an int >= {low}", value)
-        return value
-
-    def num(self, value: Any, key: str, low: float, high: float, *, open_low: bool = False,
-            open_high: bool = False, optional: bool = False) -> float | None:
-        if value is None and optional:
-            return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
-        if not ok:
-            lo, hi = "(" if open_low else "[", ")" if open_high else "]"
-            raise self.fail(key, f"a number in {lo}{low}, {hi if high == math.inf else high}{hi}"
-                            if high != math.inf else f"a number {'>' if open_low else '>='} {low}", value)
-        return float(value)
-
-    def choice(self, value: Any, key: str, options: tuple[str, ...], *, dotted_ok: bool = False) -> str:
-        if isinstance(value, str) and (value in options or (dotted_ok and ":" in value)):
-            return value
-        extra = " or package.module:function" if dotted_ok else ""
-        raise self.fail(key, f"one of {', '.join(options)}{extra}", value)
-
-
-# -- sections -------------------------------------------------------------------------------------------------
-_TOP = {"name": None, "model": None, "data": None, "training": None, "mutations": None, "budget": None,
-        "search": None, "resources": None, "ray": None, "storage": "mutate_runs"}
-_TRAINING = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "steps": 1000, "report_every": 50}
-_MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 100, "frequency": 10,
-              "refresh": True, "max_mutations": 8}
-_BUDGET = {"bytes": None, "ratio": None}
-_SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
-           "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True}
-_RESOURCES = {"cpus": 1, "gpus": 0, "tpu": 0}
-_RAY = {"address": None, "dashboard": False}
-
-
-def _model(c: _Ctx, raw: Any) -> dict[str, Any]:
-    if isinstance(raw, str):
-        raw = {"builder": raw}
-    if not isinstance(raw, dict) or "builder" not in raw:
-        raise c.fail("model", "a mapping with a `builder` (mlp, cnn, lstm_lm, bert or package.module:function)", raw)
-    c.choice(raw["builder"], "model.builder", BUILTIN_MODELS, dotted_ok=True)
-    return dict(raw)
-
-
-def _data(c: _Ctx, raw: Any) -> dict[str, Any]:
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict) or "name" not in raw:
-        raise c.fail("data", "a mapping with a `name` (digits, digits_tokens, fashion_mnist, cifar10, shakespeare, ptb or "
-                     "package.module:function)", raw)
-    c.choice(raw["name"], "data.name", BUILTIN_DATA, dotted_ok=True)
-    return dict(raw)
-
-
-def _training(c: _Ctx, raw: Any) -> dict[str, Any]:
-    t = c.section(raw, "training", _TRAINING)
-    c.choice(t["optimizer"], "training.optimizer", OPTIMIZERS)
-    c.num(t["learning_rate"], "training.learning_rate", 0, 10, open_low=True)
-    for k in ("batch_size", "steps", "report_every"):
-        c.int_(t[k], f"training.{k}", 1)
-    if t["report_every"] > t["steps"]:
-        raise c.fail("training.report_every", f"at most training.steps={t['steps']}", t["report_every"])
-    return t
-
-
-def _operators(c: _Ctx, raw: Any, check: Callable[[str, dict[str, Any]], None] | None) -> dict[str, Any]:
-    if not isinstance(raw, dict) or not raw:
-        raise c.fail("mutations.operators", "a mapping of operator name -> {param: [choices]}", raw)
-    out: dict[str, dict[str, list[Any]]] = {}
-    for name, params in raw.items():
-        key = f"mutations.operators.{name}"
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            raise c.fail(key, "a mapping of parameter -> list of choices", params)
-        params = dict(params)
-        narrow = params.pop("layers", None)
-        if narrow is not None and (not isinstance(narrow, list) or not narrow
-                                   or not all(isinstance(x, str) and x for x in narrow)):
-            raise c.fail(f"{key}.layers", "a non-empty list of layer names or globs", narrow)
-        choices = {p: (v if isinstance(v, list) else [v]) for p, v in params.items()}
-        for p, vs in choices.items():
-            if not vs:
-                raise c.fail(f"{key}.{p}", "a non-empty list of choices", vs)
-        if check is not None:
-            for p, vs in choices.items():
-                for v in vs:
-                    try:
-                        check(name, {**{q: ws[0] for q, ws in choices.items()}, p: v})
-                    except (ValueError, TypeError) as e:
-                        raise SpaceError(f"{c.where}: {key}.{p}: {e}") from None
-            if not choices:
-                try:
-                    check(name, {})
-                except (ValueError, TypeError) as e:
-                    raise SpaceError(f"{c.where}: {key}: {e}") from None
-        out[str(name)] = {**choices, **({"layers": narrow} if narrow else {})}
-    return out
-
-
-def _mutations(c: _Ctx, raw: Any, check: Callable[[str, dict[str, Any]], None] | None,
-               steps: int) -> dict[str, Any]:
-    m = c.section(raw, "mutations", _MUTATIONS)
-    layers = m["layers"]
-    if isinstance(layers, str):
-        layers = [layers]
-    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) and x for x in layers):
-        raise c.fail("mutations.layers", "a non-empty list of layer names or globs", m["layers"])
-    m["layers"] = layers
-    m["operators"] = _operators(c, m["operators"], check)
-    c.int_(m["warmup_steps"], "mutations.warmup_steps", 0)
-    c.int_(m["window"], "mutations.window", 1)
-    c.int_(m["frequency"], "mutations.frequency", 1)
-    c.int_(m["max_mutations"], "mutations.max_mutations", 1)
-    if m["frequency"] > m["window"]:
-        raise c.fail("mutations.frequency", f"at most mutations.window={m['window']}", m["frequency"])
-    if m["warmup_steps"] >= steps:
-        raise c.fail("mutations.warmup_steps", f"below training.steps={steps}", m["warmup_steps"])
-    if not isinstance(m["refresh"], bool):
-        raise c.fail("mutations.refresh", "true or false", m["refresh"])
-    return m
-
-
-def _budget(c: _Ctx, raw: Any) -> dict[str, Any]:
-    b = c.section(raw, "budget", _BUDGET)
-    if (b["bytes"] is None) == (b["ratio"] is None):
-        raise c.fail("budget", "exactly one of `bytes` or `ratio` (a fraction of the dense model)", raw)
-    c.int_(b["bytes"], "budget.bytes", 1, optional=True)
-    c.num(b["ratio"], "budget.ratio", 0, 1, open_low=True, optional=True)
-    return b
-
-
-def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
-    s = c.section(raw, "search", _SEARCH)
-    c.choice(s["strategy"], "search.strategy", STRATEGIES)
-    c.int_(s["population"], "search.population", 1)
-    c.int_(s["perturbation_interval"], "search.perturbation_interval", 1)
-    c.num(s["quantile_fraction"], "search.quantile_fraction", 0, 0.5, open_low=True)
-    c.num(s["time_budget_s"], "search.time_budget_s", 0, math.inf, open_low=True, optional=True)
-    c.int_(s["seed"], "search.seed", 0)
-    c.int_(s["max_failures"], "search.max_failures", 0)
-    if not isinstance(s["seed_greedy"], bool):
-        raise c.fail("search.seed_greedy", "true or false", s["seed_greedy"])
-    return s
-
-
-def _resources(c: _Ctx, raw: Any) -> dict[str, Any]:
-    r = c.section(raw, "resources", _RESOURCES)
-    c.num(r["cpus"], "resources.cpus", 0, math.inf, open_low=True)
-    c.num(r["gpus"], "resources.gpus", 0, math.inf)
-    c.int_(r["tpu"], "resources.tpu", 0)
-    return r
-
-
-def _ray(c: _Ctx, raw: Any) -> dict[str, Any]:
-    r = c.section(raw, "ray", _RAY)
-    if r["address"] is not None and not isinstance(r["address"], str):
-        raise c.fail("ray.address", "null, 'auto' or HOST:PORT", r["address"])
-    if not isinstance(r["dashboard"], bool):
-        raise c.fail("ray.dashboard", "true or false", r["dashboard"])
-    return r
-
-
-# -- entry points ---------------------------------------------------------------------------------------------
 def _set(data: dict[str, Any], assignment: str, where: str) -> None:
     """Apply one ``key.path=value`` override (value parsed as YAML) to ``data`` in place."""
     if "=" not in assignment:
