@@ -57,7 +57,7 @@ def convert(model: keras.Model, how: str) -> bytes:
 
     with tempfile.TemporaryDirectory() as d:
         if how == "mutate":
-            from mutate.operator.host import exporting
+            from mutate.operator.anchor import exporting
 
             path = Path(d) / "m.tflite"
             with exporting():

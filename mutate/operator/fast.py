@@ -9,7 +9,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from mutate.operator.host import _value, anchor
+from mutate.operator.anchor import anchor
+from mutate.operator.host import _value
 from mutate.operator.kinds import Slot
 from mutate.operator.state import KernelState
 

@@ -1,7 +1,7 @@
 """`export_model`: write a (spliced) model where it runs: ``.keras``, a TensorFlow SavedModel, or LiteRT.
 
 LiteRT goes through Keras' own ``model.export(format="litert")`` (TensorFlow's converter, builtin ops only),
-traced with `mutate.operator.host.exporting` on: the spliced integer arrays (pruning bitmasks, k-means codes,
+traced with `mutate.operator.anchor.exporting` on: the spliced integer arrays (pruning bitmasks, k-means codes,
 dictionary indices) reach the converter behind a run-time gather that it cannot fold, so they stay packed in
 the file and are unpacked by builtin ops at run time; float factors stay as they are, and a low-rank Dense
 stays two FULLY_CONNECTED ops. Operators whose random matrix is regenerated from a seed (``simhash``,
@@ -119,7 +119,7 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
         if fmt == "keras":
             model.save(staged)
         else:
-            from mutate.operator.host import exporting
+            from mutate.operator.anchor import exporting
 
             with exporting():
                 model.export(str(staged), format="litert" if fmt == "litert" else "tf_saved_model", verbose=False)
