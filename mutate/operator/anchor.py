@@ -1,12 +1,13 @@
 """Export tracing: while `exporting` is on, spliced kernels hide their stored arrays from the converter's
 constant folding behind a run-time zero (`anchor`), so a LiteRT file keeps them packed
-(`mutate.operator.state.opaque`, `mutate.results.formats`)."""
+(`opaque`, used by `mutate.operator.state.KernelState.factor_tensors`; `mutate.results.formats`)."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
 
+import numpy as np
 from keras import ops
 
 _EXPORTING = [False]
@@ -34,3 +35,13 @@ def anchor(args: tuple) -> Any:
     # |first input element| < 0: false, but no converter proves it (x * 0 and the batch size both get folded)
     probe = ops.reshape(first, (-1,))[:1]
     return ops.cast(ops.any(ops.abs(ops.cast(probe, "float32")) < 0.0), "int32")
+
+
+def opaque(tensor: Any, anchor: Any) -> Any:
+    """``tensor`` itself, gathered at ``range(anchor, anchor + size)`` with ``anchor`` a run-time zero the
+    converter cannot fold: RANGE and GATHER are builtin LiteRT ops that take these arrays' uint8 at run time.
+    (Tried: a reshape to a run-time shape and a full-size slice from a run-time start are folded, the
+    element count fixing them; a select or a maximum on uint8 needs the Flex runtime.)"""
+    size = int(np.prod(tensor.shape))
+    flat = ops.take(ops.reshape(tensor, (size,)), ops.arange(anchor, anchor + size), axis=0)
+    return ops.reshape(flat, tuple(int(d) for d in tensor.shape))

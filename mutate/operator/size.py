@@ -8,7 +8,6 @@ import keras
 import numpy as np
 
 from mutate.operator.host import states
-from mutate.operator.kinds import kind_of
 from mutate.operator.state import KernelState
 from mutate.operator.surgery import relative_path, walk
 from operators import dtype_bits
@@ -93,13 +92,8 @@ def _group(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:
     owner: dict[int, keras.layers.Layer] = {}
     groups: dict[int, tuple[keras.layers.Layer, list]] = {}
     for layer, parent in walk(model):
-        if parent is not None and id(parent) in owner and (isinstance(layer, KernelState) or
-                                                          getattr(parent, "cell", None) is layer):
-            owner[id(layer)] = owner[id(parent)]
-        elif kind_of(layer) is not None:
-            owner[id(layer)] = layer
-        else:
-            owner[id(layer)] = layer
+        folded = parent is not None and (isinstance(layer, KernelState) or getattr(parent, "cell", None) is layer)
+        owner[id(layer)] = owner[id(parent)] if folded else layer
         target = owner[id(layer)]
         own = _own(layer)
         if own:

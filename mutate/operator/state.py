@@ -14,21 +14,12 @@ import numpy as np
 from keras import ops
 
 import operators
+from mutate.operator.anchor import opaque
 from mutate.operator.kinds import View
 from mutate.operator.schedule import Schedule
 
 _MISSING_CALLBACK = ("layer {name!r} is being trained without mutate.CompressionCallback(); pass "
                      "callbacks=[mutate.CompressionCallback()] to fit() so its alpha schedule advances.")
-
-
-def opaque(tensor: Any, anchor: Any) -> Any:
-    """``tensor`` itself, gathered at ``range(anchor, anchor + size)`` with ``anchor`` a run-time zero the
-    converter cannot fold: RANGE and GATHER are builtin LiteRT ops that take these arrays' uint8 at run time.
-    (Tried: a reshape to a run-time shape and a full-size slice from a run-time start are folded, the
-    element count fixing them; a select or a maximum on uint8 needs the Flex runtime.)"""
-    size = int(np.prod(tensor.shape))
-    flat = ops.take(ops.reshape(tensor, (size,)), ops.arange(anchor, anchor + size), axis=0)
-    return ops.reshape(flat, tuple(int(d) for d in tensor.shape))
 
 
 class KernelState(keras.layers.Layer):

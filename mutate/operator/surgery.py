@@ -238,13 +238,9 @@ def blending(model: keras.Model) -> list[Kernel]:
 
 def splice_finished(model: keras.Model) -> list[str]:
     """Splice every kernel whose alpha reached 0; returns their paths (recompile when not empty)."""
-    done = []
-    for k in blending(model):
-        if getattr(k.layer, host.state_attr(k.slot)).finished():
-            host.splice(k.layer, k.slot)
-            done.append(k.path)
+    done = [k.path for k in blending(model) if k.compression.finished()]
     if done:
-        _retrace(model)
+        strip(model, finished_only=True)
     return done
 
 
