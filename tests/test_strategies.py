@@ -131,3 +131,16 @@ def test_uniform_falls_back_to_the_whole_grid_when_nothing_fits():
     c = ctx(100)  # below every single-operator genome
     genomes = Uniform(c).initial(4)
     assert all(genomes) and all(c.table.predicted_bytes(g) > 100 for g in genomes)
+
+
+def test_under_budget_with_nothing_to_gain_the_cheapest_cut_per_byte_is_taken():
+    t = table()
+    genome = (Mutation("a", "low_rank", {"rank": 32}, 100),)
+    budget = t.predicted_bytes(genome)  # no room for a loosen or an undo, the only moves that could gain
+    pbt = PBT(ctx(budget))
+    cands = pbt.candidates(genome)
+    assert not [x for x in cands if x["dcost"] < -1e-12 and x["bytes"] <= budget]
+    cheapest = min((x for x in cands if x["cut"] > 0), key=lambda x: x["dcost"] / x["cut"])["mutation"]
+    moves = [pbt.propose(genome) for _ in range(200)]
+    assert all(m is not None for m in moves)
+    assert sum(m == cheapest for m in moves) / len(moves) == pytest.approx(1 - EPSILON, abs=0.08)

@@ -7,7 +7,8 @@ tells it what every report measured (`Strategy.observe`), the way Keras Tuner's 
 - ``pbt``: population-based training whose explore is *informed*: moves (add, tighten, loosen, undo,
   switch; `mutate.search.policy.moves`) are ranked by the sensitivity table's expected metric cost per byte and by
   where the trial stands against the budget. A trial over budget always gets a move that cuts bytes; one
-  under budget may trade bytes back for accuracy. With probability `EPSILON` the move is drawn at random
+  under budget may trade bytes back for accuracy, and with nothing to gain takes the cheapest cut per byte
+  (so the population also covers the front below the budget). With probability `EPSILON` the move is drawn at random
   among those allowed (the search can still surprise). Its first population is greedy's solutions when
   ``search.seed_greedy`` is on, else one random mutation per trial.
 - ``greedy``: the table's best genomes under the budget (an exact knapsack over per-layer levels, costs
@@ -182,7 +183,9 @@ class PBT(Strategy):
 
     def propose(self, genome: Genome) -> Mutation | None:
         """Over budget: a byte-cutting move, the cheapest that gets under the budget, else the cheapest per
-        byte cut. Under budget: the move with the largest expected gain that stays under, else none."""
+        byte cut. Under budget: the move with the largest expected gain that stays under; when none is
+        expected to gain, the cheapest cut per byte (the lineage walks down the front toward smaller models,
+        which PBT's exploit undoes if it costs too much; reported points stay on the front)."""
         c = self.ctx
         if len(genome) >= c.max_mutations:
             return None
@@ -199,7 +202,10 @@ class PBT(Strategy):
                 return min(fitting, key=lambda x: (x["dcost"], x["cut"]))["mutation"]
             return min(legal, key=lambda x: (x["dcost"] / x["cut"], -x["cut"]))["mutation"]
         gains = [x for x in legal if x["dcost"] < -1e-12]
-        return min(gains, key=lambda x: (x["dcost"], x["cut"]))["mutation"] if gains else None
+        if gains:
+            return min(gains, key=lambda x: (x["dcost"], x["cut"]))["mutation"]
+        cuts = [x for x in cands if x["cut"] > 0]
+        return min(cuts, key=lambda x: (x["dcost"] / x["cut"], -x["cut"]))["mutation"] if cuts else None
 
 
 class RandomGenomes(Strategy):
