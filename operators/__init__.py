@@ -16,7 +16,8 @@ from operators.nmf import NMF
 from operators.pruning import Pruning
 from operators.random_projection import RandomProjection
 from operators.simhash import SimHash
+from operators.stack import Stack
 
 __all__ = ["Compressed", "Compressor", "Dictionary", "FactorSpec", "Factors", "GradientPruning", "KMeans", "LowRank",
-           "NMF", "Pruning", "RandomProjection", "SimHash", "TwoFactor", "array_bits", "available", "dtype_bits",
+           "NMF", "Pruning", "RandomProjection", "SimHash", "Stack", "TwoFactor", "array_bits", "available", "dtype_bits",
            "get", "register"]

@@ -191,6 +191,41 @@ class Compressor(abc.ABC):
         """Bits the spliced layer stores for these factors (bias excluded): exactly its packed arrays."""
         return array_bits(self.pack(factors))
 
+    # -- stacking (`operators.stack`) -----------------------------------------------------------------------
+    stack_inputs: ClassVar[tuple[str, ...]] = ()
+    """Float factors that a next stage of a `operators.stack.Stack` may compress in turn (e.g. pruning's kept
+    ``values``, low-rank's ``left`` and ``right``). Each must be stored as is: its shape in `stack_specs` equals
+    its shape in `packed_specs`. Empty: nothing can follow this operator in a stack."""
+
+    def stack_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        """The factors this operator holds as the first stage of a stack (default: `specs`)."""
+        return self.specs(m, n)
+
+    def to_stack(self, factors: Factors) -> Factors:
+        """NumPy factors (as `factor` returns them) -> the stack form of `stack_specs`."""
+        return dict(factors)
+
+    def stack_product(self, factors: Mapping[str, Any]) -> Any:
+        """``B∘C`` from tensors in the stack form."""
+        return self.product(factors)
+
+    def stack_pack(self, factors: Factors) -> Factors:
+        """Stack-form NumPy factors, less the stack inputs -> the packed arrays they are stored as."""
+        return {k: v for k, v in factors.items() if k not in self.generated}
+
+    def stack_unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
+        """Inverse of `stack_pack` in Keras ops (the stack inputs absent)."""
+        return dict(packed)
+
+    entropy_coded: ClassVar[bool] = False
+    """True when `size_bits` counts entropy-coded streams rather than the packed arrays a layer holds."""
+
+    def streams(self, factors: Factors) -> dict[str, tuple[np.ndarray, int]]:
+        """Integer symbol streams an entropy coder may store instead of packed arrays: packed name ->
+        (symbols, alphabet size), where the packed array is ``pack_codes(symbols, code_bits(alphabet))``.
+        ``factors`` are in the stack form (generated ones absent)."""
+        return {}
+
     # -- configuration -------------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         """The ``__init__`` parameters, so that ``operators.get(name, **config)`` rebuilds this operator."""

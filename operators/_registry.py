@@ -65,6 +65,12 @@ def get(name: str | Compressor, **params: Any) -> Compressor:
         name.check()
         return name
     _load_entry_points()
+    if name not in _REGISTRY and "+" in name:  # "pruning+kmeans": a stack of those stages
+        from operators.stack import from_name
+
+        op = from_name(name, params)
+        op.check()
+        return op
     if name not in _REGISTRY:
         raise ValueError(f"unknown operator {name!r}; available: {', '.join(available())}.")
     cls = _REGISTRY[name]

@@ -343,3 +343,25 @@ class Dictionary(Compressor):
         indices = unpack_codes(packed["indices"], m * self.n_nonzero, code_bits(self.atoms))
         return {"indices": ops.reshape(indices, (m, self.n_nonzero)), "values": packed["values"],
                 "dictionary": packed["dictionary"]}
+
+    # -- in a stack: the values (m, n_nonzero) that the next stage compresses ------------------------------
+    stack_inputs = ("values",)
+
+    def stack_pack(self, factors: Factors) -> Factors:
+        out = {"indices": pack_codes(factors["indices"], code_bits(self.atoms)),
+               "dictionary": np.asarray(factors["dictionary"], np.float32)}
+        if "values" in factors:
+            out["values"] = np.asarray(factors["values"], np.float32)
+        return out
+
+    def stack_unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
+        from keras import ops
+
+        indices = unpack_codes(packed["indices"], m * self.n_nonzero, code_bits(self.atoms))
+        out = {"indices": ops.reshape(indices, (m, self.n_nonzero)), "dictionary": packed["dictionary"]}
+        if "values" in packed:
+            out["values"] = packed["values"]
+        return out
+
+    def streams(self, factors: Factors) -> dict[str, tuple[np.ndarray, int]]:
+        return {"indices": (np.asarray(factors["indices"]).ravel(), self.atoms)}

@@ -164,3 +164,76 @@ def mask_from_relative(gaps: np.ndarray, size: int, bits: int) -> np.ndarray:
     mask = np.zeros(size, bool)
     mask[positions[gaps != 0]] = True
     return mask
+
+
+# -- one stored stream: the cheapest of a few lossless encodings, counted exactly ---------------------------
+TAG_BITS = 4
+"""Bits that name a stream's encoding (raw, huffman, bytes, gaps with their width)."""
+COUNT_BITS = 32
+"""Bits that store the number of entries of a data-dependent sequence (relative indices)."""
+GAP_WIDTHS = range(2, 9)
+"""Widths of relative indices tried for a 0/1 stream (a pruning mask)."""
+
+
+def _packed(symbols: np.ndarray, alphabet: int) -> np.ndarray:
+    from operators._bits import code_bits, pack_codes
+
+    return pack_codes(symbols, code_bits(alphabet))
+
+
+def encodings(symbols: np.ndarray, alphabet: int) -> dict[str, int]:
+    """Bits each candidate encoding of one stream stores, tag included.
+
+    ``raw``: the bit-packed codes as the operator packs them; ``huffman``: the codes Huffman-coded; for a 0/1
+    stream (alphabet 2) also ``bytes`` (the bit-packed bytes Huffman-coded) and ``gapsB`` (relative indices of
+    B bits, Huffman-coded, with their count).
+    """
+    symbols = np.asarray(symbols, np.int64).ravel()
+    out = {"raw": TAG_BITS + 8 * _packed(symbols, alphabet).size,
+           "huffman": TAG_BITS + huffman_bits(symbols, alphabet)}
+    if alphabet == 2:
+        out["bytes"] = TAG_BITS + huffman_bits(_packed(symbols, 2), 256)
+        for b in GAP_WIDTHS:
+            out[f"gaps{b}"] = TAG_BITS + COUNT_BITS + huffman_bits(relative_indices(symbols > 0, b), 1 << b)
+    return out
+
+
+def encode_stream(symbols: np.ndarray, alphabet: int) -> dict[str, object]:
+    """The cheapest encoding of a stream: ``{"method", "bits", "payload", "lengths", "count"}`` where ``bits``
+    is exactly what is stored (tag, payload, table and any count)."""
+    symbols = np.asarray(symbols, np.int64).ravel()
+    costs = encodings(symbols, alphabet)
+    method = min(costs, key=lambda k: (costs[k], k))
+    if method == "raw":
+        payload, lengths, count = _packed(symbols, alphabet), np.zeros(0, np.uint8), symbols.size
+    elif method == "huffman":
+        payload, lengths, _ = encode(symbols, alphabet)
+        count = symbols.size
+    elif method == "bytes":
+        data = _packed(symbols, 2)
+        payload, lengths, _ = encode(data, 256)
+        count = data.size
+    else:
+        gaps = relative_indices(symbols > 0, int(method[4:]))
+        payload, lengths, _ = encode(gaps, 1 << int(method[4:]))
+        count = gaps.size
+    return {"method": method, "bits": costs[method], "payload": payload, "lengths": lengths, "count": count}
+
+
+def decode_stream(coded: dict[str, object], size: int, alphabet: int) -> np.ndarray:
+    """Inverse of `encode_stream`: the ``size`` symbols."""
+    from operators._bits import code_bits
+
+    method, payload, count = str(coded["method"]), np.asarray(coded["payload"]), int(coded["count"])  # type: ignore[arg-type]
+    if method == "raw":
+        bits = code_bits(alphabet)
+        flat = np.unpackbits(payload.astype(np.uint8), bitorder="little")[: size * bits].reshape(size, bits)
+        return (flat.astype(np.int64) << np.arange(bits)).sum(1)
+    if method == "huffman":
+        return decode(payload, coded["lengths"], count)  # type: ignore[arg-type]
+    if method == "bytes":
+        data = decode(payload, coded["lengths"], count).astype(np.uint8)  # type: ignore[arg-type]
+        return np.unpackbits(data, bitorder="little")[:size].astype(np.int64)
+    b = int(method[4:])
+    gaps = decode(payload, coded["lengths"], count)  # type: ignore[arg-type]
+    return mask_from_relative(gaps, size, b).astype(np.int64)

@@ -140,3 +140,6 @@ class KMeans(Compressor):
         count = m * n // self.block_size
         codes = unpack_codes(packed["codes"], count, code_bits(self.k))
         return {"codebook": packed["codebook"], "codes": ops.reshape(codes, (m, n // self.block_size))}
+
+    def streams(self, factors: Factors) -> dict[str, tuple[np.ndarray, int]]:
+        return {"codes": (np.asarray(factors["codes"]).ravel(), self.k)}

@@ -44,6 +44,8 @@ class LowRank(TwoFactor):
         seed: seed of the randomized range finder.
     """
 
+    stack_inputs = ("left", "right")  # stored as they are: a next stage in a stack may compress them
+
     pair = True
 
     def __init__(self, rank: int | None = None, *, ratio: float | None = None, method: str = "auto",

@@ -108,6 +108,8 @@ class NMF(TwoFactor):
         seed: seed of the initialisation.
     """
 
+    stack_inputs = ("left", "right")  # stored as they are: a next stage in a stack may compress them
+
     pair = True
     sparse_left = SparseLeft(left="left", right="right", nonnegative=True)
 

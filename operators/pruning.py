@@ -71,7 +71,49 @@ class Pruning(Compressor):
         from keras import ops
 
         mask = unpack_codes(packed["bitmask"], m * n, 1)
-        pos = ops.maximum(ops.cumsum(mask) - 1, 0)
-        # a scalar 0, broadcast: zeros_like(pos) is a constant as large as A that a converter would store
-        dense = ops.where(mask > 0, ops.take(packed["values"], pos), ops.convert_to_tensor(0.0, "float32"))
-        return {"values": ops.reshape(dense, (m, n)), "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
+        return {"values": ops.reshape(scatter_kept(mask, packed["values"]), (m, n)),
+                "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
+
+    # -- in a stack: the kept values as a vector (keep,) that the next stage compresses --------------------
+    stack_inputs = ("values",)
+
+    def stack_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
+        return {"values": FactorSpec((kept_count(m, n, float(self.sparsity)),)),
+                "mask": FactorSpec((m, n), trainable=False)}
+
+    def to_stack(self, factors: Factors) -> Factors:
+        flat = factors["mask"].ravel() > 0
+        return {"values": factors["values"].ravel()[flat].astype(np.float32), "mask": factors["mask"]}
+
+    def stack_product(self, factors: Mapping[str, Any]) -> Any:
+        from keras import ops
+
+        mask = factors["mask"]
+        return ops.reshape(scatter_kept(ops.reshape(mask, (-1,)), factors["values"]), ops.shape(mask))
+
+    def stack_pack(self, factors: Factors) -> Factors:
+        out = {"bitmask": pack_codes(factors["mask"].astype(bool).ravel(), 1)}
+        if "values" in factors:
+            out["values"] = np.asarray(factors["values"], np.float32).ravel()
+        return out
+
+    def stack_unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
+        from keras import ops
+
+        out = {"mask": ops.reshape(ops.cast(unpack_codes(packed["bitmask"], m * n, 1), "float32"), (m, n))}
+        if "values" in packed:
+            out["values"] = packed["values"]
+        return out
+
+    def streams(self, factors: Factors) -> dict[str, tuple[np.ndarray, int]]:
+        return {"bitmask": (factors["mask"].ravel() > 0, 2)}
+
+
+def scatter_kept(mask: Any, values: Any) -> Any:
+    """The flat (m*n,) tensor holding ``values`` (kept weights in row-major order) where the flat ``mask`` is
+    non-zero and 0 elsewhere (Keras ops)."""
+    from keras import ops
+
+    pos = ops.maximum(ops.cumsum(ops.cast(mask, "int32")) - 1, 0)
+    # a scalar 0, broadcast: zeros_like(pos) is a constant as large as A that a converter would store
+    return ops.where(mask > 0, ops.take(values, pos), ops.convert_to_tensor(0.0, "float32"))

@@ -26,6 +26,8 @@ class RandomProjection(TwoFactor):
         seed: seed of R.
     """
 
+    stack_inputs = ("right",)  # stored as they are: a next stage in a stack may compress them
+
     generated = ("projection",)
     left_name = "projection"
 

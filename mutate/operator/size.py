@@ -108,7 +108,8 @@ def model_size(model: keras.Model) -> ModelSize:
     (a pruning bitmask counts its bytes, k-means codes their integer type). Optimizer state is not counted.
     A compressed layer's dense bits are 32 per element of each compressed kernel plus its other weights
     (bias; an LSTM's recurrent kernel when only its input kernel is compressed): the bits of the plain layer.
-    Rows are named by the layer's path in the model.
+    A stack that ends in ``huffman`` counts its entropy-coded bits (`operators.stack`), although the layer
+    holds its arrays before coding. Rows are named by the layer's path in the model.
     """
     sizes: list[LayerSize] = []
     for layer, variables in _group(model):
@@ -121,18 +122,21 @@ def model_size(model: keras.Model) -> ModelSize:
         state_vars = {id(v) for _, st in pairs for v in st.weights}
         a_vars = {id(s.variable(layer)) for s, st in pairs if not st.spliced}
         kept = [v for v in variables if id(v) not in state_vars and id(v) not in a_vars]
-        dense = final = 0
+        dense = final = saved = 0
         for _, st in pairs:
             m, n = st.matrix_shape()
             dense += 32 * m * n
             if st.spliced:
-                final += _bits(list(st.packed.values()))
+                raw = _bits(list(st.packed.values()))
+                coded = st.compressor.size_bits(st.factor_values()) if st.compressor.entropy_coded else raw
+                final += coded
+                saved += raw - coded
             elif st.is_factored():
                 final += st.compressor.size_bits(st.factor_values())
             else:
                 final += sum(int(np.prod(s.shape)) * dtype_bits(s.dtype)
                              for s in st.compressor.packed_specs(m, n).values())
         status = "spliced" if all(st.spliced for _, st in pairs) else "blending"
-        bits = _bits(variables)
+        bits = _bits(variables) - saved
         sizes.append(LayerSize(name, status, _count(variables), bits, dense + _bits(kept), final + _bits(kept)))
     return ModelSize(tuple(sizes))

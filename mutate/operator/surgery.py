@@ -23,7 +23,7 @@ from mutate.operator.kinds import SUPPORTED, Kind, Slot, kind_of, view_of
 from mutate.operator.state import KernelState
 from mutate.operator.schedule import Schedule
 
-PlanValue = Union[operators.Compressor, str, tuple[str, Mapping[str, Any]]]
+PlanValue = Union[operators.Compressor, str, tuple[str, Mapping[str, Any]], list[Any]]
 
 
 class PlanError(BadInput):
@@ -122,7 +122,10 @@ def _as_compressor(value: PlanValue, key: str) -> operators.Compressor:
         return operators.get(value)
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], Mapping):
         return operators.get(value[0], **dict(value[1]))
-    raise TypeError(f"plan[{key!r}] must be a Compressor, an operator name or (name, params), but got {value!r}.")
+    if isinstance(value, list):  # a stack: stages applied in turn, e.g. [("pruning", {...}), ("kmeans", {...})]
+        return operators.get("stack", stages=value)
+    raise TypeError(f"plan[{key!r}] must be a Compressor, an operator name, (name, params) or a list of those (a "
+                    f"stack), but got {value!r}.")
 
 
 def match(kernels: list[Kernel], pattern: str) -> list[Kernel]:
@@ -197,7 +200,8 @@ def compress(model: keras.Model, plan: Mapping[str, PlanValue], schedule: Schedu
 
     Args:
         model: a built Keras model (Sequential, Functional or subclassed).
-        plan: path, name or glob -> a Compressor, an operator name, or ``(name, params)``.
+        plan: path, name or glob -> a Compressor, an operator name, ``(name, params)``, or a list of those: a
+            stack, each stage compressing the factors of the one before (see `operators.stack`).
         schedule: the blend schedule.
         refresh: recompute factors from A at every update while alpha > 0.
         trainable_factors: per-factor trainability overrides, e.g. ``{"right": False}``.
