@@ -74,3 +74,18 @@ def test_uniform_genomes_deal_one_operator_and_level_to_every_allowed_layer():
         combos.add((op, tuple(g[0].params.items())))
     assert len(combos) == 5  # 3 low_rank ranks + 2 sparsities: the grid is dealt out before any repeat
     assert genomes == policy.uniform_genomes(OPS, allowed, random.Random(0), 7, step=300)
+
+
+def test_a_stack_that_extends_a_layers_operator_is_a_stack_move():
+    ops = {"pruning": {"sparsity": [0.9, 0.95]}, "pruning+kmeans": {"sparsity": [0.9, 0.95], "k": [16, 8]}}
+    genome = (Mutation("a", "pruning", {"sparsity": 0.9}, 10),)
+    moves = policy.moves(ops, {"a": ["pruning", "pruning+kmeans"]}, genome)
+    stacks = [m for kind, m in moves if kind == "stack"]
+    assert stacks == [Mutation("a", "pruning+kmeans", {"k": k, "sparsity": 0.9}) for k in (16, 8)]
+    switches = [m for kind, m in moves if kind == "switch"]
+    assert switches == [Mutation("a", "pruning+kmeans", {"k": k, "sparsity": 0.95}) for k in (16, 8)]
+    # a stacked layer tightens either stage by a notch
+    stacked = (Mutation("a", "pruning+kmeans", {"k": 16, "sparsity": 0.9}, 10),)
+    tight = [m for kind, m in policy.moves(ops, {"a": ["pruning+kmeans"]}, stacked) if kind == "tighten"]
+    assert tight == [Mutation("a", "pruning+kmeans", {"k": 8, "sparsity": 0.9}),
+                     Mutation("a", "pruning+kmeans", {"k": 16, "sparsity": 0.95})]

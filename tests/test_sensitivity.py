@@ -14,7 +14,8 @@ from mutate.search.trial import EVAL_BATCH, TrialRunner
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 OVERRIDES = ["model.hidden=[32, 32]", "mutations.warmup_steps=40", "mutations.window=20", "mutations.frequency=5",
              "mutations.operators.low_rank.rank=[8, 4]", "mutations.operators.pruning.sparsity=[0.5, 0.9]",
-             "mutations.operators.kmeans.k=[8]", "budget.ratio=0.2"]
+             "mutations.operators.kmeans.k=[8]", "mutations.operators.pruning+kmeans={sparsity: [0.9], k: [8]}",
+             "budget.ratio=0.2"]
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +52,14 @@ def test_every_entry_matches_a_direct_compress_and_splice_of_that_layer(space, t
         assert mutate.model_size(spliced).bits // 8 == r.dense_bytes - e.saved, e
 
 
-def test_loosen_switch_and_undo_are_applied_and_sized_as_predicted(space, table):
+def test_loosen_switch_stack_and_undo_are_applied_and_sized_as_predicted(space, table):
     t, allowed = table
     r = TrialRunner(space, seed=3)
     r.train(10)
     steps = [Mutation("dense_2", "low_rank", {"rank": 4}),
              Mutation("dense_2", "low_rank", {"rank": 8}),     # loosen
              Mutation("dense_2", "pruning", {"sparsity": 0.9}),  # switch
+             Mutation("dense_2", "pruning+kmeans", {"k": 8, "sparsity": 0.9}),  # stack: quantize the kept values
              Mutation("dense_2", "dense", {})]                 # undo
     genome = ()
     for m in steps:

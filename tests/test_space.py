@@ -56,6 +56,8 @@ def test_defaults_and_relative_storage(tmp_path):
     (lambda d: d["mutations"]["operators"]["pruning"].update(sparsity=[1.0]),
      "mutations.operators.pruning.sparsity", "sparsity=1.0"),
     (lambda d: d["model"].update(builder="resnet"), "model.builder", "'resnet'"),
+    (lambda d: d["mutations"]["operators"].update({"simhash+kmeans": {"rank": [8], "k": [4]}}),
+     "mutations.operators.simhash+kmeans", "kmeans cannot follow simhash"),
     (lambda d: d.pop("budget"), "budget", "missing required section"),
 ])
 def test_errors_name_file_key_and_value(tmp_path, mutate_data, key, fragment):
@@ -102,6 +104,8 @@ def test_set_overrides_any_key_and_parses_yaml(tmp_path):
     (["budget.ratio=0.001"], "budget.ratio", "below the smallest model"),
     (["mutations.layers=[flatten_x, logits]"], "mutations.layers", "'flatten_x' matches no compressible kernel"),
     (["model.hidden=oops"], "model", ""),
+    (["mutations.operators.pruning+low_rank={sparsity: [0.5], rank: [2]}"], "mutations.operators.pruning+low_rank",
+     "low_rank cannot compress pruning's values"),
     (["data.name=digits", "data.bogus=1"], "data", "bogus"),
     (["model.builder=nonexistent_pkg.mod:fn"], "model.builder", "cannot import module"),
 ])

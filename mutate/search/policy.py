@@ -21,6 +21,11 @@ def check_operator(name: str, params: dict[str, Any]) -> None:
 TIGHTER: dict[str, int] = {"rank": -1, "k": -1, "atoms": -1, "n_nonzero": -1, "sparsity": +1, "block_size": +1}
 
 
+def direction_of(param: str) -> int | None:
+    """`TIGHTER`'s direction for ``param``, also when a stack names its stage (``"kmeans.k"``)."""
+    return TIGHTER.get(param.rpartition(".")[2])
+
+
 def targets(operators: Mapping[str, Mapping[str, Any]], layers: list[str],
             names: list[str] | Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Kernel path -> operators allowed on it (the space's ``layers`` globs, narrowed per operator).
@@ -68,9 +73,9 @@ def notches(operators: Mapping[str, Mapping[str, Any]], mutation: Mutation, dire
     (tighten), -1 less (loosen). Parameters with no known direction (not in `TIGHTER`) do not move."""
     out = []
     for p, vs in sorted(choices(operators, mutation.operator).items()):
-        if p not in TIGHTER or p not in mutation.params:
+        if direction_of(p) is None or p not in mutation.params:
             continue
-        way = TIGHTER[p] * direction
+        way = direction_of(p) * direction  # type: ignore[operator]
         beyond = [v for v in sorted(set(vs)) if (v - mutation.params[p]) * way > 0]
         if beyond:
             nearest = min(beyond, key=lambda v: abs(v - mutation.params[p]))
@@ -85,10 +90,17 @@ def levels(operators: Mapping[str, Mapping[str, Any]], op: str) -> list[dict[str
     return list(grid(choices(operators, op)))
 
 
-MOVES = ("add", "tighten", "loosen", "undo", "switch")
+MOVES = ("add", "tighten", "loosen", "undo", "switch", "stack")
 """The kinds of explore move: add a mutation on a dense layer; tighten or loosen one in force by a notch;
 undo one (the layer goes back to dense: its current product becomes its kernel); switch a layer to another
-operator (any level)."""
+operator (any level); stack a stage on a layer's operator (``pruning`` -> ``pruning+kmeans`` with the same
+sparsity, when the space lists that stack: the layer's product is re-compressed by the longer stack)."""
+
+
+def extends(stacked: str, params: Mapping[str, Any], m: Mutation) -> bool:
+    """True when operator ``stacked`` with ``params`` is ``m``'s operator and level with stages added."""
+    return stacked.startswith(m.operator + "+") and \
+        all(params.get(p, params.get(f"{m.operator}.{p}")) == v for p, v in m.params.items())
 
 
 def moves(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]],
@@ -105,8 +117,11 @@ def moves(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list
         out += [("tighten", t) for t in notches(operators, m, +1)]
         out += [("loosen", t) for t in notches(operators, m, -1)]
         out.append(("undo", Mutation(layer, "dense", {})))
-        out += [("switch", Mutation(layer, op, params)) for op in ops if op != m.operator
-                for params in levels(operators, op)]
+        for op in ops:
+            if op == m.operator:
+                continue
+            for params in levels(operators, op):
+                out.append(("stack" if extends(op, params, m) else "switch", Mutation(layer, op, params)))
     return out
 
 
