@@ -153,6 +153,11 @@ class Compressor(abc.ABC):
         """The unstored factor ``name`` for an (m, n) matrix, regenerated deterministically from the seed."""
         raise NotImplementedError(f"{self.name} declares no generated factor {name!r}")
 
+    def generate_tensor(self, name: str, m: int, n: int, start: Any) -> Any:
+        """The generated factor ``name`` computed in the graph from ``start``, a run-time zero (exports: a
+        converter cannot fold it into a stored constant); None when the operator has no in-graph generator."""
+        return None
+
     def generated_factors(self, m: int, n: int) -> Factors:
         """Every generated (unstored) factor for an (m, n) matrix, typed as its spec."""
         specs = self.specs(m, n)

@@ -1,18 +1,26 @@
-"""Random projection: A (m x n) ≈ R @ C with R (m x k) fixed Gaussian, regenerated from a seed, never stored."""
+"""Random projection: A (m x n) ≈ R @ C with R (m x k) a fixed random sign matrix, regenerated from a seed, never
+stored."""
 
 from __future__ import annotations
 
+from typing import Any
 
 import numpy as np
 
+from operators._hash import signs, signs_tensor
 from operators._base import FactorSpec, Factors, TwoFactor, check_int
 from operators._registry import register
 
 
-def gaussian(shape: tuple[int, int], seed: int, scale_dim: int) -> np.ndarray:
-    """Entries N(0, 1/scale_dim) from NumPy's PCG64 stream for ``seed`` (the same on every machine)."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) / np.sqrt(scale_dim)).astype(np.float32)
+def projection(shape: tuple[int, int], seed: int, scale_dim: int) -> np.ndarray:
+    """Entries ±1/sqrt(scale_dim), hashed from ``seed`` (`operators._hash`: the same on every machine and in a
+    LiteRT graph). Sign matrices serve random projections as Gaussian ones do (Achlioptas 2003)."""
+    return (signs(shape, seed) / np.float32(np.sqrt(scale_dim))).astype(np.float32)
+
+
+def projection_tensor(shape: tuple[int, int], seed: int, scale_dim: int, start: Any) -> Any:
+    """`projection` computed in the graph from a run-time zero ``start`` (exports: never a stored constant)."""
+    return signs_tensor(shape, seed, start) * np.float32(1.0 / np.sqrt(scale_dim))
 
 
 @register("random_projection")
@@ -44,7 +52,10 @@ class RandomProjection(TwoFactor):
         return {"projection": FactorSpec((m, self.rank), trainable=False), "right": FactorSpec((self.rank, n))}
 
     def generate(self, name: str, m: int, n: int) -> np.ndarray:
-        return gaussian((m, self.rank), self.seed, self.rank)
+        return projection((m, self.rank), self.seed, self.rank)
+
+    def generate_tensor(self, name: str, m: int, n: int, start: Any) -> Any:
+        return projection_tensor((m, self.rank), self.seed, self.rank, start)
 
     def _factor(self, a: np.ndarray) -> Factors:
         r = self.generate("projection", *a.shape)

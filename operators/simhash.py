@@ -1,4 +1,4 @@
-"""SimHash: A (m x n) ≈ Rᵀ sign(R A) diag(s), R (k x m) Gaussian from a seed (never stored), 1 bit per sign."""
+"""SimHash: A (m x n) ≈ Rᵀ sign(R A) diag(s), R (k x m) random signs from a seed (never stored), 1 bit per sign."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from operators._base import Compressor, FactorSpec, Factors, check_int
 from operators._bits import pack_codes, packed_bytes, unpack_codes
 from operators._registry import register
-from operators.random_projection import gaussian
+from operators.random_projection import projection, projection_tensor
 
 
 @register("simhash")
@@ -41,7 +41,10 @@ class SimHash(Compressor):
                 "signs": FactorSpec((self.rank, n), trainable=False), "scale": FactorSpec((n,))}
 
     def generate(self, name: str, m: int, n: int) -> np.ndarray:
-        return gaussian((self.rank, m), self.seed, self.rank)
+        return projection((self.rank, m), self.seed, self.rank)
+
+    def generate_tensor(self, name: str, m: int, n: int, start: Any) -> Any:
+        return projection_tensor((self.rank, m), self.seed, self.rank, start)
 
     def _factor(self, a: np.ndarray) -> Factors:
         r = self.generate("projection", *a.shape)

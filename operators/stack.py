@@ -157,6 +157,14 @@ class Stack(Compressor):
         assert rest is not None
         return rest.generate(sub, *self.input_shapes(m, n)[x])
 
+    def generate_tensor(self, name: str, m: int, n: int, start: Any) -> Any:
+        first, rest, _ = self.parts()
+        if name in first.generated:
+            return first.generate_tensor(name, m, n, start)
+        x, _, sub = name.partition(SEP)
+        assert rest is not None
+        return rest.generate_tensor(sub, *self.input_shapes(m, n)[x], start)
+
     def specs(self, m: int, n: int) -> dict[str, FactorSpec]:
         first, rest, _ = self.parts()
         if rest is None:

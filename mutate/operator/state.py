@@ -125,8 +125,19 @@ class KernelState(keras.layers.Layer):
         if self.spliced:
             packed = {k: opaque(v, anchor) if anchor is not None and (every or "int" in str(v.dtype)) else v
                       for k, v in self.packed.items()}
-            return {**self._generated, **self.compressor.unpack(packed, *self.matrix_shape())}
+            return {**self._generated_tensors(anchor), **self.compressor.unpack(packed, *self.matrix_shape())}
         return {**self._generated, **self.factors}
+
+    def _generated_tensors(self, anchor: Any) -> dict[str, Any]:
+        """The generated factors: constants, or (exporting) computed in the graph from the run-time zero."""
+        if anchor is None:
+            return self._generated
+        out = dict(self._generated)
+        for name in self._generated:
+            value = self.compressor.generate_tensor(name, *self.matrix_shape(), anchor)
+            if value is not None:
+                out[name] = value
+        return out
 
     def begin_call(self, training: Any) -> None:
         """Refuse a training call without `CompressionCallback`; otherwise set alpha from the step (in the
