@@ -8,7 +8,7 @@ Han, Mao, Dally (ICLR 2016) prune each layer (Tables 2, 3: % of weights kept), q
 k-means (6 bits for LeNet-300-100; 8 bits for LeNet-5's convolutions, 5 for its dense layers) and Huffman-code
 the codes and the mask's relative indices. Here each layer carries the stack ``pruning -> kmeans -> huffman``
 (`operators/stack.py`), with DC's per-layer keep fractions and bits (config ``dc``) and a tighter one
-(``tight``). One protocol for every row, per seed:
+(``tight``), and one between them (``mid``). One protocol for every row, per seed:
 
 1. ``dense``: dense training for the protocol's dense epochs; then the same number of further epochs as the
    compressed rows see (the dense anchor, at the fine-tuning learning rate);
@@ -16,8 +16,8 @@ the codes and the mask's relative indices. Here each layer carries the stack ``p
    spliced), fine-tuned;
 3. ``P+Q staged``: from P, each layer's product re-compressed by the whole stack (the same mask; k-means of the
    kept values), blended, spliced, the codebooks and mask fixed, fine-tuned (DC's trained quantization);
-4. ``P+Q one blend``: from the dense weights, the whole stack in one blend (mask chosen once, at the first
-   update), spliced, fine-tuned for as many epochs as P and P+Q staged together;
+4. ``P+Q one blend`` (configs ``dc`` and ``tight``): from the dense weights, the whole stack in one blend (mask
+   chosen once, at the first update), spliced, fine-tuned for as many epochs as P and P+Q staged together;
 5. ``+H``: the same models, counted with every integer stream entropy-coded (`operators.huffman`: the cheapest
    of canonical Huffman, Huffman-coded bytes and relative indices, tables and tags included).
 
@@ -51,6 +51,7 @@ from mutate.operator.host import states  # noqa: E402
 # layer -> (sparsity, k): DC's Tables 2 and 3 (kept 8/9/26% at 6 bits; 66/12/8/19% at 8/8/5/5 bits)
 CONFIGS: dict[str, dict[str, dict[str, tuple[float, int]]]] = {
     "lenet300": {"dc": {"fc1": (0.92, 64), "fc2": (0.91, 64), "logits": (0.74, 64)},
+                 "mid": {"fc1": (0.94, 32), "fc2": (0.93, 32), "logits": (0.75, 32)},
                  "tight": {"fc1": (0.95, 16), "fc2": (0.95, 16), "logits": (0.8, 16)}},
     "lenet5": {"dc": {"conv1": (0.34, 256), "conv2": (0.88, 256), "fc1": (0.92, 32), "logits": (0.81, 32)},
                "tight": {"conv1": (0.5, 64), "conv2": (0.92, 64), "fc1": (0.96, 16), "logits": (0.85, 16)}},
@@ -59,6 +60,8 @@ CONFIGS: dict[str, dict[str, dict[str, tuple[float, int]]]] = {
 EPOCHS = {"lenet300": (8, 2, 2, 1, 2), "lenet5": (4, 1, 1, 1, 1)}
 QUICK_EPOCHS = (10, 2, 2, 1, 2)
 BATCH, LR, TUNE_LR, UPDATES_PER_EPOCH = 128, 1e-3, 5e-4, 4
+ONE_BLEND = {"dc", "tight"}
+"""Configs that also run the one-blend protocol (the comparison of staged and one-blend training)."""
 
 
 def build(name: str, data: Dataset) -> keras.Model:
@@ -97,7 +100,8 @@ def schedule(data: Dataset, epochs: int) -> mutate.Schedule:
 
 
 def stack(sparsity: float, k: int) -> list[tuple[str, dict[str, Any]]]:
-    return [("pruning", {"sparsity": sparsity}), ("kmeans", {"k": k}), ("huffman", {})]
+    """DC's stages: prune, k-means the kept values from a linear start (DC's initialisation), Huffman."""
+    return [("pruning", {"sparsity": sparsity}), ("kmeans", {"k": k, "init": "linear"}), ("huffman", {})]
 
 
 def layer_stats(model: keras.Model, cfg: dict[str, tuple[float, int]]) -> dict[str, dict[str, float]]:
@@ -174,6 +178,8 @@ def run_seed(name: str, data: Dataset, seed: int, configs: list[str], epochs: tu
         fit(compiled(model, TUNE_LR), data, q_blend, blend=True)
         fit(compiled(mutate.strip(model), TUNE_LR), data, q_tune)
         record(cfg, "P+Q staged", model, coded=True)
+        if cfg not in ONE_BLEND:
+            continue
         # P+Q in one blend from the dense weights
         keras.utils.set_random_seed(seed)
         model = build(name, data)
@@ -243,11 +249,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _number(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["lenet300", "lenet5"], choices=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--configs", nargs="+", default=["dc", "tight"])
+    parser.add_argument("--configs", nargs="+", default=None, help="default: every config of the model")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the CSVs' rows of the models and configs not run now (dense rows are rerun)")
     parser.add_argument("--quick", action="store_true", help="digits (8x8: LeNet-300-100 only), short epochs")
     args = parser.parse_args()
     tag = "_quick" if args.quick else ""
@@ -258,12 +275,21 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
+    if args.merge:  # the rows of other models and configs, as the last run wrote them (the dense rows are rerun)
+        def keep(r: dict[str, str]) -> bool:
+            return r["model"] not in args.models or (
+                args.configs is not None and r["config"] not in args.configs and r["config"] != "dense")
+
+        for path, table in ((HERE / f"deep_compression{tag}.csv", rows), (HERE / f"deep_compression{tag}_layers.csv", layers)):
+            if path.is_file():
+                with path.open() as f:
+                    table += [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f) if keep(r)]
     for name in args.models:
         if args.quick and name != "lenet300":
             continue
         data = digits() if args.quick else fashion_mnist(flatten=name == "lenet300")
         for seed in args.seeds:
-            run_seed(name, data, seed, args.configs, QUICK_EPOCHS if args.quick else EPOCHS[name], rows, layers, log)
+            run_seed(name, data, seed, args.configs or list(CONFIGS[name]), QUICK_EPOCHS if args.quick else EPOCHS[name], rows, layers, log)
             for path, table in ((HERE / f"deep_compression{tag}.csv", rows),
                                 (HERE / f"deep_compression{tag}_layers.csv", layers)):
                 with path.open("w", newline="") as f:

@@ -30,8 +30,19 @@ def _assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return idx, np.maximum(d[np.arange(len(x)), idx], 0.0)
 
 
-def lloyd(x: np.ndarray, k: int, *, max_iter: int, seed: int, tol: float = 1e-6) -> np.ndarray:
-    """k-means by Lloyd iterations from a k-means++ start on a subsample; returns centroids (k x b)."""
+def linear_start(x: np.ndarray, k: int) -> np.ndarray:
+    """``k`` centroids evenly spaced between the smallest and largest value of ``x`` (N x 1): Deep Compression's
+    linear initialisation, which keeps centroids among the rare large weights."""
+    return np.linspace(x.min(), x.max(), k, dtype=np.float64)[:, None].astype(x.dtype)
+
+
+def lloyd(x: np.ndarray, k: int, *, max_iter: int, seed: int, tol: float = 1e-6,
+          start: np.ndarray | None = None) -> np.ndarray:
+    """k-means by Lloyd iterations from ``start`` (k x b) or a k-means++ start on a subsample; returns
+    centroids (k x b). From a k-means++ start an empty cluster is re-seeded at the worst-served point; from a
+    given start it keeps its centroid (a linear start's empty tails stay where they are)."""
+    if start is not None:
+        return _iterate(x, start.astype(x.dtype, copy=True), max_iter, tol, reseed=False)
     rng = np.random.default_rng(seed)
     sample = x if len(x) <= 20 * k + 1000 else x[rng.choice(len(x), 20 * k + 1000, replace=False)]
     centroids = np.empty((k, x.shape[1]), x.dtype)
@@ -42,6 +53,11 @@ def lloyd(x: np.ndarray, k: int, *, max_iter: int, seed: int, tol: float = 1e-6)
         pick = rng.choice(len(sample), p=dist / total) if total > 0 else rng.integers(len(sample))
         centroids[j] = sample[pick]
         dist = np.minimum(dist, ((sample - centroids[j]) ** 2).sum(1))
+    return _iterate(x, centroids, max_iter, tol, reseed=True)
+
+
+def _iterate(x: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float, reseed: bool) -> np.ndarray:
+    k = len(centroids)
     previous = np.inf
     for _ in range(max_iter):
         idx, d = _assign(x, centroids)
@@ -50,7 +66,7 @@ def lloyd(x: np.ndarray, k: int, *, max_iter: int, seed: int, tol: float = 1e-6)
         np.add.at(sums, idx, x)
         empty = counts == 0
         centroids[~empty] = (sums[~empty] / counts[~empty, None]).astype(x.dtype)
-        if empty.any():  # re-seed empty clusters at the worst-served points
+        if reseed and empty.any():  # re-seed empty clusters at the worst-served points
             centroids[empty] = x[np.argsort(-d)[: int(empty.sum())]]
         inertia = float(d.sum())
         if previous - inertia <= tol * max(previous, 1e-12):
@@ -73,17 +89,23 @@ class KMeans(Compressor):
         prune: set the centroid nearest zero to exactly zero (graph_compression's "k-means + pruning").
         max_iter: Lloyd iterations at most.
         seed: seed of the k-means++ start.
+        init: ``"kmeans++"`` (centroids follow the weights' density: low distortion, near-uniform code use) or
+            ``"linear"`` (scalar only: evenly spaced from min to max, then Lloyd; Deep Compression's choice:
+            it keeps the rare large weights, and the codes' skewed use is what Huffman coding then shrinks.
+            On LeNet-300-100's pruned fc1, k=64: 4.0 bits of code entropy at 7.1e-6 MSE against k-means++'s
+            5.4 bits at 2.2e-6, and k-means++ at k=32 needs 4.4 bits for 7.8e-6).
     """
 
     refreshable = False  # see Compressor.refreshable: clustered once, then the codebook trains
 
     def __init__(self, k: int = 16, *, block_size: int = 1, prune: bool = False, max_iter: int = 30,
-                 seed: int = 0) -> None:
+                 seed: int = 0, init: str = "kmeans++") -> None:
         self.k = k
         self.block_size = block_size
         self.prune = prune
         self.max_iter = max_iter
         self.seed = seed
+        self.init = init
 
     def check(self, m: int | None = None, n: int | None = None) -> None:
         check_int("k", self.k, 1)
@@ -92,6 +114,11 @@ class KMeans(Compressor):
         check_int("seed", self.seed, 0)
         if not isinstance(self.prune, bool):
             raise TypeError(f"`prune` must be a bool, but got prune={self.prune!r}.")
+        if self.init not in ("kmeans++", "linear"):
+            raise ValueError(f"`init` must be 'kmeans++' or 'linear', but got init={self.init!r}.")
+        if self.init == "linear" and self.block_size != 1:
+            raise ValueError(f"`init='linear'` spaces scalar centroids; it needs block_size=1, but got "
+                             f"block_size={self.block_size}.")
         if m is not None and n is not None:
             if n % self.block_size:
                 raise ValueError(f"`block_size` must divide the {n} columns of a {m}x{n} matrix, but got "
@@ -109,7 +136,8 @@ class KMeans(Compressor):
         if len(distinct) <= self.k:  # every distinct block gets its own centroid: exact
             centroids = np.concatenate([distinct, np.repeat(distinct[:1], self.k - len(distinct), 0)])
         else:
-            centroids = lloyd(x, self.k, max_iter=self.max_iter, seed=self.seed)
+            start = linear_start(x, self.k) if self.init == "linear" else None
+            centroids = lloyd(x, self.k, max_iter=self.max_iter, seed=self.seed, start=start)
         if self.prune:
             centroids[np.argmin((centroids * centroids).sum(1))] = 0.0
         # A stable order (by first coordinate, then the rest): with `refresh`, code j keeps meaning "the j-th

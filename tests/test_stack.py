@@ -139,3 +139,18 @@ def test_a_stack_through_keras_blends_splices_saves_densifies_and_counts_its_bit
     mutate.densify(loaded, "dense_1")
     np.testing.assert_array_equal(loaded.get_layer("dense_1").kernel.numpy(), product)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), blended, atol=1e-5)
+
+
+def test_linear_kmeans_starts_evenly_spaced_and_keeps_the_extremes():
+    x = np.random.default_rng(4).standard_t(3, (5000, 1)).astype(np.float32)  # heavy tails, as trained weights
+    lin = operators.get("kmeans", k=16, init="linear").factor(x)
+    pp = operators.get("kmeans", k=16).factor(x)
+    assert lin["codebook"].max() > pp["codebook"].max() and lin["codebook"].min() < pp["codebook"].min()
+
+    def entropy(codes):
+        p = np.bincount(codes.ravel(), minlength=16) / codes.size
+        return -(p[p > 0] * np.log2(p[p > 0])).sum()
+
+    assert entropy(lin["codes"]) < entropy(pp["codes"])  # skewed code use: what Huffman shrinks
+    with pytest.raises(ValueError, match="needs block_size=1"):
+        operators.get("kmeans", k=4, block_size=2, init="linear")
