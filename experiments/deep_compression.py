@@ -8,7 +8,7 @@ Han, Mao, Dally (ICLR 2016) prune each layer (Tables 2, 3: % of weights kept), q
 k-means (6 bits for LeNet-300-100; 8 bits for LeNet-5's convolutions, 5 for its dense layers) and Huffman-code
 the codes and the mask's relative indices. Here each layer carries the stack ``pruning -> kmeans -> huffman``
 (`operators/stack.py`), with DC's per-layer keep fractions and bits (config ``dc``) and a tighter one
-(``tight``), and one between them (``mid``). One protocol for every row, per seed:
+(``tight``), and two between them (``dc32``: DC's keep fractions at 5 bits; ``mid``). One protocol for every row, per seed:
 
 1. ``dense``: dense training for the protocol's dense epochs; then the same number of further epochs as the
    compressed rows see (the dense anchor, at the fine-tuning learning rate);
@@ -51,6 +51,7 @@ from mutate.operator.host import states  # noqa: E402
 # layer -> (sparsity, k): DC's Tables 2 and 3 (kept 8/9/26% at 6 bits; 66/12/8/19% at 8/8/5/5 bits)
 CONFIGS: dict[str, dict[str, dict[str, tuple[float, int]]]] = {
     "lenet300": {"dc": {"fc1": (0.92, 64), "fc2": (0.91, 64), "logits": (0.74, 64)},
+                 "dc32": {"fc1": (0.92, 32), "fc2": (0.91, 32), "logits": (0.74, 32)},
                  "mid": {"fc1": (0.94, 32), "fc2": (0.93, 32), "logits": (0.75, 32)},
                  "tight": {"fc1": (0.95, 16), "fc2": (0.95, 16), "logits": (0.8, 16)}},
     "lenet5": {"dc": {"conv1": (0.34, 256), "conv2": (0.88, 256), "fc1": (0.92, 32), "logits": (0.81, 32)},

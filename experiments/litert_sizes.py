@@ -30,7 +30,9 @@ import mutate  # noqa: E402
 
 OPERATORS = [("dense", {}), ("low_rank", {"rank": 16}), ("pruning", {"sparsity": 0.9}), ("kmeans", {"k": 16}),
              ("kmeans", {"k": 64, "block_size": 10}), ("simhash", {"rank": 256}), ("random_projection", {"rank": 64}),
-             ("dictionary", {"atoms": 64, "n_nonzero": 4}), ("nmf", {"rank": 16})]
+             ("dictionary", {"atoms": 64, "n_nonzero": 4}), ("nmf", {"rank": 16}),
+             ("pruning+kmeans", {"sparsity": 0.9, "k": 16}), ("pruning+kmeans+huffman", {"sparsity": 0.9, "k": 16})]
+"""The last stack's count is entropy-coded; its file holds the arrays before coding (operators/stack.py)."""
 
 
 def lenet(seed: int = 0) -> keras.Model:

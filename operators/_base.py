@@ -211,7 +211,8 @@ class Compressor(abc.ABC):
         return dict(factors)
 
     def stack_product(self, factors: Mapping[str, Any]) -> Any:
-        """``B∘C`` from tensors in the stack form."""
+        """``B∘C`` from tensors in the stack form (a 1-D stack input may come as a (len, 1) matrix: the next
+        stage's product)."""
         return self.product(factors)
 
     def stack_pack(self, factors: Factors) -> Factors:

@@ -88,8 +88,9 @@ class Pruning(Compressor):
     def stack_product(self, factors: Mapping[str, Any]) -> Any:
         from keras import ops
 
-        mask = factors["mask"]
-        return ops.reshape(scatter_kept(ops.reshape(mask, (-1,)), factors["values"]), ops.shape(mask))
+        mask = factors["mask"]  # values may come as (kept, 1): the product of a next stage
+        values = ops.reshape(factors["values"], (-1,))
+        return ops.reshape(scatter_kept(ops.reshape(mask, (-1,)), values), ops.shape(mask))
 
     def stack_pack(self, factors: Factors) -> Factors:
         out = {"bitmask": pack_codes(factors["mask"].astype(bool).ravel(), 1)}

@@ -190,23 +190,13 @@ class Stack(Compressor):
         return out
 
     def product(self, factors: Mapping[str, Any]) -> Any:
-        from keras import ops
-
         first, rest, _ = self.parts()
         if rest is None:
             return first.product(factors)
         mine = {k: v for k, v in factors.items() if SEP not in k}
-        if rest is not None:
-            for x in first.stack_inputs:
-                value = rest.product(self._sub(factors, x))
-                mine[x] = value if x not in self._one_d else ops.reshape(value, (-1,))
+        for x in first.stack_inputs:  # a vector input comes back as a (len, 1) matrix; its stage flattens it
+            mine[x] = rest.product(self._sub(factors, x))
         return first.stack_product(mine)
-
-    @property
-    def _one_d(self) -> set[str]:
-        """Stack inputs that are vectors (their product comes back as a (len, 1) matrix)."""
-        first = self.parts()[0]
-        return {x for x in first.stack_inputs if len(first.stack_specs(4, 4)[x].shape) == 1}
 
     def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
         first, rest, _ = self.parts()
