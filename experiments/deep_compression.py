@@ -3,6 +3,7 @@
     .venv/bin/python experiments/deep_compression.py                      # both models, 2 seeds (~1 h on 2 cores)
     .venv/bin/python experiments/deep_compression.py --models lenet300 --seeds 0
     .venv/bin/python experiments/deep_compression.py --quick              # digits, minutes: a smoke run
+    .venv/bin/python experiments/deep_compression.py --long --models lenet300 --configs dc32 mid  # more tuning
 
 Han, Mao, Dally (ICLR 2016) prune each layer (Tables 2, 3: % of weights kept), quantize the kept weights with
 k-means (6 bits for LeNet-300-100; 8 bits for LeNet-5's convolutions, 5 for its dense layers) and Huffman-code
@@ -60,6 +61,8 @@ CONFIGS: dict[str, dict[str, dict[str, tuple[float, int]]]] = {
 # epochs: dense, P blend, P tune, Q blend, Q tune (one blend: P blend, then the other three as tuning)
 EPOCHS = {"lenet300": (8, 2, 2, 1, 2), "lenet5": (4, 1, 1, 1, 1)}
 QUICK_EPOCHS = (10, 2, 2, 1, 2)
+LONG_EPOCHS = {"lenet300": (8, 2, 6, 1, 3), "lenet5": (4, 1, 3, 1, 2)}
+"""``--long``: more fine-tuning after pruning (Deep Compression retrains each stage far longer than EPOCHS)."""
 BATCH, LR, TUNE_LR, UPDATES_PER_EPOCH = 128, 1e-3, 5e-4, 4
 ONE_BLEND = {"dc", "tight"}
 """Configs that also run the one-blend protocol (the comparison of staged and one-blend training)."""
@@ -267,8 +270,9 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true",
                         help="keep the CSVs' rows of the models and configs not run now (dense rows are rerun)")
     parser.add_argument("--quick", action="store_true", help="digits (8x8: LeNet-300-100 only), short epochs")
+    parser.add_argument("--long", action="store_true", help="LONG_EPOCHS; outputs deep_compression_long.*")
     args = parser.parse_args()
-    tag = "_quick" if args.quick else ""
+    tag = "_quick" if args.quick else "_long" if args.long else ""
     t0 = time.perf_counter()
 
     def log(line: str) -> None:
@@ -290,7 +294,7 @@ def main() -> None:
             continue
         data = digits() if args.quick else fashion_mnist(flatten=name == "lenet300")
         for seed in args.seeds:
-            run_seed(name, data, seed, args.configs or list(CONFIGS[name]), QUICK_EPOCHS if args.quick else EPOCHS[name], rows, layers, log)
+            run_seed(name, data, seed, args.configs or list(CONFIGS[name]), QUICK_EPOCHS if args.quick else (LONG_EPOCHS if args.long else EPOCHS)[name], rows, layers, log)
             for path, table in ((HERE / f"deep_compression{tag}.csv", rows),
                                 (HERE / f"deep_compression{tag}_layers.csv", layers)):
                 with path.open("w", newline="") as f:
