@@ -232,6 +232,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
@@ -245,6 +246,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 ax.scatter([r["ratio"] for r in sel], [100 * r["accuracy"] for r in sel], marker=marker, label=stage)
         ax.axvline(40, color="red", lw=0.8, ls=":")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks([5, 10, 20, 40, 80])
         ax.set_xlabel("compression (dense bytes / stored bytes)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{name}: Deep Compression's stages as a mutate stack")
@@ -271,6 +275,7 @@ def main() -> None:
                         help="keep the CSVs' rows of the models and configs not run now (dense rows are rerun)")
     parser.add_argument("--quick", action="store_true", help="digits (8x8: LeNet-300-100 only), short epochs")
     parser.add_argument("--long", action="store_true", help="LONG_EPOCHS; outputs deep_compression_long.*")
+    parser.add_argument("--replot", action="store_true", help="rewrite the .md and .png from the CSVs; no training")
     args = parser.parse_args()
     tag = "_quick" if args.quick else "_long" if args.long else ""
     t0 = time.perf_counter()
@@ -280,6 +285,11 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
+    if args.replot:
+        for path, table in ((HERE / f"deep_compression{tag}.csv", rows), (HERE / f"deep_compression{tag}_layers.csv", layers)):
+            with path.open() as f:
+                table += [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        args.models = []
     if args.merge:  # the rows of other models and configs, as the last run wrote them (the dense rows are rerun)
         def keep(r: dict[str, str]) -> bool:
             return r["model"] not in args.models or (
