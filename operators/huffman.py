@@ -199,8 +199,9 @@ def encodings(symbols: np.ndarray, alphabet: int) -> dict[str, int]:
 
 
 def encode_stream(symbols: np.ndarray, alphabet: int) -> dict[str, object]:
-    """The cheapest encoding of a stream: ``{"method", "bits", "payload", "lengths", "count"}`` where ``bits``
-    is exactly what is stored (tag, payload, table and any count)."""
+    """The cheapest encoding of a stream: ``{"method", "bits", "payload", "lengths", "count", "size",
+    "alphabet"}`` where ``bits`` is exactly what is stored (tag, payload, table and any count; ``size`` and
+    ``alphabet`` are known from the operator's shape and parameters)."""
     symbols = np.asarray(symbols, np.int64).ravel()
     costs = encodings(symbols, alphabet)
     method = min(costs, key=lambda k: (costs[k], k))
@@ -217,7 +218,8 @@ def encode_stream(symbols: np.ndarray, alphabet: int) -> dict[str, object]:
         gaps = relative_indices(symbols > 0, int(method[4:]))
         payload, lengths, _ = encode(gaps, 1 << int(method[4:]))
         count = gaps.size
-    return {"method": method, "bits": costs[method], "payload": payload, "lengths": lengths, "count": count}
+    return {"method": method, "bits": costs[method], "payload": payload, "lengths": lengths, "count": count,
+            "size": symbols.size, "alphabet": alphabet}
 
 
 def decode_stream(coded: dict[str, object], size: int, alphabet: int) -> np.ndarray:

@@ -10,9 +10,10 @@ kept values) is seen as a (len, 1) matrix.
 
 ``huffman``, allowed only last, changes nothing in the product: `size_bits` then counts each integer stream
 (codes, indices, masks) with the cheapest of a few lossless encodings (`operators.huffman.encode_stream`:
-canonical Huffman, Huffman-coded bytes, relative indices), tag and tables included. Models, .keras and .tflite
-files hold the packed arrays before entropy coding (a LiteRT graph has no builtin op to decode Huffman);
-`Stack.encode`/`Stack.decode` write and read the coded streams.
+canonical Huffman, Huffman-coded bytes, relative indices), tag and tables included. A saved model stores the
+coded streams (`Stack.encode`; `mutate.operator.state.KernelState.save_own_variables`) and decodes them when
+loaded; in memory and in a .tflite file the layer holds the packed arrays before entropy coding (a LiteRT
+graph has no builtin op to decode Huffman).
 
 Names: a stack's factors are the first stage's (less its inputs) plus, for each input ``X``, the rest's factors
 as ``X__name``. Combined registry names such as ``"pruning+kmeans"`` with the stages' parameters mixed

@@ -18,6 +18,8 @@ from mutate.operator.anchor import opaque
 from mutate.operator.kinds import View
 from mutate.operator.schedule import Schedule
 
+_METHODS = ("raw", "huffman", "bytes", *(f"gaps{b}" for b in range(1, 17)))
+"""Stored ids of `operators.huffman.encode_stream`'s methods (in a saved file's ``<i>.coded`` entry)."""
 _MISSING_CALLBACK = ("layer {name!r} is being trained without mutate.CompressionCallback(); pass "
                      "callbacks=[mutate.CompressionCallback()] to fit() so its alpha schedule advances.")
 
@@ -111,6 +113,38 @@ class KernelState(keras.layers.Layer):
     def assign_packed(self, arrays: dict[str, np.ndarray]) -> None:
         for pname, var in self.packed.items():
             var.assign(arrays[pname])
+
+    # -- saving: an entropy-coded stack stores its coded streams and decodes them when loaded ---------------
+    def save_own_variables(self, store: Any) -> None:
+        own = self._trainable_variables + self._non_trainable_variables
+        coded = self.compressor.encode(self.factor_values()) if self.spliced and self.compressor.entropy_coded else {}
+        names = {id(var): pname for pname, var in getattr(self, "packed", {}).items()}
+        for i, var in enumerate(own):
+            c = coded.get(names.get(id(var), ""))
+            if c is None:
+                store[str(i)] = var
+                continue
+            store[str(i)] = np.asarray(c["payload"], np.uint8)
+            store[f"{i}.lengths"] = np.asarray(c["lengths"], np.uint8)
+            store[f"{i}.coded"] = np.array([_METHODS.index(str(c["method"])), c["count"], c["size"],
+                                            c["alphabet"]], np.int64)
+
+    def load_own_variables(self, store: Any) -> None:
+        from operators._bits import code_bits, pack_codes
+        from operators.huffman import decode_stream
+
+        own = self._trainable_variables + self._non_trainable_variables
+        plain = [k for k in store.keys() if "." not in k]
+        if len(plain) != len(own):
+            raise ValueError(f"{self.host}: expected {len(own)} compression variables, but the file holds {len(plain)}.")
+        for i, var in enumerate(own):
+            if f"{i}.coded" not in store.keys():
+                var.assign(store[str(i)])
+                continue
+            method, count, size, alphabet = (int(v) for v in np.asarray(store[f"{i}.coded"]))
+            symbols = decode_stream({"method": _METHODS[method], "payload": np.asarray(store[str(i)]),
+                                     "lengths": np.asarray(store[f"{i}.lengths"]), "count": count}, size, alphabet)
+            var.assign(pack_codes(symbols, code_bits(alphabet)))
 
     # -- the graph ------------------------------------------------------------------------------------------
     def factor_tensors(self, anchor: Any = None, every: bool = False) -> dict[str, Any]:
