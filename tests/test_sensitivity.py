@@ -83,3 +83,20 @@ def test_a_greedy_solution_trains_to_the_size_it_predicted_under_the_budget(spac
     r.train(25)
     row = r.measure()
     assert row["fits_budget"] and row["bytes"] == t.predicted_bytes(best) <= ctx.budget
+
+
+def test_a_litert_budget_scores_the_litert_file_of_the_genome(space, tmp_path):
+    litert = spaces.load(SPACE, [*OVERRIDES, "budget.unit=litert"])
+    r = TrialRunner(litert, seed=3)
+    stored = TrialRunner(space, seed=3)
+    assert abs(r.dense_bytes - stored.dense_bytes) < 2_000  # a dense file is its weights plus a small graph
+    r.train(10)
+    r.apply((Mutation("dense_1", "pruning", {"sparsity": 0.9}, 10),))
+    r.train(5)  # still blending: the file is that of the spliced model it will become
+    row = r.measure()
+    seconds = r.litert_seconds
+    assert row["unit"] == "litert" and row["bytes"] == r.litert_bytes() and r.litert_seconds == seconds  # cached
+    copy = mutate.strip(r.model, force=True)
+    # the same file up to names (a loaded copy's tensors may be named a few characters differently)
+    assert abs(row["bytes"] - mutate.export_model(copy, tmp_path / "m.tflite").bytes) < 64
+    assert row["bytes"] > mutate.model_size(copy).bits // 8  # the graph's ops come on top of the arrays

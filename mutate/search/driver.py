@@ -75,6 +75,9 @@ def prepare(space: Space) -> Prepared:
             a mutable layer holds a NaN or Inf weight, or the budget is below the smallest model the space
             can reach.
     """
+    if space.budget.get("unit") == "litert" and keras.backend.backend() != "tensorflow":
+        raise space.error("budget.unit", f"'litert' measures LiteRT files, which Keras exports on the tensorflow "
+                                         f"backend only (this run: {keras.backend.backend()!r}); use unit: stored")
     data = builders.load_data(space.data, space.where)
     keras.utils.set_random_seed(space.search["seed"])
     model = builders.build_model(space.model, data, space.where)

@@ -77,7 +77,7 @@ _TOP = {"name": None, "model": None, "data": None, "training": None, "mutations"
 _TRAINING = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "steps": 1000, "report_every": 50}
 _MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 100, "frequency": 10,
               "refresh": True, "max_mutations": 8}
-_BUDGET = {"bytes": None, "ratio": None}
+_BUDGET = {"bytes": None, "ratio": None, "unit": "stored"}
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
            "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True}
 _RESOURCES = {"cpus": 1, "gpus": 0, "tpu": 0}
@@ -178,6 +178,7 @@ def _budget(c: _Ctx, raw: Any) -> dict[str, Any]:
         raise c.fail("budget", "exactly one of `bytes` or `ratio` (a fraction of the dense model)", raw)
     c.int_(b["bytes"], "budget.bytes", 1, optional=True)
     c.num(b["ratio"], "budget.ratio", 0, 1, open_low=True, optional=True)
+    c.choice(b["unit"], "budget.unit", ("stored", "litert"))
     return b
 
 

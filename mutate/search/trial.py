@@ -112,11 +112,15 @@ class TrialRunner:
         self.strategy = make_strategy(strategy_for(res["gpus"], res["tpu"]))
         with self.scope():
             self.model = builders.build_model(space.model, self.data, space.where)
-        self.dense_bytes = mutate.model_size(self.model).dense_bits // 8
-        self.budget = budget_bytes(space, self.dense_bytes)
         self.step = 0
         self.genome: Genome = ()
         self.train_seconds = 0.0
+        self.litert_seconds = 0.0
+        self._litert: dict[str, int] = {}
+        self.unit = space.budget.get("unit", "stored")
+        self.dense_bytes = (self.litert_bytes() if self.unit == "litert"
+                            else mutate.model_size(self.model).dense_bits // 8)
+        self.budget = budget_bytes(space, self.dense_bytes)
         self._rng = np.random.default_rng(self.seed)
         with self.scope():
             self._compile()
@@ -208,8 +212,7 @@ class TrialRunner:
         if not math.isfinite(val["loss"]):  # never report a point measured on a diverged model
             raise NonFiniteLoss(f"validation loss became {val['loss']} at step {self.step} "
                                 f"(genome {summary(self.genome)})")
-        size = mutate.model_size(self.model)
-        nbytes = size.bits // 8
+        nbytes = self.litert_bytes() if self.unit == "litert" else mutate.model_size(self.model).bits // 8
         metric = -math.exp(min(val["loss"], 50.0)) if self.lm else val["accuracy"]
         fits = nbytes <= self.budget
         floor = -1.0 if not self.lm else -1e9
@@ -220,7 +223,27 @@ class TrialRunner:
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
                "train_seconds": self.train_seconds, "backend": keras.backend.backend()}
         out.update(val_perplexity=-metric) if self.lm else out.update(val_accuracy=metric)
+        if self.unit == "litert":
+            out.update(unit="litert", litert_seconds=round(self.litert_seconds, 3))
         return out
+
+    def litert_bytes(self) -> int:
+        """Bytes of the model's LiteRT file (`mutate.export_model`) once every blending kernel is spliced
+        (``budget.unit: litert``): a copy is loaded, spliced with its current factors and exported. The
+        size depends on the genome, not on the weights, so it is cached per genome in this actor;
+        ``litert_seconds`` sums what the exports cost."""
+        import tempfile
+
+        key = summary(self.genome)
+        if key not in self._litert:
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory(prefix="mutate-litert-") as d:
+                self.model.save(Path(d) / "m.keras")
+                copy = keras.saving.load_model(Path(d) / "m.keras", compile=False)
+                mutate.strip(copy, force=True)
+                self._litert[key] = mutate.export_model(copy, Path(d) / "m.tflite", "litert").bytes
+            self.litert_seconds += time.perf_counter() - t0
+        return self._litert[key]
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike[str]) -> Path:
