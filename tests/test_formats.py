@@ -20,7 +20,9 @@ def spliced(op, params, widths=(16, 96, 64, 5)):
 @pytest.mark.parametrize("op, params", [("low_rank", {"rank": 4}), ("pruning", {"sparsity": 0.9}),
                                         ("kmeans", {"k": 4}), ("dictionary", {"atoms": 8, "n_nonzero": 2}),
                                         ("pruning+kmeans", {"sparsity": 0.8, "k": 8}),
-                                        ("simhash", {"rank": 64}), ("random_projection", {"rank": 8})])
+                                        ("simhash", {"rank": 64}), ("random_projection", {"rank": 8}),
+                                        ("nmf", {"rank": 4}), ("kmeans", {"k": 8, "block_size": 4}),
+                                        ("gradient_pruning", {"sparsity": 0.9})])
 def test_a_litert_file_holds_the_packed_factors_and_matches_keras(tmp_path, op, params):
     model, x, y = spliced(op, params)
     counted = mutate.model_size(model).bits // 8
