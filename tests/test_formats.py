@@ -66,3 +66,17 @@ def test_keras_and_saved_model_formats_and_what_is_refused(tmp_path):
     with pytest.raises(BadInput, match="dense_1 still blending"):
         mutate.export_model(blending, tmp_path / "b.tflite")
     assert not (tmp_path / "b.tflite").exists()
+
+
+def test_an_op_litert_cannot_convert_is_named_with_its_layer_and_nothing_is_written(tmp_path):
+    import tensorflow as tf
+
+    class Bessel(keras.layers.Layer):
+        def call(self, x):
+            return tf.math.bessel_i1e(x)
+
+    inp = keras.Input((8,))
+    model = keras.Model(inp, Bessel(name="odd_layer")(keras.layers.Dense(8, name="fc")(inp)))
+    with pytest.raises(BadInput, match=r"cannot convert op BesselI1e .* in layer 'odd_layer'; nothing written"):
+        mutate.export_model(model, tmp_path / "m.tflite")
+    assert not list(tmp_path.iterdir())

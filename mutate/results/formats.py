@@ -122,7 +122,14 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
             from mutate.operator.anchor import exporting
 
             with exporting():
-                model.export(str(staged), format="litert" if fmt == "litert" else "tf_saved_model", verbose=False)
+                try:
+                    model.export(str(staged), format="litert" if fmt == "litert" else "tf_saved_model",
+                                 verbose=False)
+                except Exception as e:  # noqa: BLE001 - the converter's own error type lives in TensorFlow
+                    message = unconvertible(model, e)
+                    if message is None:
+                        raise
+                    raise BadInput(f"{path}: {message}; nothing written") from None
         report = Exported(path, fmt, _bytes(staged))
         if fmt == "litert":
             blob = staged.read_bytes()
@@ -133,6 +140,30 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         staged.replace(path)
     return report
+
+
+def unconvertible(model: keras.Model, error: Exception) -> str | None:
+    """One line naming the op LiteRT could not convert and the layer it comes from, or None when ``error`` is
+    not such a converter error (then it is an internal error)."""
+    import re
+
+    text = str(error)
+    op = re.search(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)
+    if op is None:
+        return None
+    names = {layer.name for layer in model._flatten_layers(include_self=False)}
+    where = re.search(r'fused\["\w+:", "([^"@]+)@', text)
+    layer = None
+    for part in (where.group(1).split("/")[1:] if where else []):
+        for name in (part, re.sub(r"_\d+$", "", part)):
+            if name in names:
+                layer = name
+                break
+        if layer:
+            break
+    return (f"LiteRT cannot convert op {op.group(1)} (no builtin kernel; mutate exports builtin ops only) in "
+            f"layer {layer!r}" if layer else f"LiteRT cannot convert op {op.group(1)} (no builtin kernel; mutate "
+            "exports builtin ops only)")
 
 
 def _bytes(path: Path) -> int:
