@@ -118,7 +118,11 @@ def main() -> None:
         model = spliced(op, params)
         counted = mutate.model_size(model).bits // 8
         want = model.predict(x, verbose=0)
-        row = {"operator": op, "params": params, "counted": counted}
+        with tempfile.TemporaryDirectory() as d:  # as `mutate export` writes it: no optimizer state
+            model.save(Path(d) / "trained.keras")
+            keras.saving.load_model(Path(d) / "trained.keras", compile=False).save(Path(d) / "m.keras")
+            keras_bytes = (Path(d) / "m.keras").stat().st_size
+        row = {"operator": op, "params": params, "counted": counted, "keras": keras_bytes}
         for how in ("mutate", "keras_litert", "saved_model", "sparsity"):
             blob = convert(model, how)
             row[how] = len(blob)
@@ -126,9 +130,9 @@ def main() -> None:
             row[f"{how}_maxdiff"] = float(np.abs(run_tflite(blob, x) - want).max())
             row[f"{how}_constants"] = constant_bytes(blob)
         rows.append(row)
-        print(f"{op:<18}{str(params):<30} counted {counted:>9,} | mutate litert {row['mutate']:>9,} = arrays "
+        print(f"{op:<18}{str(params):<30} counted {counted:>9,} | .keras {keras_bytes:>9,} | mutate litert {row['mutate']:>9,} = arrays "
               f"{row['mutate_constants']:>9,} + graph {row['mutate'] - row['mutate_constants']:>6,} "
-              f"({row['mutate'] / counted:.2f}x counted, |d| {row['mutate_maxdiff']:.1e}) | keras litert {row['keras_litert']:>9,} "
+              f"({row['mutate'] / counted:.2f}x counted, gz {row['mutate_gzip']:>9,}, |d| {row['mutate_maxdiff']:.1e}) | keras litert {row['keras_litert']:>9,} "
               f"(gz {row['keras_litert_gzip']:>9,}, |d| {row['keras_litert_maxdiff']:.1e}) | saved_model "
               f"{row['saved_model']:>9,} | sparsity {row['sparsity']:>9,}", flush=True)
     with open(args.out, "w", newline="") as f:

@@ -99,17 +99,18 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     suffix). Nothing is left at ``path`` when it fails.
 
     Args:
-        model: a model whose compressed kernels are spliced (`mutate.strip`); dense layers are fine.
+        model: for LiteRT and SavedModel, a model whose compressed kernels are spliced (`mutate.strip`); a
+            .keras file may also hold kernels still blending (to train on).
         x, y: rows to check a LiteRT file on (and labels for its accuracy); None skips the check.
         tolerance: the largest accepted output difference, relative to max(1, max |Keras output|).
 
     Raises:
-        BadInput: a kernel is still blending, or the format does not fit the path.
+        BadInput: a kernel is still blending (LiteRT and SavedModel), or the format does not fit the path.
         MetricMismatch: the LiteRT outputs differ from Keras' beyond ``tolerance`` (the file is deleted).
     """
     path = Path(path)
     fmt = format_for(path, format)
-    blending = _blending(model)
+    blending = _blending(model) if fmt != "keras" else []  # a .keras file may hold a blending model
     if blending:
         raise BadInput(f"{path}: {', '.join(blending)} still blending; splice first (mutate.strip), or export "
                        "as .keras to keep training it")
