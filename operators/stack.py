@@ -99,10 +99,14 @@ class Stack(Compressor):
         return {x: (specs[x].shape + (1,))[:2] if len(specs[x].shape) == 1 else tuple(specs[x].shape)  # type: ignore[misc]
                 for x in first.stack_inputs}
 
-    def _own(self, names: Any) -> list[str]:
+    def _joined(self, m: int, n: int, mine: Mapping[str, Any], of_rest: Any) -> dict[str, Any]:
+        """The first stage's entries ``mine`` less its stack inputs, then for each input ``x`` the entries
+        ``of_rest(rest, x, shape)`` as ``x__name`` (a stack's specs, packed specs and factors are all built so)."""
         first, rest, _ = self.parts()
-        inputs = set(first.stack_inputs) if rest is not None else set()
-        return [k for k in names if k not in inputs]
+        out = {k: v for k, v in mine.items() if k not in first.stack_inputs}
+        for x, shape in self.input_shapes(m, n).items():
+            out.update({f"{x}{SEP}{k}": v for k, v in of_rest(rest, x, shape).items()})
+        return out
 
     @staticmethod
     def _sub(factors: Mapping[str, Any], x: str) -> dict[str, Any]:
@@ -170,12 +174,7 @@ class Stack(Compressor):
         first, rest, _ = self.parts()
         if rest is None:
             return first.specs(m, n)
-        out = {k: v for k, v in first.stack_specs(m, n).items() if k in self._own([k])}
-        for x, shape in self.input_shapes(m, n).items():
-            assert rest is not None
-            for k, v in rest.specs(*shape).items():
-                out[f"{x}{SEP}{k}"] = v
-        return out
+        return self._joined(m, n, first.stack_specs(m, n), lambda r, x, shape: r.specs(*shape))
 
     def _factor(self, a: np.ndarray, saliency: np.ndarray | None = None) -> Factors:
         first, rest, _ = self.parts()
@@ -183,12 +182,7 @@ class Stack(Compressor):
             return first.factor(a, saliency=saliency)
         m, n = a.shape
         mine = first.to_stack(first.factor(a, saliency=saliency))
-        out = {k: v for k, v in mine.items() if k in self._own([k])}
-        for x, shape in self.input_shapes(m, n).items():
-            assert rest is not None
-            for k, v in rest.factor(np.asarray(mine[x], np.float32).reshape(shape)).items():
-                out[f"{x}{SEP}{k}"] = v
-        return out
+        return self._joined(m, n, mine, lambda r, x, shape: r.factor(np.asarray(mine[x], np.float32).reshape(shape)))
 
     def product(self, factors: Mapping[str, Any]) -> Any:
         first, rest, _ = self.parts()
@@ -203,12 +197,7 @@ class Stack(Compressor):
         first, rest, _ = self.parts()
         if rest is None:
             return first.packed_specs(m, n)
-        out = {k: v for k, v in first.packed_specs(m, n).items() if k in self._own([k])}
-        for x, shape in self.input_shapes(m, n).items():
-            assert rest is not None
-            for k, v in rest.packed_specs(*shape).items():
-                out[f"{x}{SEP}{k}"] = v
-        return out
+        return self._joined(m, n, first.packed_specs(m, n), lambda r, x, shape: r.packed_specs(*shape))
 
     def pack(self, factors: Factors) -> Factors:
         first, rest, _ = self.parts()
@@ -225,11 +214,8 @@ class Stack(Compressor):
         first, rest, _ = self.parts()
         if rest is None:
             return first.unpack(packed, m, n)
-        out = first.stack_unpack({k: v for k, v in packed.items() if SEP not in k}, m, n)
-        for x, shape in self.input_shapes(m, n).items():
-            assert rest is not None
-            out.update({f"{x}{SEP}{k}": v for k, v in rest.unpack(self._sub(packed, x), *shape).items()})
-        return out
+        mine = first.stack_unpack({k: v for k, v in packed.items() if SEP not in k}, m, n)
+        return self._joined(m, n, mine, lambda r, x, shape: r.unpack(self._sub(packed, x), *shape))
 
     def streams(self, factors: Factors) -> dict[str, tuple[np.ndarray, int]]:
         first, rest, _ = self.parts()
