@@ -149,6 +149,23 @@ class Compressor(abc.ABC):
             raise AssertionError(f"{self.name}: factor names {list(factors)} differ from specs {list(specs)}")
         return {k: np.asarray(v, dtype=specs[k].dtype).reshape(specs[k].shape) for k, v in factors.items()}
 
+    # -- refreshing a blend's factors from the drifting A ----------------------------------------------------
+    def refreshed(self, a: np.ndarray, factors: Mapping[str, np.ndarray]) -> Factors:
+        """The factors a refresh (``refresh=True``, an update while alpha > 0) assigns, from the current A
+        (m x n) and the current ``factors`` (NumPy). Default: factor A afresh. An operator that also defines
+        `refreshed_tensor` computes the same thing there (so every backend gives the same factors)."""
+        return self.factor(a)
+
+    def refreshed_tensor(self, a: Any, factors: Mapping[str, Any]) -> dict[str, Any] | None:
+        """`refreshed` in Keras ops, run inside the training step at the update steps (TensorFlow), so a
+        refresh costs no host round trip; None (the default) when the operator refreshes on the host only."""
+        return None
+
+    @property
+    def graph_refresh(self) -> bool:
+        """True when `refreshed_tensor` is defined (the refresh can run in the training graph)."""
+        return type(self).refreshed_tensor is not Compressor.refreshed_tensor
+
     def generate(self, name: str, m: int, n: int) -> np.ndarray:
         """The unstored factor ``name`` for an (m, n) matrix, regenerated deterministically from the seed."""
         raise NotImplementedError(f"{self.name} declares no generated factor {name!r}")

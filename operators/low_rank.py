@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -11,6 +12,8 @@ from operators._registry import register
 
 _EXACT_MAX_ELEMENTS = 1_000_000
 _METHODS = ("auto", "exact", "randomized")
+REFRESH_POWER = 1
+"""Power iterations per refresh (`LowRank.refreshed`), after the warm start from the current factors."""
 
 
 def randomized_svd(a: np.ndarray, k: int, *, oversample: int = 10, power_iters: int = 4,
@@ -98,4 +101,35 @@ class LowRank(TwoFactor):
         u, vt = u * flip, vt * flip[:, None]
         root = np.sqrt(s)
         return {"left": u * root, "right": root[:, None] * vt}
+
+    # -- refresh: a warm-started subspace iteration, the same in NumPy and in the training graph -----------
+    def refreshed(self, a: np.ndarray, factors: Mapping[str, np.ndarray]) -> Factors:
+        """The rank-k SVD of A restricted to the subspace ``REFRESH_POWER`` power iterations find from the
+        current ``right`` factor's rows (A moves little between two updates, so this tracks the exact
+        truncated SVD at two small matmuls per iteration); signs fixed and the singular values split as in
+        `factor`."""
+        a = np.asarray(a, np.float32)
+        q = np.linalg.qr(a @ np.asarray(factors["right"], np.float32).T)[0]
+        for _ in range(REFRESH_POWER):
+            q = np.linalg.qr(a @ (a.T @ q))[0]
+        ub, s, vt = np.linalg.svd(q.T @ a, full_matrices=False)
+        u = q @ ub
+        flip = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
+        flip[flip == 0] = 1.0
+        root = np.sqrt(s)
+        return {"left": (u * flip * root).astype(np.float32),
+                "right": ((flip * root)[:, None] * vt).astype(np.float32)}
+
+    def refreshed_tensor(self, a: Any, factors: Mapping[str, Any]) -> dict[str, Any]:
+        from keras import ops
+
+        q = ops.qr(ops.matmul(a, ops.transpose(factors["right"])))[0]
+        for _ in range(REFRESH_POWER):
+            q = ops.qr(ops.matmul(a, ops.matmul(ops.transpose(a), q)))[0]
+        ub, s, vt = ops.svd(ops.matmul(ops.transpose(q), a), full_matrices=False)
+        u = ops.matmul(q, ub)
+        pick = ops.take_along_axis(u, ops.expand_dims(ops.argmax(ops.abs(u), axis=0), 0), axis=0)[0]
+        flip = ops.where(pick < 0, -1.0, 1.0)
+        root = ops.sqrt(ops.maximum(s, 0.0))
+        return {"left": u * (flip * root), "right": ops.expand_dims(flip * root, 1) * vt}
 

@@ -56,6 +56,20 @@ class Pruning(Compressor):
     def product(self, factors: Mapping[str, Any]) -> Any:
         return factors["values"] * factors["mask"]
 
+    def refreshed(self, a: np.ndarray, factors: Mapping[str, np.ndarray]) -> Factors:
+        """The mask of A's largest magnitudes now, and A's values under it (the same as `factor`)."""
+        return self.factor(a)
+
+    def refreshed_tensor(self, a: Any, factors: Mapping[str, Any]) -> dict[str, Any]:
+        from keras import ops
+
+        m, n = a.shape
+        keep = kept_count(int(m), int(n), float(self.sparsity))
+        idx = ops.top_k(ops.reshape(ops.abs(a), (-1,)), keep, sorted=False)[1]
+        mask = ops.reshape(ops.scatter(ops.expand_dims(idx, 1), ops.ones((keep,), "float32"), (int(m) * int(n),)),
+                           (int(m), int(n)))
+        return {"values": a * mask, "mask": mask}
+
     def packed_specs(self, m: int, n: int) -> dict[str, FactorSpec]:
         keep = kept_count(m, n, float(self.sparsity))
         return {"bitmask": FactorSpec((packed_bytes(m * n, 1),), "uint8", trainable=False),

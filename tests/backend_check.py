@@ -12,7 +12,7 @@ import numpy as np
 import mutate
 
 
-def main(begin: int, operator: str, spe: int = 1) -> dict:
+def main(begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 16)).astype("float32")
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
@@ -21,7 +21,7 @@ def main(begin: int, operator: str, spe: int = 1) -> dict:
     for w in model.weights:  # the same start on every backend
         w.assign(rng.normal(scale=0.3, size=tuple(w.shape)).astype("float32"))
     params = {"low_rank": {"rank": 4}, "pruning": {"sparsity": 0.8}, "kmeans": {"k": 8}}[operator]
-    sched = mutate.Schedule(begin_step=begin, end_step=begin + 20, frequency=5)
+    sched = mutate.Schedule(begin_step=begin, end_step=begin + 4 * frequency, frequency=frequency)
     cm = mutate.compress(model, {"d1": (operator, params)}, sched, refresh=True)
     cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                steps_per_execution=spe)
@@ -40,4 +40,4 @@ def main(begin: int, operator: str, spe: int = 1) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)))
+    print(json.dumps(main(int(sys.argv[1]), sys.argv[2], *(int(a) for a in sys.argv[3:]))))

@@ -16,19 +16,24 @@ ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["tensorflow", "jax"]
 
 
-def run(backend: str, begin: int, operator: str, spe: int = 1) -> dict:
+def run(backend: str, begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-    res = subprocess.run([sys.executable, "-m", "tests.backend_check", str(begin), operator, str(spe)], cwd=ROOT, env=env,
+    res = subprocess.run([sys.executable, "-m", "tests.backend_check", str(begin), operator, str(spe), str(frequency)],
+                         cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install mutate[jax])")
-@pytest.mark.parametrize("operator,begin,spe", [("low_rank", 3, 1), ("pruning", 0, 1), ("kmeans", 7, 1),
-                                               ("low_rank", 4, 4)])
-def test_tensorflow_and_jax_blend_splice_and_round_trip_alike(operator, begin, spe):
-    out = {b: run(b, begin, operator, spe) for b in BACKENDS}
+@pytest.mark.parametrize("operator,begin,spe,frequency", [("low_rank", 3, 1, 5), ("pruning", 0, 1, 5),
+                                                         ("kmeans", 7, 1, 5), ("low_rank", 4, 4, 4),
+                                                         ("kmeans", 7, 4, 5)])
+def test_tensorflow_and_jax_blend_splice_and_round_trip_alike(operator, begin, spe, frequency):
+    """With steps_per_execution > 1: low_rank's refreshes (every 4 steps from 4) on execution boundaries, where
+    TensorFlow's in-graph refresh and JAX's host refresh fall on the same step; k-means' one factoring at step 7
+    inside an execution of 4 (both backends apply it at the execution's start, step 4)."""
+    out = {b: run(b, begin, operator, spe, frequency) for b in BACKENDS}
     for b, o in out.items():
         assert o["backend"] == b
         assert o["step"] == 32 and o["alpha"] == 0.0, o  # every update took effect, alpha exactly 0

@@ -76,6 +76,7 @@ def test_factors_come_from_a_at_first_update_and_refresh_only_when_asked():
 def test_kmeans_is_clustered_once_even_with_refresh(monkeypatch):
     # Re-clustering a drifting A at every update collapsed LeNet-300-100 to chance level (experiments/README):
     # k-means is not refreshable, so its codes stay those of the first update and its codebook trains.
+    # (random_projection refreshes on the host; low_rank and pruning refresh in TensorFlow's graph.)
     import operators
 
     assert operators.get("kmeans").refreshable is False and operators.get("low_rank", rank=2).refreshable is True
@@ -83,7 +84,7 @@ def test_kmeans_is_clustered_once_even_with_refresh(monkeypatch):
     original = KernelState.refactor
     monkeypatch.setattr(KernelState, "refactor", lambda self, a: (calls.append(self.host), original(self, a)))
     x, y = data()
-    for op, params, once in (("kmeans", {"k": 4}, True), ("low_rank", {"rank": 2}, False)):
+    for op, params, once in (("kmeans", {"k": 4}, True), ("random_projection", {"rank": 2}, False)):
         calls.clear()
         c = compile_(mutate.compress(mlp(), {"dense_1": (op, params)}, mutate.Schedule(0, 8, 2), refresh=True))
         c.fit(x[:160], y[:160], batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
@@ -138,6 +139,48 @@ def test_steps_per_execution_8_gives_the_weights_of_1_when_updates_fall_on_execu
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("operator, params", [("low_rank", {"rank": 2}), ("pruning", {"sparsity": 0.7})])
+def test_refreshes_run_in_the_graph_at_their_exact_step(monkeypatch, operator, params):
+    """TensorFlow: low_rank and pruning refresh inside the training step, so refreshes that fall inside an
+    execution of 8 (every 3 steps from 8) give the weights of steps_per_execution=1; the host factors once."""
+    calls = []
+    original = KernelState.refactor
+    monkeypatch.setattr(KernelState, "refactor", lambda self, a: (calls.append(self.host), original(self, a)))
+    x, y = data()
+    results = []
+    for spe, refresh in ((1, True), (8, True), (1, False)):
+        calls.clear()
+        keras.utils.set_random_seed(0)
+        c = mutate.compress(mlp(), {"dense_1": (operator, params)}, mutate.Schedule(8, 44, 3), refresh=refresh)
+        c.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=spe)
+        c.fit(x, y, batch_size=len(x) // 16, epochs=3, shuffle=False, verbose=0,
+              callbacks=[mutate.CompressionCallback()])
+        layer = state(c, "dense_1")
+        assert layer.graph_refresh == refresh and calls == ["dense_1"] and layer.current_alpha() == 0.0
+        results.append([w.numpy() for w in c.weights])
+    for a, b in zip(results[0], results[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(results[0], results[2]))  # the refreshes did something
+
+
+@pytest.mark.parametrize("operator, params", [("low_rank", {"rank": 6}), ("pruning", {"sparsity": 0.8})])
+def test_a_refresh_computes_the_same_factors_in_numpy_and_in_the_graph(operator, params):
+    import operators
+
+    rng = np.random.default_rng(0)
+    a = (rng.normal(size=(40, 12)) @ np.diag(np.linspace(2, 0.1, 12)) @ rng.normal(size=(12, 30))).astype("float32")
+    op = operators.get(operator, **params)
+    moved = a + 0.05 * rng.normal(size=a.shape).astype("float32")  # A after some training
+    host = op.refreshed(moved, op.factor(a))
+    graph = op.refreshed_tensor(keras.ops.convert_to_tensor(moved), op.factor(a))
+    for name, value in host.items():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(graph[name]), value, atol=2e-4)
+    fresh = op.product(op.factor(moved))
+    err = np.linalg.norm(moved - keras.ops.convert_to_numpy(op.product(host)))
+    assert err <= 1.01 * np.linalg.norm(moved - keras.ops.convert_to_numpy(fresh))  # as good as factoring afresh
+
+
 def test_an_update_inside_an_execution_factors_at_its_start_and_alpha_follows_the_step():
     x, y = data()
     c = mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(5, 21, 4))
@@ -158,9 +201,9 @@ def test_schedule_updates_do_not_retrace_the_training_step(monkeypatch):
     traced = []
     original = KernelState.begin_call
 
-    def counting(self, training):
+    def counting(self, training, a=None):
         traced.append((self.host, training))  # Python runs only while TensorFlow traces
-        return original(self, training)
+        return original(self, training, a)
 
     monkeypatch.setattr(KernelState, "begin_call", counting)
     fit(c, x, y, epochs=3)  # 12 steps, an alpha update and a refresh at every one
@@ -187,7 +230,7 @@ x, y = rng.standard_normal((64, 12)).astype("float32"), rng.integers(0, 3, 64)
 with strategy.scope():
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu", name="h"),
                               keras.layers.Dense(3, name="out")])
-    c = mutate.compress(model, {"h": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 3, 1))
+    c = mutate.compress(model, {"h": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 3, 1), refresh=True)
     c.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 c.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
 layer = mutate.kernel(c, "h").compression

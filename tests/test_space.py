@@ -44,6 +44,7 @@ def test_defaults_and_relative_storage(tmp_path):
     (lambda d: d["search"].update(strategy="grid"), "search.strategy", "'grid'"),
     (lambda d: d["training"].update(learning_rate=-1), "training.learning_rate", "-1"),
     (lambda d: d["training"].update(batch_size="32"), "training.batch_size", "'32'"),
+    (lambda d: d["training"].update(steps_per_execution=100), "training.steps_per_execution", "100"),
     (lambda d: d["search"].update(populaton=4), "search.populaton", "did you mean 'population'"),
     (lambda d: d.update(extra=1), "extra", "unknown key"),
     (lambda d: d["budget"].update(bytes=100), "budget", "exactly one of"),

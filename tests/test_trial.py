@@ -105,3 +105,31 @@ def test_a_learning_rate_that_blows_up_stops_the_trial_within_one_report():
     with pytest.raises(NonFiniteLoss, match=r"^(weights became NaN/Inf|training loss became (nan|inf)) "
                                             r"(by|at) step 20"):
         r.train(20)
+
+
+def test_a_tpu_trial_builds_under_tpu_strategy_and_compiles_with_steps_per_execution(monkeypatch):
+    """No TPU here: TensorFlow's TPU calls are stubbed (a one-device strategy stands in for TPUStrategy); the
+    resolver, connect and initialise run in order, the model is built in the strategy's scope, compiled with
+    training.steps_per_execution, and a blend inside executions of 8 still reaches alpha 0 at its step."""
+    import tensorflow as tf
+
+    from mutate.errors import BadInput
+    from mutate.search.devices import make_strategy
+
+    with pytest.raises(BadInput, match="resources.tpu"):  # no TPU on this machine: one line
+        make_strategy("tpu", backend="tensorflow")
+    calls, resolver, stand_in = [], object(), tf.distribute.OneDeviceStrategy("/cpu:0")
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", lambda: calls.append("resolve") or resolver)
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda r: calls.append(("connect", r)))
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda r: calls.append(("init", r)))
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", lambda r: calls.append(("strategy", r)) or stand_in)
+    sp = spaces.load(SPACE, ["mutations.window=20", "mutations.frequency=5", "model.hidden=[32, 32]",
+                             "resources.tpu=1", "training.steps_per_execution=8", "training.report_every=48"])
+    r = TrialRunner(sp, seed=0)
+    monkeypatch.undo()  # Keras checks isinstance(strategy, tf.distribute.TPUStrategy) when it trains
+    assert calls == ["resolve", ("connect", resolver), ("init", resolver), ("strategy", resolver)]
+    assert r.strategy is stand_in and r.model.steps_per_execution == 8
+    r.apply((Mutation("dense_1", "low_rank", {"rank": 4}, None),))
+    r.train(48)  # the window (20 steps from step 0, updates every 5) inside executions of 8
+    assert r.step == 48 and r.genome[-1].layer == "dense_1" and not mutate.blending_kernels(r.model)
+    assert mutate.kernel(r.model, "dense_1").state == "spliced"

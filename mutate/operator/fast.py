@@ -21,8 +21,9 @@ def _dense_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, trainin
     if state.spliced:
         x = ops.cast(state.compressor.matmul(inputs, factors), inputs.dtype)
     else:
-        state.begin_call(training)
-        kernel = state.tap(_value(layer._kernel), training)
+        kernel = _value(layer._kernel)
+        state.begin_call(training, kernel)
+        kernel = state.tap(kernel, training)
         x = state.blend(ops.matmul(inputs, kernel), state.compressor.matmul(inputs, factors))
     if layer.bias is not None:
         x = ops.add(x, layer.bias)
@@ -36,8 +37,9 @@ def _embedding_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, tra
     ids = inputs if inputs.dtype in ("int32", "int64") else ops.cast(inputs, "int32")
     rows = state.compressor.gather(ids, state.factor_tensors(anchor((inputs,)) if state.spliced else None))
     if not state.spliced:
-        state.begin_call(training)
-        table = state.tap(_value(layer._embeddings), training)
+        table = _value(layer._embeddings)
+        state.begin_call(training, table)
+        table = state.tap(table, training)
         rows = state.blend(ops.take(table, ids, axis=0), rows)
     return ops.cast(rows, layer.compute_dtype)
 

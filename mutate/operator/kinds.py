@@ -57,6 +57,13 @@ class View:
         """NumPy kernel -> (m, n)."""
         return np.transpose(np.asarray(kernel), self.perm).reshape(self.m, self.n)
 
+    def matrix_tensor(self, kernel: Any) -> Any:
+        """Kernel tensor (Keras ops) -> (m, n): `to_matrix` in the graph."""
+        from keras import ops
+
+        out = kernel if self.identity else ops.transpose(kernel, tuple(int(i) for i in self.perm))
+        return ops.reshape(out, (self.m, self.n))
+
     def from_matrix(self, matrix: Any) -> Any:
         """(m, n) tensor (Keras ops) or array -> the kernel's shape."""
         from keras import ops

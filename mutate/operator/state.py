@@ -52,6 +52,9 @@ class KernelState(keras.layers.Layer):
         self._fit_training = False
         self._host_step = 0
         self._host_factored = False
+        # refreshes computed in the training step (see `_refresh_in_graph`); elsewhere the callback refreshes
+        self.graph_refresh = (self.refresh and self.compressor.refreshable and self.compressor.graph_refresh
+                              and keras.backend.backend() == "tensorflow")
         m, n = self.matrix_shape()
         self.compressor.check(m, n)
         self._generated = {k: ops.convert_to_tensor(v) for k, v in self.compressor.generated_factors(m, n).items()}
@@ -173,11 +176,12 @@ class KernelState(keras.layers.Layer):
                 out[name] = value
         return out
 
-    def begin_call(self, training: Any) -> None:
+    def begin_call(self, training: Any, a: Any = None) -> None:
         """Refuse a training call without `CompressionCallback`; otherwise set alpha from the step (in the
-        graph: a constant table of `Schedule.alpha`, held at 1 until the factors exist) and count the batch.
-        The host acts only when factors are computed or refreshed, so ``steps_per_execution`` > 1 and JAX's
-        functional ``fit`` see every update."""
+        graph: a constant table of `Schedule.alpha`, held at 1 until the factors exist), refresh the factors
+        from ``a`` (the layer's kernel) when a refresh is due and runs in the graph, and count the batch.
+        The host acts only when factors are computed or refreshed on it, so ``steps_per_execution`` > 1 and
+        JAX's functional ``fit`` see every update."""
         if training is None:  # a model whose call takes no `training`: training while the callback drives fit
             training = self._fit_training
         if self.spliced or training is not True:
@@ -190,7 +194,34 @@ class KernelState(keras.layers.Layer):
 
             tf.debugging.assert_equal(self.driven, 1, message=message)
         self.alpha.assign(self.scheduled_alpha())
+        if self.graph_refresh and a is not None:
+            self._refresh_in_graph(a)
         self.step.assign_add(ops.cast(1, self.step.dtype))
+
+    def _refresh_in_graph(self, a: Any) -> None:
+        """At an update step after the first with alpha > 0 (where the host would refresh), assign
+        ``compressor.refreshed_tensor(A, factors)`` before the batch uses the factors (TensorFlow: a
+        ``tf.cond``, so other steps cost one comparison). The same step rule as `refactor_at`."""
+        import tensorflow as tf
+
+        sched = self.schedule
+        table = ops.convert_to_tensor(np.array(
+            [False] + [sched.alpha(sched.begin_step + i * sched.frequency) > 0 for i in range(1, sched.num_updates)]))
+        rel = ops.cast(self.step, "int32") - sched.begin_step
+        index = ops.clip(rel // sched.frequency, 0, sched.num_updates - 1)
+        due = ops.logical_and(ops.logical_and(rel >= 0, rel % sched.frequency == 0),
+                              ops.logical_and(rel <= sched.final_step - sched.begin_step, self.factored > 0))
+        due = ops.logical_and(due, ops.take(table, index))
+
+        def refresh() -> Any:
+            matrix = self.view.matrix_tensor(ops.cast(tf.stop_gradient(a), "float32"))
+            current = {**self._generated, **{k: v.value for k, v in self.factors.items()}}
+            for name, value in self.compressor.refreshed_tensor(matrix, current).items():
+                if name in self.factors:
+                    self.factors[name].assign(ops.cast(value, self.factors[name].dtype))
+            return tf.constant(True)
+
+        tf.cond(due, refresh, lambda: tf.constant(False))
 
     def scheduled_alpha(self) -> Any:
         """Alpha at the current ``step`` (in the graph): `Schedule.alpha`, or 1 while no factors exist."""
@@ -225,7 +256,7 @@ class KernelState(keras.layers.Layer):
         """The kernel the layer computes with: the blend of A (a tensor, or None when spliced) and B∘C."""
         if self.spliced:
             return self.product_kernel(dtype, anchor)
-        self.begin_call(training)
+        self.begin_call(training, a)
         a = self.tap(a, training)
         return self.blend(a, self.product_kernel(a.dtype))
 
@@ -240,9 +271,15 @@ class KernelState(keras.layers.Layer):
         return ops.convert_to_numpy(self.compressor.product(self.factor_tensors())).reshape(self.matrix_shape())
 
     def refactor(self, a_matrix: np.ndarray) -> None:
-        """Compute the factors from A (an (m, n) matrix) and assign them."""
+        """Compute the factors from A (an (m, n) matrix) and assign them: the operator's factoring the first
+        time; at a refresh, its `refreshed` (from the current factors) when it has an in-graph refresh (the
+        backends that refresh on the host compute what TensorFlow's graph does), a new factoring otherwise."""
         saliency = None if self.saliency is None else self.view.to_matrix(ops.convert_to_numpy(self.saliency))
-        for fname, value in self.compressor.factor(a_matrix, saliency=saliency).items():
+        if self.refresh and self.compressor.graph_refresh and self.is_factored():  # the graph's rule on the host
+            factors = self.compressor.refreshed(a_matrix, self.factor_values())
+        else:
+            factors = self.compressor.factor(a_matrix, saliency=saliency)
+        for fname, value in factors.items():
             if fname in self.factors:
                 self.factors[fname].assign(value)
         self.factored.assign(1)
@@ -280,7 +317,7 @@ class KernelState(keras.layers.Layer):
             return None
         if not self._host_factored:
             return max(start, sched.begin_step)
-        if self.refresh and self.compressor.refreshable:
+        if self.refresh and self.compressor.refreshable and not self.graph_refresh:
             for step in range(max(start, sched.begin_step), min(last, sched.final_step) + 1):
                 if sched.update_index(step) and sched.alpha(step) > 0:
                     return step

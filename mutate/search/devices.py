@@ -63,7 +63,11 @@ def make_strategy(kind: str, backend: str | None = None) -> Any:
 
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()  # kind == "tpu"
+    try:  # kind == "tpu": the TPU this host is attached to (a TPU VM), or the one TPU_NAME names
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    except ValueError as e:
+        raise BadInput(f"resources.tpu asks for a TPU, but TensorFlow finds none here ({str(e).splitlines()[0]}); "
+                       "run on a TPU VM (or set TPU_NAME), or set resources.tpu to 0.") from None
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)

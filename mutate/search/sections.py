@@ -74,7 +74,8 @@ class _Ctx:
 # -- sections -------------------------------------------------------------------------------------------------
 _TOP = {"name": None, "model": None, "data": None, "training": None, "mutations": None, "budget": None,
         "search": None, "resources": None, "ray": None, "storage": "mutate_runs"}
-_TRAINING = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "steps": 1000, "report_every": 50}
+_TRAINING = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "steps": 1000, "report_every": 50,
+             "steps_per_execution": 1}
 _MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 100, "frequency": 10,
               "refresh": True, "max_mutations": 8}
 _BUDGET = {"bytes": None, "ratio": None, "unit": "stored"}
@@ -107,10 +108,13 @@ def _training(c: _Ctx, raw: Any) -> dict[str, Any]:
     t = c.section(raw, "training", _TRAINING)
     c.choice(t["optimizer"], "training.optimizer", OPTIMIZERS)
     c.num(t["learning_rate"], "training.learning_rate", 0, 10, open_low=True)
-    for k in ("batch_size", "steps", "report_every"):
+    for k in ("batch_size", "steps", "report_every", "steps_per_execution"):
         c.int_(t[k], f"training.{k}", 1)
     if t["report_every"] > t["steps"]:
         raise c.fail("training.report_every", f"at most training.steps={t['steps']}", t["report_every"])
+    if t["steps_per_execution"] > t["report_every"]:
+        raise c.fail("training.steps_per_execution", f"at most training.report_every={t['report_every']}",
+                     t["steps_per_execution"])
     return t
 
 

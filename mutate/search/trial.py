@@ -134,7 +134,8 @@ class TrialRunner:
         t = self.space.training
         metrics = [] if self.lm else ["accuracy"]
         self.model.compile(_OPTIMIZERS[t["optimizer"]](t["learning_rate"]),
-                           keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
+                           keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics,
+                           steps_per_execution=int(t.get("steps_per_execution", 1)))
 
     def apply(self, wanted: Genome) -> list[Mutation]:
         """Splice in every mutation of ``wanted`` beyond the applied genome whose planned step has come
