@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import ContextManager, Iterator
+from typing import Any, ContextManager, Iterator
 
 from mutate.results import runs as rundirs
 
@@ -96,11 +96,13 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     print(f"  dense model {dense_bytes:,} B; budget {budget:,} B; mutable layers: "
           + ", ".join(f"{k} [{'/'.join(v)}]" for k, v in allowed.items()), flush=True)
     t0 = time.perf_counter()
-    strategy = _strategy(space, run_dir, allowed, budget, sizes, resume)
-    sensitivity_s = time.perf_counter() - t0
+    out = lambda line: print(line, file=console, flush=True)  # noqa: E731 (Ray's start redirects stdout)
+    strategy, sensitivity_s, ray_start_s = _strategy_while_ray_starts(space, run_dir, allowed, budget, sizes,
+                                                                      resume, address, verbose, out)
     summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
-                         address=address, verbose=verbose, interval=progress, strategy=strategy,
-                         out=lambda line: print(line, file=console, flush=True))
+                         address=address, verbose=verbose, interval=progress, strategy=strategy, out=out)
+    # the overhead counts Ray's start in full, although it ran while the sensitivity table was measured
+    summary["wall_s"] += ray_start_s
     wall, compute = summary["wall_s"], summary["compute_s"]
     slots = max(1, min(s["population"], _cpus() // max(1, int(space.resources["cpus"]))))
     overhead_pct = 100 * (1 - compute / slots / max(wall, 1e-9))
@@ -118,9 +120,9 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     final.evaluate_front(run_dir)
     test_s = time.perf_counter() - t1
     rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots, sensitivity_s=sensitivity_s,
-                         test_s=test_s, total_s=time.perf_counter() - t0)
-    print(f"  before and after Ray: sensitivity table {sensitivity_s:.1f}s, test set {test_s:.1f}s; total "
-          f"{time.perf_counter() - t0:.0f}s")
+                         ray_start_s=ray_start_s, test_s=test_s, total_s=time.perf_counter() - t0)
+    print(f"  before and after Ray: sensitivity table {sensitivity_s:.1f}s (while Ray started, {ray_start_s:.1f}s), "
+          f"test set {test_s:.1f}s; total {time.perf_counter() - t0:.0f}s")
     kept, disk = rundirs.prune_checkpoints(run_dir)
     print(f"  disk: {disk / 2**20:.1f} MiB in {run_dir} ({kept} model checkpoint(s) kept: the validation front)")
     print()
@@ -132,8 +134,42 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     return run_dir
 
 
+def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int,
+                               sizes: object, resume: bool, address: str | None, verbose: bool,
+                               out: Any) -> tuple[object, float, float]:
+    """`_strategy` (the sensitivity table: warm-up training and evaluations) in a thread while this thread
+    starts Ray (process launches and waits, which must run on the main thread). Returns the strategy, the
+    table's seconds and Ray's start-up seconds."""
+    import threading
+    import time
+
+    from mutate.search import runner
+
+    got: dict[str, Any] = {}
+
+    def table() -> None:
+        t = time.perf_counter()
+        try:
+            got["strategy"] = _strategy(space, run_dir, allowed, budget, sizes, resume, out)
+        except BaseException as e:  # re-raised on the main thread
+            got["error"] = e
+        got["seconds"] = time.perf_counter() - t
+
+    worker = threading.Thread(target=table, name="mutate-sensitivity", daemon=True)
+    worker.start()
+    t0 = time.perf_counter()
+    try:
+        runner.start_ray(space, run_dir, address, verbose)
+        ray_start_s = time.perf_counter() - t0
+    finally:
+        worker.join()
+    if "error" in got:
+        raise got["error"]
+    return got["strategy"], got["seconds"], ray_start_s
+
+
 def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, sizes: object,
-              resume: bool) -> object:
+              resume: bool, out: Any = print) -> object:
     """The search's strategy, with its sensitivity table: ``sizes`` (from `driver.prepare`), its metrics measured
     now when the strategy needs them (stored in the run), or the table a resumed run stored."""
     from mutate.search import sensitivity, strategies, table as tables
@@ -142,10 +178,10 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
     cls = strategies.STRATEGIES[s["strategy"]]
     table = tables.load(run_dir) if resume else None
     if table is None:
-        table = sensitivity.measure(space, allowed, sizes) if cls.needs_metrics else sizes
+        table = sensitivity.measure(space, allowed, sizes, out=out) if cls.needs_metrics else sizes
         table.save(run_dir)
     if space.budget.get("unit") == "litert":
-        budget = _litert_plan_budget(space, allowed, budget, table)
+        budget = _litert_plan_budget(space, allowed, budget, table, out)
     ctx = strategies.Context(operators=mut["operators"], allowed=allowed, budget=budget, table=table,
                              max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],
                              steps=space.training["steps"], window=mut["window"], seed=s["seed"],
@@ -153,7 +189,8 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
     return cls(ctx)
 
 
-def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budget: int, table: object) -> int:
+def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budget: int, table: object,
+                        out: Any = print) -> int:
     """``budget.unit: litert``: strategies plan in counted bytes, and a LiteRT file adds its graph (the ops
     that unpack the arrays). The overhead is measured once, on greedy's first genome exported as a trial
     exports it, and the strategies plan for the budget less it."""
@@ -166,8 +203,8 @@ def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budg
     runner = TrialRunner(space, seed=space.search["seed"] * 1000)
     runner.apply(tuple(m.applied(0) for m in sols[0]))
     overhead = max(0, runner.litert_bytes() - table.predicted_bytes(sols[0]))  # type: ignore[attr-defined]
-    print(f"  budget.unit litert: greedy's first genome exports {overhead:,} B above its counted bytes (the "
-          f"graph); the strategies plan for {budget - overhead:,} B", flush=True)
+    out(f"  budget.unit litert: greedy's first genome exports {overhead:,} B above its counted bytes (the "
+        f"graph); the strategies plan for {budget - overhead:,} B")
     return budget - overhead
 
 

@@ -163,8 +163,9 @@ class Compressor(abc.ABC):
 
     @property
     def graph_refresh(self) -> bool:
-        """True when `refreshed_tensor` is defined (the refresh can run in the training graph)."""
-        return type(self).refreshed_tensor is not Compressor.refreshed_tensor
+        """True when `refreshed_tensor` is defined and the operator needs no saliency (which only the host
+        passes): the refresh can run in the training graph."""
+        return type(self).refreshed_tensor is not Compressor.refreshed_tensor and not self.uses_saliency
 
     def generate(self, name: str, m: int, n: int) -> np.ndarray:
         """The unstored factor ``name`` for an (m, n) matrix, regenerated deterministically from the seed."""

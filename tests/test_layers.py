@@ -80,6 +80,7 @@ def test_kmeans_is_clustered_once_even_with_refresh(monkeypatch):
     import operators
 
     assert operators.get("kmeans").refreshable is False and operators.get("low_rank", rank=2).refreshable is True
+    assert operators.get("pruning").graph_refresh and not operators.get("gradient_pruning").graph_refresh  # saliency
     calls = []
     original = KernelState.refactor
     monkeypatch.setattr(KernelState, "refactor", lambda self, a: (calls.append(self.host), original(self, a)))

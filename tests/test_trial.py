@@ -133,3 +133,39 @@ def test_a_tpu_trial_builds_under_tpu_strategy_and_compiles_with_steps_per_execu
     r.train(48)  # the window (20 steps from step 0, updates every 5) inside executions of 8
     assert r.step == 48 and r.genome[-1].layer == "dense_1" and not mutate.blending_kernels(r.model)
     assert mutate.kernel(r.model, "dense_1").state == "spliced"
+
+
+def test_an_actor_resumes_a_stashed_runner_as_a_restore_from_disk_would(space, tmp_path):
+    """A reused actor keeps the runners it saved before switching trials; resuming one of those checkpoints
+    takes the stashed runner (no rebuild, no retrace) and trains on exactly as a restore from disk does."""
+    from mutate.search.genome import to_json
+    from mutate.search.runner import MutationTrainable
+
+    def config(seed):
+        return {"member": {"seed": seed, "genome": to_json(())}, "run_dir": str(tmp_path)}
+
+    t = object.__new__(MutationTrainable)  # the trainable's methods, without Ray's actor
+    t._refuse_diverged = lambda c: None
+    t.space, t._runner_cls, t._stash, t.config = space, TrialRunner, {}, config(0)
+    t._runner = TrialRunner(space, seed=0)
+    t._shared = t._runner.shared()
+    t.runner.apply((Mutation("dense_1", "low_rank", {"rank": 4}, None),))
+    t.runner.train(30)  # the blend ends at step 20: spliced, recompiled
+    t.runner.train(10)  # the optimizer's moments fill in; a checkpoint does not hold them
+    t.save_checkpoint(str(tmp_path / "a"))
+    saved = t.runner
+    t.reset_config(config(1))  # the actor runs another trial: a fresh model, built when first used
+    assert t._runner is None and t.runner is not saved and t.runner.step == 0
+    t.runner.train(5)
+    t.reset_config(config(0))
+    t.load_checkpoint(str(tmp_path / "a"))  # trial 0 resumes here: the stashed runner
+    assert t.runner is saved and t.runner.step == 40
+    t.runner.train(10)
+    from_disk = TrialRunner(space, seed=0, shared=t._shared, build=False)
+    from_disk.restore(tmp_path / "a")
+    from_disk.train(10)
+    for a, b in zip(t.runner.model.weights, from_disk.model.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    t.reset_config(config(0))
+    t.load_checkpoint(str(tmp_path / "a"))  # taken once: now restored from disk
+    assert t.runner is not saved and t.runner.step == 40 and t.runner.genome == from_disk.genome

@@ -95,7 +95,8 @@ def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int,
     ``wall_s`` is the Ray part of the search (Tuner.fit); ``overhead_pct`` is the share of it not spent in
     trial compute, with the compute spread over the ``slots`` trials that ran in parallel:
     ``100 * (1 - compute_s / slots / wall_s)``. ``extra`` adds other seconds (``sensitivity_s``: the
-    sensitivity table before Ray, warm-up included; ``test_s``: the test set after it; ``total_s``).
+    sensitivity table, warm-up included, measured while Ray starts; ``ray_start_s``: Ray's start, counted in
+    ``wall_s``; ``test_s``: the test set after it; ``total_s``).
     """
     record = {"wall_s": round(wall_s, 1), "compute_s": round(compute_s, 1), "slots": slots,
               "overhead_pct": round(100 * (1 - compute_s / slots / max(wall_s, 1e-9)), 1),

@@ -34,8 +34,19 @@ def _space_of(config: dict[str, Any]) -> Space:
     return from_dict(config["space"], path=path)
 
 
+STASH = 2
+"""Runners an actor keeps after it saved them and switched trials (see `MutationTrainable.load_checkpoint`)."""
+
+
 class MutationTrainable(tune.Trainable):
-    """A Ray Tune trainable: one report = ``training.report_every`` steps, then measure and checkpoint."""
+    """A Ray Tune trainable: one report = ``training.report_every`` steps, then measure and checkpoint.
+
+    PBT pauses trials when the population outnumbers the slots, and an actor then switches between trials
+    (``reuse_actors``). Restoring a checkpoint from disk rebuilds the model and retraces its training
+    function (about a second for a small MLP); so an actor keeps the last `STASH` runners it saved before
+    switching, and a checkpoint whose token one of them holds resumes on it (optimizer state zeroed, as a
+    restore from disk leaves it; `tests/test_search.py` checks both give the same weights).
+    """
 
     def setup(self, config: dict[str, Any]) -> None:
         self._refuse_diverged(config)
@@ -44,13 +55,29 @@ class MutationTrainable(tune.Trainable):
 
         self._runner_cls = TrialRunner
         self.space = _space_of(config)
-        self.runner = TrialRunner(self.space, seed=config["member"]["seed"])
+        self._stash: dict[str, Any] = {}
+        self._runner = TrialRunner(self.space, seed=config["member"]["seed"])
+        self._shared = self._runner.shared()
+
+    @property
+    def runner(self) -> Any:
+        """The trial's runner, built when first needed (a reused actor that restores a checkpoint next
+        would throw a fresh model away)."""
+        if self._runner is None:
+            self._runner = self._runner_cls(self.space, seed=self.config["member"]["seed"], shared=self._shared)
+        return self._runner
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Reuse this actor for another trial: keep the loaded data, start a fresh model."""
+        """Reuse this actor for another trial: keep the loaded data; stash the runner if it equals a saved
+        checkpoint."""
         self._refuse_diverged(new_config)
+        old = self._runner
+        if old is not None and old.token is not None:
+            self._stash[old.token] = old
+            while len(self._stash) > STASH:
+                self._stash.pop(next(iter(self._stash)))
         self.config = new_config
-        self.runner = self._runner_cls(self.space, seed=new_config["member"]["seed"], data=self.runner.data)
+        self._runner = None
         return True
 
     def _refuse_diverged(self, config: dict[str, Any]) -> None:
@@ -78,10 +105,22 @@ class MutationTrainable(tune.Trainable):
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.runner.save(checkpoint_dir)
+        self.runner.save(checkpoint_dir, token=uuid.uuid4().hex)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        self.runner.restore(checkpoint_dir)
+        import json
+
+        token = json.loads((Path(checkpoint_dir) / "state.json").read_text()).get("token")
+        stashed = self._stash.pop(token, None) if token else None
+        if stashed is not None and stashed.token == token:
+            stashed.seed = int(self.config["member"]["seed"])
+            stashed.fresh_optimizer()
+            self._runner = stashed
+            return
+        if self._runner is None:  # the model comes from the checkpoint: build none first
+            self._runner = self._runner_cls(self.space, seed=self.config["member"]["seed"], shared=self._shared,
+                                            build=False)
+        self._runner.restore(checkpoint_dir)
 
 
 _OUT: list[Callable[[str], None]] = [print]
@@ -293,6 +332,17 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
             # the one its last saved experiment state names (num_to_keep could delete it): keep them all while
             # the search runs; `mutate.results.runs.prune_checkpoints` removes the stale ones at the end.
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=perturb, checkpoint_at_end=True)))
+
+
+def start_ray(space: Space, run_dir: Path, address: str | None = None, verbose: bool = False) -> None:
+    """Start (or join) Ray before `run`, e.g. while the driver measures the sensitivity table; its console
+    output goes to ``run_dir/ray_output.log`` unless ``verbose``."""
+    if verbose:
+        _init_ray(space, address, verbose)
+        return
+    with open(run_dir / "ray_output.log", "a", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        _init_ray(space, address, verbose)
 
 
 def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,

@@ -100,30 +100,48 @@ class TrialRunner:
         space: the validated search space.
         seed: the trial's seed (weights, data order).
         data: the dataset (loaded from the space when None).
+        shared: `shared()` of another runner of the same space in this process: its data, splits,
+            distribution strategy and dense size are reused (nothing loaded, split or initialised again).
+        build: False when a `restore` follows at once (no model is built or compiled first).
     """
 
-    def __init__(self, space: Space, seed: int, data: Dataset | None = None) -> None:
+    def __init__(self, space: Space, seed: int, data: Dataset | None = None, *,
+                 shared: dict[str, Any] | None = None, build: bool = True) -> None:
         self.space, self.seed = space, int(seed)
         keras.utils.set_random_seed(self.seed)
-        self.data = data if data is not None else builders.load_data(space.data, space.where)
+        if shared is not None:
+            self.data, self.strategy, self.dense_bytes = shared["data"], shared["strategy"], shared["dense_bytes"]
+            self.x, self.y, self.x_val, self.y_val = shared["splits"]
+        else:
+            self.data = data if data is not None else builders.load_data(space.data, space.where)
+            self.x, self.y, self.x_val, self.y_val = split_validation(self.data, seed=space.search["seed"])
+            res = space.resources
+            self.strategy = make_strategy(strategy_for(res["gpus"], res["tpu"]))
         self.lm = self.data.y_train.ndim > 1
-        self.x, self.y, self.x_val, self.y_val = split_validation(self.data, seed=space.search["seed"])
-        res = space.resources
-        self.strategy = make_strategy(strategy_for(res["gpus"], res["tpu"]))
-        with self.scope():
-            self.model = builders.build_model(space.model, self.data, space.where)
+        self.model: keras.Model = None  # type: ignore[assignment]
+        if build or shared is None:
+            with self.scope():
+                self.model = builders.build_model(space.model, self.data, space.where)
         self.step = 0
         self.genome: Genome = ()
         self.train_seconds = 0.0
         self.litert_seconds = 0.0
         self._litert: dict[str, int] = {}
         self.unit = space.budget.get("unit", "stored")
-        self.dense_bytes = (self.litert_bytes() if self.unit == "litert"
-                            else mutate.model_size(self.model).dense_bits // 8)
+        if shared is None:
+            self.dense_bytes = (self.litert_bytes() if self.unit == "litert"
+                                else mutate.model_size(self.model).dense_bits // 8)
         self.budget = budget_bytes(space, self.dense_bytes)
         self._rng = np.random.default_rng(self.seed)
-        with self.scope():
-            self._compile()
+        self.token: str | None = None  # the checkpoint this runner's state equals (see `save`), until it trains
+        if self.model is not None:
+            with self.scope():
+                self._compile()
+
+    def shared(self) -> dict[str, Any]:
+        """What another runner of this space in this process can reuse (see ``shared``)."""
+        return {"data": self.data, "strategy": self.strategy, "dense_bytes": self.dense_bytes,
+                "splits": (self.x, self.y, self.x_val, self.y_val)}
 
     # -- model state ----------------------------------------------------------------------------------------
     def scope(self) -> Any:
@@ -144,6 +162,7 @@ class TrialRunner:
         for m in pending(self.genome, wanted):
             if m.step is not None and m.step > self.step:
                 break
+            self.token = None
             self._mutate(m)
             done.append(m)
         return done
@@ -168,6 +187,7 @@ class TrialRunner:
         Raises:
             NonFiniteLoss: the loss became NaN or Inf, or a weight did (an operator then refuses to factor it).
         """
+        self.token = None
         batch = self.space.training["batch_size"]
         need = steps * batch
         idx = np.concatenate([self._rng.permutation(len(self.x)) for _ in range(-(-need // len(self.x)))])[:need]
@@ -247,8 +267,10 @@ class TrialRunner:
         return self._litert[key]
 
     # -- checkpoints ------------------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``model.keras`` and ``state.json`` into ``folder`` (each atomically); returns the model path."""
+    def save(self, folder: str | os.PathLike[str], token: str | None = None) -> Path:
+        """Write ``model.keras`` and ``state.json`` into ``folder`` (each atomically); returns the model path.
+        ``token`` (stored in ``state.json`` and kept as ``self.token``) names this exact state: a search actor
+        that still holds this runner when the checkpoint is restored reuses it (`fresh_optimizer`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "model.keras"
@@ -256,10 +278,20 @@ class TrialRunner:
         self.model.save(tmp)
         tmp.replace(path)
         state = {"step": self.step, "genome": to_json(self.genome), "seed": self.seed,
-                 "train_seconds": self.train_seconds, "rng": self._rng.bit_generator.state}
+                 "train_seconds": self.train_seconds, "rng": self._rng.bit_generator.state, "token": token}
+        self.token = token
         (folder / "state.tmp.json").write_text(json.dumps(state))
         (folder / "state.tmp.json").replace(folder / "state.json")
         return path
+
+    def fresh_optimizer(self) -> None:
+        """Zero the optimizer's state (iteration count, moments), keeping its compiled training function: the
+        state `restore` leaves (a checkpoint holds no optimizer state; the space's optimizer starts afresh)."""
+        opt = self.model.optimizer
+        keep = {id(v) for v in (getattr(opt, "_learning_rate", None),) if isinstance(v, keras.Variable)}
+        for v in opt.variables:
+            if id(v) not in keep:
+                v.assign(keras.ops.zeros(v.shape, v.dtype))
 
     def restore(self, folder: str | os.PathLike[str]) -> None:
         """Load a checkpoint written by `save` (possibly another trial's): architecture, weights and genome."""
