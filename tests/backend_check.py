@@ -1,5 +1,6 @@
 """Run under one Keras backend (KERAS_BACKEND) by tests/test_backends.py: compress -> fit (an update mid-epoch,
-optionally steps_per_execution > 1) -> strip -> save -> load, from fixed weights and data. Prints one JSON line."""
+optionally steps_per_execution > 1) -> strip -> save -> load, from fixed weights and data, for each case given
+(``operator:begin:spe:frequency``). Prints one JSON line per case."""
 
 import json
 import sys
@@ -39,5 +40,7 @@ def main(begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
     return out
 
 
-if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]), sys.argv[2], *(int(a) for a in sys.argv[3:]))))
+if __name__ == "__main__":  # each argument one case, operator:begin:spe:frequency; one JSON line per case
+    for case in sys.argv[1:]:
+        operator, *ints = case.split(":")
+        print(json.dumps({"case": case, **main(int(ints[0]), operator, *(int(a) for a in ints[1:]))}), flush=True)

@@ -2,6 +2,7 @@
 tolerance), including an update that falls mid-epoch (JAX's fit trains on a copy of the state). PyTorch runs
 when torch is installed (opt-in: ``bash scripts/dev test --backend torch`` installs the CPU wheel)."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -16,44 +17,48 @@ ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["tensorflow", "jax"]
 
 
-def run(backend: str, begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
+JAX_CASES = [("low_rank", 3, 1, 5), ("pruning", 0, 1, 5), ("kmeans", 7, 1, 5), ("low_rank", 4, 4, 4),
+             ("kmeans", 7, 4, 5)]
+"""(operator, begin, steps_per_execution, frequency). With steps_per_execution > 1: low_rank's refreshes (every 4
+steps from 4) on execution boundaries, where TensorFlow's in-graph refresh and JAX's host refresh fall on the
+same step; k-means' one factoring at step 7 inside an execution of 4 (both backends apply it at step 4)."""
+TORCH_CASES = [c for c in JAX_CASES if c[2] == 1]  # Keras' PyTorch trainer takes only steps_per_execution=1
+
+
+@functools.lru_cache(maxsize=None)
+def results(backend: str, cases: tuple) -> dict:
+    """Every case under one backend, in one child process (one import of the backend)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-    res = subprocess.run([sys.executable, "-m", "tests.backend_check", str(begin), operator, str(spe), str(frequency)],
-                         cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    args = [":".join(str(v) for v in c) for c in cases]
+    res = subprocess.run([sys.executable, "-m", "tests.backend_check", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in res.stdout.strip().splitlines() if line.startswith("{")]
+    return {tuple(r["case"].split(":")[:1]) + tuple(int(v) for v in r["case"].split(":")[1:]): r for r in rows}
+
+
+def alike(a: dict, b: dict, backends: tuple) -> None:
+    for name, o in zip(backends, (a, b)):
+        assert o["backend"] == name
+        assert o["step"] == 32 and o["alpha"] == 0.0, o  # every update took effect, alpha exactly 0
+        assert o["roundtrip"] == 0.0
+    assert a["layers"] == b["layers"] and a["bytes"] == b["bytes"]
+    np.testing.assert_allclose(np.array(a["pred"]), np.array(b["pred"]), atol=1e-4, rtol=1e-4)  # seen: < 1e-6
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install mutate[jax])")
-@pytest.mark.parametrize("operator,begin,spe,frequency", [("low_rank", 3, 1, 5), ("pruning", 0, 1, 5),
-                                                         ("kmeans", 7, 1, 5), ("low_rank", 4, 4, 4),
-                                                         ("kmeans", 7, 4, 5)])
-def test_tensorflow_and_jax_blend_splice_and_round_trip_alike(operator, begin, spe, frequency):
-    """With steps_per_execution > 1: low_rank's refreshes (every 4 steps from 4) on execution boundaries, where
-    TensorFlow's in-graph refresh and JAX's host refresh fall on the same step; k-means' one factoring at step 7
-    inside an execution of 4 (both backends apply it at the execution's start, step 4)."""
-    out = {b: run(b, begin, operator, spe, frequency) for b in BACKENDS}
-    for b, o in out.items():
-        assert o["backend"] == b
-        assert o["step"] == 32 and o["alpha"] == 0.0, o  # every update took effect, alpha exactly 0
-        assert o["roundtrip"] == 0.0
-    tf, jx = out["tensorflow"], out["jax"]
-    assert tf["layers"] == jx["layers"] and tf["bytes"] == jx["bytes"]
-    np.testing.assert_allclose(np.array(tf["pred"]), np.array(jx["pred"]), atol=1e-4, rtol=1e-4)  # seen: < 1e-6
+@pytest.mark.parametrize("case", JAX_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_tensorflow_and_jax_blend_splice_and_round_trip_alike(case):
+    cases = tuple(JAX_CASES)
+    alike(results("tensorflow", cases)[case], results("jax", cases)[case], ("tensorflow", "jax"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                     reason="torch is not installed (opt-in: bash scripts/dev test --backend torch)")
-@pytest.mark.parametrize("operator,begin,spe", [("low_rank", 3, 1), ("pruning", 0, 1), ("kmeans", 7, 1)])
-def test_tensorflow_and_torch_blend_splice_and_round_trip_alike(operator, begin, spe):
-    """(Keras' PyTorch trainer takes only steps_per_execution=1.)"""
-    out = {b: run(b, begin, operator, spe) for b in ("tensorflow", "torch")}
-    for b, o in out.items():
-        assert o["backend"] == b and o["step"] == 32 and o["alpha"] == 0.0 and o["roundtrip"] == 0.0, o
-    tf, pt = out["tensorflow"], out["torch"]
-    assert tf["layers"] == pt["layers"] and tf["bytes"] == pt["bytes"]
-    np.testing.assert_allclose(np.array(tf["pred"]), np.array(pt["pred"]), atol=1e-4, rtol=1e-4)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_tensorflow_and_torch_blend_splice_and_round_trip_alike(case):
+    cases = tuple(JAX_CASES)  # TensorFlow's child is shared with the JAX comparison
+    alike(results("tensorflow", cases)[case], results("torch", tuple(TORCH_CASES))[case], ("tensorflow", "torch"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install mutate[jax])")
