@@ -5,6 +5,7 @@ timed twice: a traced Keras call (TensorFlow's dispatch, about 0.5 ms per call h
 and the TensorFlow Lite interpreter on one thread (the runtime a phone would use).
 
     .venv/bin/python experiments/bench_overhead.py [--steps 200] [--batch 128]
+    KERAS_BACKEND=jax .venv/bin/python experiments/bench_overhead.py    # the training and inference rows on JAX
 
 Training steps: the blended model with no update in the timed epochs (the blend alone), at
 steps_per_execution 1 and 32; and the blend as the search runs it (refresh on, an update every 25 steps),
@@ -23,10 +24,34 @@ import numpy as np
 import mutate
 
 
+WIDTHS = {"lenet": (300, 100), "wide": (4096, 4096)}
+"""Hidden widths of the benchmarked MLPs (784 inputs, 10 outputs): LeNet-300-100, and a wide MLP for GPUs."""
+RANKS = {"lenet": (16, 12), "wide": (256, 512)}
+"""low_rank ranks of fc1 and fc2 (at most 1/8 of the widths)."""
+_MODEL = ["lenet"]
+
+
 def lenet(seed: int = 0) -> keras.Model:
+    """The benchmarked MLP (`--model`; LeNet-300-100 by default)."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(300, activation="relu", name="fc1"),
-                             keras.layers.Dense(100, activation="relu", name="fc2"), keras.layers.Dense(10, name="fc3")])
+    h1, h2 = WIDTHS[_MODEL[0]]
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(h1, activation="relu", name="fc1"),
+                             keras.layers.Dense(h2, activation="relu", name="fc2"), keras.layers.Dense(10, name="fc3")])
+
+
+def _device() -> str:
+    """The device the Keras backend computes on, in words (e.g. ``gpu: NVIDIA H200``, ``cpu``)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        return f"{d.platform}: {getattr(d, 'device_kind', '')}"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    return "cpu"
 
 
 def step_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, callbacks: list, spe: int = 1) -> float:
@@ -56,11 +81,15 @@ def window_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, wa
 
 
 def infer_time(model: keras.Model, x: np.ndarray, batch: int, reps: int = 500) -> float:
-    """Median seconds per forward pass of a traced (tf.function) call, so Python overhead is excluded."""
-    import tensorflow as tf
+    """Median seconds per forward pass of a traced call (``tf.function``; on other backends Keras'
+    compiled ``predict_on_batch``), so Python overhead is mostly excluded."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    forward = tf.function(lambda t: model(t, training=False))
-    xb = tf.constant(x[:batch])
+        forward = tf.function(lambda t: model(t, training=False))
+        xb = tf.constant(x[:batch])
+    else:
+        forward, xb = model.predict_on_batch, x[:batch]
     forward(xb)
     times = []
     for _ in range(5):
@@ -114,11 +143,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--model", choices=sorted(WIDTHS), default="lenet")
+    parser.add_argument("--window", type=int, default=500, help="blend-window steps of the refresh rows")
     args = parser.parse_args()
+    _MODEL[0] = args.model
+    r1, r2 = RANKS[args.model]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.steps * args.batch, 784)).astype(np.float32)
     y = rng.integers(0, 10, len(x))
-    plan = {"fc1": ("low_rank", {"rank": 16}), "fc2": ("low_rank", {"rank": 12})}
+    plan = {"fc1": ("low_rank", {"rank": r1}), "fc2": ("low_rank", {"rank": r2})}
     dense = lenet()
     t_dense = step_time(dense, x, y, args.batch, [])
     # any per-batch callback makes Keras sync every step; this isolates that cost from the blend itself
@@ -134,7 +167,7 @@ def main() -> None:
     t_spliced = step_time(spliced, x, y, args.batch, [])
     # as the search runs it (fashion_mlp.yaml): refresh on, an update every 25 steps over a 500-step window;
     # the mean over the whole window, update steps included, at steps_per_execution 1 and 32
-    window, warm = 500, 64
+    window, warm = args.window, 64
     xw = np.concatenate([x] * (-(-window // args.steps)))
     yw = np.concatenate([y] * (-(-window // args.steps)))
     # this VM's step times vary by tens of percent between runs: dense and blended alternate, 3 pairs, and
@@ -153,8 +186,8 @@ def main() -> None:
     t_dense32 = step_time(lenet(), x, y, args.batch, [], spe=32)
     blended32 = mutate.compress(lenet(), plan, mutate.Schedule(0, 100 * args.steps, args.steps))
     t_blend32 = step_time(blended32, x, y, args.batch, [mutate.CompressionCallback()], spe=32)
-    print(f"LeNet-300-100, low_rank fc1 r=16 fc2 r=12, batch {args.batch}, {args.steps} steps/epoch, "
-          f"{keras.backend.backend()} backend")
+    print(f"MLP 784-{'-'.join(map(str, WIDTHS[args.model]))}-10, low_rank fc1 r={r1} fc2 r={r2}, batch {args.batch}, "
+          f"{args.steps} steps/epoch, {keras.backend.backend()} backend on {_device()}")
     print(f"train step  dense {1e3 * t_dense:.3f} ms | dense + empty batch callback {1e3 * t_hook:.3f} ms "
           f"({t_hook / t_dense:.2f}x)")
     print(f"train step  dense {1e3 * t_dense:.3f} ms | blended {1e3 * t_blend:.3f} ms ({t_blend / t_dense:.2f}x) "
@@ -165,6 +198,9 @@ def main() -> None:
     for b in (1, 256):
         td, ts = infer_time(dense, x, b), infer_time(spliced, x, b)
         print(f"inference batch {b:>3}  dense {1e6 * td:.1f} us | spliced {1e6 * ts:.1f} us ({ts / td:.2f}x)")
+    if keras.backend.backend() != "tensorflow":  # the TFLite rows need TensorFlow's converter
+        print(f"size: {mutate.model_size(spliced).ratio:.1f}x fewer bits than dense")
+        return
     (lite_dense, bytes_dense), (lite_spliced, bytes_spliced) = tflite_interpreter(dense), tflite_interpreter(spliced)
     for b in (1, 256):
         td, ts = tflite_time(lite_dense, x, b), tflite_time(lite_spliced, x, b)
