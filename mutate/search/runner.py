@@ -45,7 +45,7 @@ class MutationTrainable(tune.Trainable):
     (``reuse_actors``). Restoring a checkpoint from disk rebuilds the model and retraces its training
     function (about a second for a small MLP); so an actor keeps the last `STASH` runners it saved before
     switching, and a checkpoint whose token one of them holds resumes on it (optimizer state zeroed, as a
-    restore from disk leaves it; `tests/test_search.py` checks both give the same weights).
+    restore from disk leaves it; `tests/test_trial.py` checks both give the same weights).
     """
 
     def setup(self, config: dict[str, Any]) -> None:
