@@ -169,3 +169,21 @@ def test_an_actor_resumes_a_stashed_runner_as_a_restore_from_disk_would(space, t
     t.reset_config(config(0))
     t.load_checkpoint(str(tmp_path / "a"))  # taken once: now restored from disk
     assert t.runner is not saved and t.runner.step == 40 and t.runner.genome == from_disk.genome
+
+
+def test_a_large_model_is_not_stashed(space, monkeypatch, tmp_path):
+    from mutate.search import runner as search_runner
+    from mutate.search.genome import to_json
+
+    monkeypatch.setattr(search_runner, "STASH_MAX_BYTES", 1000)  # the digits MLP holds ~80 KB of variables
+    t = object.__new__(search_runner.MutationTrainable)
+    t._refuse_diverged = lambda c: None
+    t.space, t._runner_cls, t._stash = space, TrialRunner, {}
+    t.config = {"member": {"seed": 0, "genome": to_json(())}, "run_dir": str(tmp_path)}
+    t._runner = TrialRunner(space, seed=0)
+    t._shared = t._runner.shared()
+    t.save_checkpoint(str(tmp_path / "a"))
+    t.reset_config(dict(t.config))
+    assert t._stash == {}
+    t.load_checkpoint(str(tmp_path / "a"))
+    assert t.runner.model is not None and t.runner.step == 0

@@ -34,8 +34,10 @@ def _space_of(config: dict[str, Any]) -> Space:
     return from_dict(config["space"], path=path)
 
 
-STASH = 2
-"""Runners an actor keeps after it saved them and switched trials (see `MutationTrainable.load_checkpoint`)."""
+STASH, STASH_MAX_BYTES = 2, 256 * 2**20
+"""Runners an actor keeps after it saved them and switched trials (see `MutationTrainable.load_checkpoint`),
+and the largest model (bytes of its variables) it keeps: a large model's extra copies could exhaust an
+accelerator's memory, so those are restored from disk."""
 
 
 class MutationTrainable(tune.Trainable):
@@ -72,7 +74,7 @@ class MutationTrainable(tune.Trainable):
         checkpoint."""
         self._refuse_diverged(new_config)
         old = self._runner
-        if old is not None and old.token is not None:
+        if old is not None and old.token is not None and _variable_bytes(old.model) <= STASH_MAX_BYTES:
             self._stash[old.token] = old
             while len(self._stash) > STASH:
                 self._stash.pop(next(iter(self._stash)))
@@ -112,8 +114,11 @@ class MutationTrainable(tune.Trainable):
 
         token = json.loads((Path(checkpoint_dir) / "state.json").read_text()).get("token")
         stashed = self._stash.pop(token, None) if token else None
-        if stashed is not None and stashed.token == token:
+        if stashed is not None and stashed.token == token:  # what a restore from disk would leave, in place
+            import keras
+
             stashed.seed = int(self.config["member"]["seed"])
+            keras.utils.set_random_seed(stashed.seed)
             stashed.fresh_optimizer()
             self._runner = stashed
             return
@@ -121,6 +126,14 @@ class MutationTrainable(tune.Trainable):
             self._runner = self._runner_cls(self.space, seed=self.config["member"]["seed"], shared=self._shared,
                                             build=False)
         self._runner.restore(checkpoint_dir)
+
+
+def _variable_bytes(model: Any) -> int:
+    """Bytes of a model's variables (weights and optimizer state)."""
+    import numpy as np
+
+    variables = list(model.weights) + list(getattr(getattr(model, "optimizer", None), "variables", []) or [])
+    return sum(int(np.prod(v.shape)) * np.dtype(str(v.dtype)).itemsize for v in variables)
 
 
 _OUT: list[Callable[[str], None]] = [print]
