@@ -27,7 +27,7 @@ class Space:
         name: the run name (default: the file's stem).
         model: ``{"builder": ..., **builder kwargs}``.
         data: ``{"name": ..., **loader kwargs}``.
-        training: optimizer, learning_rate, batch_size, steps, report_every.
+        training: optimizer, learning_rate, batch_size, steps, report_every, steps_per_execution.
         mutations: layers (globs), operators ({name: {param: [choices]}}), warmup_steps, window,
             frequency, refresh, max_mutations.
         budget: ``{"bytes": int}`` or ``{"ratio": float}`` (a fraction of the dense model's bytes).
