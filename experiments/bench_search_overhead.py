@@ -2,6 +2,7 @@
 
     .venv/bin/python experiments/bench_search_overhead.py                 # digits_mlp.yaml at 1200 and 4800 steps
     .venv/bin/python experiments/bench_search_overhead.py --steps 1200    # the README's main job only
+    .venv/bin/python experiments/bench_search_overhead.py --analyse mutate_runs/bench_overhead/digits_mlp-*
 
 Runs ``mutate search search_spaces/digits_mlp.yaml`` (PBT, population 4, 1 CPU per trial) once per trial
 length and reads the summary line the search prints: the wall time, the summed trial compute (the
@@ -38,10 +39,36 @@ def run(steps: int) -> str:
     return f"{line}\n        {total}"
 
 
+def analyse(run_dir: Path, slow: float = 0.6) -> str:
+    """Where a finished run's time went, from its points.jsonl: reports slower than ``slow`` seconds (a
+    retrace after a mutation, splice or exploit), when the first report arrived, and the slot-seconds no
+    trial was computing (two slots)."""
+    import json
+
+    import numpy as np
+
+    rows = [json.loads(line) for line in (run_dir / "points.jsonl").read_text().splitlines()]
+    t = np.array([r["time_this_iter_s"] for r in rows])
+    end = np.array([r["wall_s"] for r in rows])
+    grid = np.arange(0.0, end.max(), 0.1)
+    busy = np.zeros_like(grid)
+    for a, b in zip(end - t, end):
+        busy[(grid >= a) & (grid < b)] += 1
+    idle = float(((2 - np.minimum(busy, 2)) * 0.1).sum())
+    return (f"{run_dir.name}: {len(rows)} reports, {int((t > slow).sum())} over {slow} s ({t[t > slow].sum():.0f} of "
+            f"{t.sum():.0f} s of compute); first report at {end.min():.1f} s; {idle:.0f} idle slot-seconds of "
+            f"{2 * end.max():.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[1200, 4800])
+    parser.add_argument("--analyse", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="only print where the time of these finished runs went")
     args = parser.parse_args()
+    if args.analyse:
+        print("\n".join(analyse(d) for d in args.analyse))
+        return
     lines = []
     for steps in args.steps:
         line = run(steps)
