@@ -36,6 +36,16 @@ def randomized_svd(a: np.ndarray, k: int, *, oversample: int = 10, power_iters: 
     return (q @ ub)[:, :k], s[:k], vt[:k]
 
 
+def _signed_split(u: np.ndarray, s: np.ndarray, vt: np.ndarray) -> dict[str, np.ndarray]:
+    """``left = U√S``, ``right = √S Vᵀ`` with each singular pair's sign fixed (largest |entry| of u positive):
+    with `refresh`, successive factorizations then agree in sign and an optimizer's per-entry state stays
+    meaningful."""
+    flip = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
+    flip[flip == 0] = 1.0
+    root = np.sqrt(s)
+    return {"left": u * flip * root, "right": (flip * root)[:, None] * vt}
+
+
 @register("low_rank")
 class LowRank(TwoFactor):
     """Truncated SVD; the singular values are split evenly, ``left = U√S`` and ``right = √S Vᵀ``.
@@ -94,13 +104,7 @@ class LowRank(TwoFactor):
             u, s, vt = u[:, :k], s[:k], vt[:k]
         else:
             u, s, vt = randomized_svd(a, k, seed=self.seed)
-        # Fix each singular pair's sign (largest |entry| of u positive): with `refresh`, successive
-        # factorizations then agree in sign and an optimizer's per-entry state stays meaningful.
-        flip = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
-        flip[flip == 0] = 1.0
-        u, vt = u * flip, vt * flip[:, None]
-        root = np.sqrt(s)
-        return {"left": u * root, "right": root[:, None] * vt}
+        return _signed_split(u, s, vt)
 
     # -- refresh: a warm-started subspace iteration, the same in NumPy and in the training graph -----------
     def refreshed(self, a: np.ndarray, factors: Mapping[str, np.ndarray]) -> Factors:
@@ -113,12 +117,7 @@ class LowRank(TwoFactor):
         for _ in range(REFRESH_POWER):
             q = np.linalg.qr(a @ (a.T @ q))[0]
         ub, s, vt = np.linalg.svd(q.T @ a, full_matrices=False)
-        u = q @ ub
-        flip = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
-        flip[flip == 0] = 1.0
-        root = np.sqrt(s)
-        return {"left": (u * flip * root).astype(np.float32),
-                "right": ((flip * root)[:, None] * vt).astype(np.float32)}
+        return {k: v.astype(np.float32) for k, v in _signed_split(q @ ub, s, vt).items()}
 
     def refreshed_tensor(self, a: Any, factors: Mapping[str, Any]) -> dict[str, Any]:
         from keras import ops

@@ -56,11 +56,8 @@ class Pruning(Compressor):
     def product(self, factors: Mapping[str, Any]) -> Any:
         return factors["values"] * factors["mask"]
 
-    def refreshed(self, a: np.ndarray, factors: Mapping[str, np.ndarray]) -> Factors:
-        """The mask of A's largest magnitudes now, and A's values under it (the same as `factor`)."""
-        return self.factor(a)
-
     def refreshed_tensor(self, a: Any, factors: Mapping[str, Any]) -> dict[str, Any]:
+        """`factor` in the graph (the base class's `refreshed` factors afresh): the top-k mask of |A| now."""
         from keras import ops
 
         m, n = a.shape

@@ -138,17 +138,10 @@ def test_a_tpu_trial_builds_under_tpu_strategy_and_compiles_with_steps_per_execu
 def test_an_actor_resumes_a_stashed_runner_as_a_restore_from_disk_would(space, tmp_path):
     """A reused actor keeps the runners it saved before switching trials; resuming one of those checkpoints
     takes the stashed runner (no rebuild, no retrace) and trains on exactly as a restore from disk does."""
-    from mutate.search.genome import to_json
-    from mutate.search.runner import MutationTrainable
-
     def config(seed):
-        return {"member": {"seed": seed, "genome": to_json(())}, "run_dir": str(tmp_path)}
+        return _actor_config(seed, tmp_path)
 
-    t = object.__new__(MutationTrainable)  # the trainable's methods, without Ray's actor
-    t._refuse_diverged = lambda c: None
-    t.space, t._runner_cls, t._stash, t.config = space, TrialRunner, {}, config(0)
-    t._runner = TrialRunner(space, seed=0)
-    t._shared = t._runner.shared()
+    t = _actor(space, tmp_path)
     t.runner.apply((Mutation("dense_1", "low_rank", {"rank": 4}, None),))
     t.runner.train(30)  # the blend ends at step 20: spliced, recompiled
     t.runner.train(10)  # the optimizer's moments fill in; a checkpoint does not hold them
@@ -173,17 +166,29 @@ def test_an_actor_resumes_a_stashed_runner_as_a_restore_from_disk_would(space, t
 
 def test_a_large_model_is_not_stashed(space, monkeypatch, tmp_path):
     from mutate.search import runner as search_runner
-    from mutate.search.genome import to_json
 
     monkeypatch.setattr(search_runner, "STASH_MAX_BYTES", 1000)  # the digits MLP holds ~80 KB of variables
-    t = object.__new__(search_runner.MutationTrainable)
-    t._refuse_diverged = lambda c: None
-    t.space, t._runner_cls, t._stash = space, TrialRunner, {}
-    t.config = {"member": {"seed": 0, "genome": to_json(())}, "run_dir": str(tmp_path)}
-    t._runner = TrialRunner(space, seed=0)
-    t._shared = t._runner.shared()
+    t = _actor(space, tmp_path)
     t.save_checkpoint(str(tmp_path / "a"))
     t.reset_config(dict(t.config))
     assert t._stash == {}
     t.load_checkpoint(str(tmp_path / "a"))
     assert t.runner.model is not None and t.runner.step == 0
+
+
+def _actor_config(seed, tmp_path):
+    from mutate.search.genome import to_json
+
+    return {"member": {"seed": seed, "genome": to_json(())}, "run_dir": str(tmp_path)}
+
+
+def _actor(space, tmp_path):
+    """A search actor's trainable (its methods, without Ray's actor) set up for trial seed 0."""
+    from mutate.search.runner import MutationTrainable
+
+    t = object.__new__(MutationTrainable)
+    t._refuse_diverged = lambda c: None
+    t.space, t._runner_cls, t._stash, t.config = space, TrialRunner, {}, _actor_config(0, tmp_path)
+    t._runner = TrialRunner(space, seed=0)
+    t._shared = t._runner.shared()
+    return t
