@@ -39,10 +39,12 @@ sys.path.insert(0, str(ROOT))
 from mutate import load_run  # noqa: E402
 from mutate.results.runs import read_timing  # noqa: E402
 
-STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start")
-VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"])}
+STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr")
+VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
+            "pbt_fixed_lr": ("pbt", ["search.learning_rate_factors=[]"])}
 """Study labels that run a strategy with other settings: PBT whose first population is one random mutation
-per trial (the question: does seeding PBT with greedy's solutions help?)."""
+per trial (the question: does seeding PBT with greedy's solutions help?); PBT whose explore leaves the
+learning rate alone (does perturbing it help?)."""
 SPACES = ("digits_mlp", "fashion_mlp", "fashion_cnn")
 FIELDS = ["space", "seed", "strategy", "run_dir", "points", "winner_val", "winner_test", "winner_ratio",
           "winner_genome", "test_hypervolume", "val_hypervolume", "wall_s", "overhead_pct"]

@@ -60,6 +60,8 @@ def test_defaults_and_relative_storage(tmp_path):
     (lambda d: d["mutations"]["operators"].update({"simhash+kmeans": {"rank": [8], "k": [4]}}),
      "mutations.operators.simhash+kmeans", "kmeans cannot follow simhash"),
     (lambda d: d.pop("budget"), "budget", "missing required section"),
+    (lambda d: d["search"].update(learning_rate_factors=[0.8, 0]), "search.learning_rate_factors", "[0.8, 0]"),
+    (lambda d: d["search"].update(learning_rate_factors=1.2), "search.learning_rate_factors", "1.2"),
 ])
 def test_errors_name_file_key_and_value(tmp_path, mutate_data, key, fragment):
     data = base()

@@ -144,3 +144,21 @@ def test_under_budget_with_nothing_to_gain_the_cheapest_cut_per_byte_is_taken():
     moves = [pbt.propose(genome) for _ in range(200)]
     assert all(m is not None for m in moves)
     assert sum(m == cheapest for m in moves) / len(moves) == pytest.approx(1 - EPSILON, abs=0.08)
+
+
+def test_under_budget_with_nothing_to_gain_the_genome_stays_when_the_learning_rate_is_perturbed():
+    t = table()
+    genome = (Mutation("a", "low_rank", {"rank": 32}, 100),)
+    pbt = PBT(ctx(t.predicted_bytes(genome), learning_rate_factors=(0.8, 1.25)))
+    moves = [pbt.propose(genome) for _ in range(200)]
+    assert sum(m is None for m in moves) / len(moves) == pytest.approx(1 - EPSILON, abs=0.08)
+    assert all(t.predicted_bytes((*genome, m)) <= t.predicted_bytes(genome) for m in moves if m is not None)
+
+
+def test_explore_multiplies_the_learning_rate_by_a_listed_factor():
+    pbt = PBT(ctx(5000, learning_rate_factors=(0.8, 1.25)))
+    rates = [pbt.learning_rate(1e-3) for _ in range(200)]
+    assert {round(r, 9) for r in rates} == {8e-4, 1.25e-3}
+    assert 0.3 < sum(r < 1e-3 for r in rates) / len(rates) < 0.7
+    assert PBT(ctx(5000)).learning_rate(1e-3) == 1e-3  # no factors: the rate stays
+    assert Greedy(ctx(5000, learning_rate_factors=(0.5,))).learning_rate(1e-3) == 1e-3  # only PBT explores

@@ -176,6 +176,45 @@ def test_a_large_model_is_not_stashed(space, monkeypatch, tmp_path):
     assert t.runner.model is not None and t.runner.step == 0
 
 
+def test_a_trial_trains_at_its_members_learning_rate_without_retracing(space, tmp_path):
+    """PBT's explore perturbs a member's learning rate: the actor sets it on the optimizer's rate variable
+    before each report (no retrace), and the report records it."""
+    t = _actor(space, tmp_path)
+    t.runner.train(5)
+    traced = t.runner.model.train_function
+    t.config = {**t.config, "member": {**t.config["member"], "learning_rate": 0.02}}
+    result = t.step()
+    assert result["learning_rate"] == 0.02 and t.runner.model.train_function is traced
+    assert float(np.asarray(t.runner.model.optimizer.learning_rate)) == pytest.approx(0.02)
+
+    overrides = ["mutations.window=20", "mutations.frequency=5", "model.hidden=[32, 32]"]
+    runners = [TrialRunner(spaces.load(SPACE, [*overrides, f"training.learning_rate={lr}"]), seed=3)
+               for lr in (0.02, 0.001)]
+    moved = TrialRunner(space, seed=3)
+    moved.set_learning_rate(0.02)
+    for r in (*runners, moved):
+        r.train(20)
+    weights = [[np.asarray(w) for w in r.model.weights] for r in (*runners, moved)]
+    for a, b in zip(weights[0], weights[2]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(weights[1], weights[2]))
+
+
+def test_explore_appends_the_move_and_perturbs_the_cloned_learning_rate(monkeypatch):
+    from mutate.search import runner
+    from mutate.search.genome import from_json, to_json
+    from mutate.search.strategies import PBT
+    from tests.test_strategies import ctx
+
+    genome = (Mutation("a", "low_rank", {"rank": 32}, 100),)
+    monkeypatch.setattr(runner, "_STRATEGY", [PBT(ctx(1000, learning_rate_factors=(0.5,)))])  # over budget
+    out = runner._explore({"member": {"seed": 1, "genome": to_json(genome), "learning_rate": 0.004}})
+    assert out["member"]["learning_rate"] == pytest.approx(0.002) and out["member"]["seed"] == 1
+    assert len(from_json(out["member"]["genome"])) == 2
+    old = runner._explore({"member": {"seed": 1, "genome": to_json(genome)}})  # a run from before the rate moved
+    assert "learning_rate" not in old["member"]
+
+
 def _actor_config(seed, tmp_path):
     from mutate.search.genome import to_json
 
@@ -189,6 +228,7 @@ def _actor(space, tmp_path):
     t = object.__new__(MutationTrainable)
     t._refuse_diverged = lambda c: None
     t.space, t._runner_cls, t._stash, t.config = space, TrialRunner, {}, _actor_config(0, tmp_path)
+    t._trial_info = None  # Ray's trial id: "default"
     t._runner = TrialRunner(space, seed=0)
     t._shared = t._runner.shared()
     return t

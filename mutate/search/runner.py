@@ -92,7 +92,9 @@ class MutationTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         t = self.space.training
         try:
-            self.runner.apply(from_json(self.config["member"]["genome"]))
+            member = self.config["member"]
+            self.runner.set_learning_rate(member.get("learning_rate", t["learning_rate"]))
+            self.runner.apply(from_json(member["genome"]))
             self.runner.train(t["report_every"])
             result = self.runner.measure()
         except NonFiniteLoss as e:
@@ -173,7 +175,7 @@ class _Points(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "val_accuracy",
-                "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds")
+                "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds", "learning_rate")
         row = {"trial": trial.trial_id, **{k: result[k] for k in keys if k in result},
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
@@ -299,18 +301,25 @@ def _members(space: Space, strategy: Strategy) -> list[dict[str, Any]]:
     """The initial population: per trial a seed and the genome the strategy proposes for it."""
     s = space.search
     genomes = strategy.initial(s["population"])
-    return [{"index": i, "seed": s["seed"] * 1000 + i, "genome": to_json(g)} for i, g in enumerate(genomes)]
+    rate = float(space.training["learning_rate"])
+    return [{"index": i, "seed": s["seed"] * 1000 + i, "genome": to_json(g), "learning_rate": rate}
+            for i, g in enumerate(genomes)]
 
 
 def _explore(config: dict[str, Any]) -> dict[str, Any]:
-    """PBT's explore: append the strategy's move to the exploiting trial's wanted genome."""
+    """PBT's explore: append the strategy's move to the exploiting trial's wanted genome and perturb its
+    learning rate (`Strategy.learning_rate`)."""
     strategy = _STRATEGY[0]
     if strategy is None:
         return config
-    genome = from_json(config["member"]["genome"])
+    member = config["member"]
+    genome = from_json(member["genome"])
     proposal = strategy.propose(genome)
     if proposal is not None:
-        config["member"] = {**config["member"], "genome": to_json((*genome, proposal))}
+        member = {**member, "genome": to_json((*genome, proposal))}
+    if "learning_rate" in member:  # members of runs recorded before the rate was perturbed have none
+        member = {**member, "learning_rate": strategy.learning_rate(float(member["learning_rate"]))}
+    config["member"] = member
     return config
 
 

@@ -80,7 +80,8 @@ _MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 
               "refresh": True, "max_mutations": 8}
 _BUDGET = {"bytes": None, "ratio": None, "unit": "stored"}
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
-           "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True}
+           "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True,
+           "learning_rate_factors": [0.8, 1.25]}
 _RESOURCES = {"cpus": 1, "gpus": 0, "tpu": 0}
 _RAY = {"address": None, "dashboard": False}
 
@@ -197,6 +198,11 @@ def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
     c.int_(s["max_failures"], "search.max_failures", 0)
     if not isinstance(s["seed_greedy"], bool):
         raise c.fail("search.seed_greedy", "true or false", s["seed_greedy"])
+    f = s["learning_rate_factors"]
+    if not isinstance(f, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                          and math.isfinite(x) and x > 0 for x in f):
+        raise c.fail("search.learning_rate_factors", "a list of numbers > 0 (empty: keep the learning rate)", f)
+    s["learning_rate_factors"] = [float(x) for x in f]
     return s
 
 

@@ -7,10 +7,11 @@ tells it what every report measured (`Strategy.observe`), the way Keras Tuner's 
 - ``pbt``: population-based training whose explore is *informed*: moves (add, tighten, loosen, undo,
   switch; `mutate.search.policy.moves`) are ranked by the sensitivity table's expected metric cost per byte and by
   where the trial stands against the budget. A trial over budget always gets a move that cuts bytes; one
-  under budget may trade bytes back for accuracy, and with nothing to gain takes the cheapest cut per byte
-  (so the population also covers the front below the budget). With probability `EPSILON` the move is drawn at random
-  among those allowed (the search can still surprise). Its first population is greedy's solutions when
-  ``search.seed_greedy`` is on, else one random mutation per trial.
+  under budget may trade bytes back for accuracy, and with nothing to gain keeps its genome (or, when the
+  learning rate is not perturbed, takes the cheapest cut per byte). With probability `EPSILON` the move is drawn
+  at random among those allowed (the search can still surprise). Every explore also multiplies the cloned
+  trial's learning rate by a factor from ``search.learning_rate_factors`` (PBT's classic perturbation). Its first
+  population is greedy's solutions when ``search.seed_greedy`` is on, else one random mutation per trial.
 - ``greedy``: the table's best genomes under the budget (an exact knapsack over per-layer levels, costs
   assumed additive), the top distinct ones trained as the population; no explore.
 - ``random``: whole random genomes at random steps (no table, no budget).
@@ -50,6 +51,8 @@ class Context:
         window: a mutation's blend window in steps.
         seed: the search's seed.
         seed_greedy: PBT starts from greedy's solutions.
+        learning_rate_factors: PBT's explore multiplies the cloned trial's learning rate by one of these,
+            drawn at random (empty: the learning rate stays the space's).
     """
 
     operators: Mapping[str, Mapping[str, Any]]
@@ -62,6 +65,7 @@ class Context:
     window: int = 0
     seed: int = 0
     seed_greedy: bool = True
+    learning_rate_factors: tuple[float, ...] = ()
 
 
 class Strategy(abc.ABC):
@@ -88,6 +92,10 @@ class Strategy(abc.ABC):
     def propose(self, genome: Genome) -> Mutation | None:
         """The mutation to append to an exploiting trial's genome, or None to keep it."""
         return None
+
+    def learning_rate(self, rate: float) -> float:
+        """The learning rate an exploiting trial continues with, given the cloned trial's ``rate``."""
+        return rate
 
     def observe(self, genome: Genome, metric: float, *, settled: bool) -> None:
         """A report: ``metric`` is the validation accuracy (minus the validation loss for a language model).
@@ -181,11 +189,18 @@ class PBT(Strategy):
                         "dcost": t.predicted_cost(after) - cost})
         return out
 
+    def learning_rate(self, rate: float) -> float:
+        """The cloned trial's ``rate`` times a factor drawn from ``learning_rate_factors`` (PBT's classic
+        perturbation: lineages that do better with a smaller or larger rate take over the population)."""
+        factors = self.ctx.learning_rate_factors
+        return rate * self.rng.choice(factors) if factors else rate
+
     def propose(self, genome: Genome) -> Mutation | None:
         """Over budget: a byte-cutting move, the cheapest that gets under the budget, else the cheapest per
         byte cut. Under budget: the move with the largest expected gain that stays under; when none is
-        expected to gain, the cheapest cut per byte (the lineage walks down the front toward smaller models,
-        which PBT's exploit undoes if it costs too much; reported points stay on the front)."""
+        expected to gain, the genome stays when the learning rate is perturbed (the clone explores the
+        rate on the parent's model), else the cheapest cut per byte (the lineage walks down the front toward
+        smaller models, which PBT's exploit undoes if it costs too much; reported points stay on the front)."""
         c = self.ctx
         if len(genome) >= c.max_mutations:
             return None
@@ -204,6 +219,8 @@ class PBT(Strategy):
         gains = [x for x in legal if x["dcost"] < -1e-12]
         if gains:
             return min(gains, key=lambda x: (x["dcost"], x["cut"]))["mutation"]
+        if c.learning_rate_factors:
+            return None
         cuts = [x for x in cands if x["cut"] > 0]
         return min(cuts, key=lambda x: (x["dcost"] / x["cut"], -x["cut"]))["mutation"] if cuts else None
 

@@ -134,6 +134,7 @@ class TrialRunner:
         self.budget = budget_bytes(space, self.dense_bytes)
         self._rng = np.random.default_rng(self.seed)
         self.token: str | None = None  # the checkpoint this runner's state equals (see `save`), until it trains
+        self.learning_rate = float(space.training["learning_rate"])
         if self.model is not None:
             with self.scope():
                 self._compile()
@@ -151,9 +152,18 @@ class TrialRunner:
     def _compile(self) -> None:
         t = self.space.training
         metrics = [] if self.lm else ["accuracy"]
-        self.model.compile(_OPTIMIZERS[t["optimizer"]](t["learning_rate"]),
+        self.model.compile(_OPTIMIZERS[t["optimizer"]](self.learning_rate),
                            keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics,
                            steps_per_execution=int(t.get("steps_per_execution", 1)))
+
+    def set_learning_rate(self, rate: float) -> None:
+        """Train on with learning rate ``rate`` (PBT's explore perturbs it); the optimizer's rate is a
+        variable, so nothing is retraced."""
+        rate = float(rate)
+        if rate != self.learning_rate:
+            self.learning_rate = rate
+            if self.model is not None and getattr(self.model, "optimizer", None) is not None:
+                self.model.optimizer.learning_rate = rate
 
     def apply(self, wanted: Genome) -> list[Mutation]:
         """Splice in every mutation of ``wanted`` beyond the applied genome whose planned step has come
@@ -242,7 +252,8 @@ class TrialRunner:
                  else floor - nbytes / max(self.budget, 1) - 1e-6 * min(val["loss"], 50.0))
         out = {"step": self.step, "bytes": nbytes, "ratio": nbytes / self.dense_bytes, "fits_budget": fits,
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
-               "train_seconds": self.train_seconds, "backend": keras.backend.backend()}
+               "train_seconds": self.train_seconds, "backend": keras.backend.backend(),
+               "learning_rate": self.learning_rate}
         out.update(val_perplexity=-metric) if self.lm else out.update(val_accuracy=metric)
         if self.unit == "litert":
             out.update(unit="litert", litert_seconds=round(self.litert_seconds, 3))
