@@ -162,3 +162,20 @@ def test_explore_multiplies_the_learning_rate_by_a_listed_factor():
     assert 0.3 < sum(r < 1e-3 for r in rates) / len(rates) < 0.7
     assert PBT(ctx(5000)).learning_rate(1e-3) == 1e-3  # no factors: the rate stays
     assert Greedy(ctx(5000, learning_rate_factors=(0.5,))).learning_rate(1e-3) == 1e-3  # only PBT explores
+
+
+def test_accuracy_costs_are_read_from_the_loss_at_the_tables_exchange_rate():
+    """On a small validation subset accuracy ranks close levels by chance; the loss does not. Here k=4 'gains'
+    accuracy by luck while its loss rises five times more than k=8's: it must cost more."""
+    rows = [Entry("a", "kmeans", {"k": 4}, 3000, 0.905, 0.35), Entry("a", "kmeans", {"k": 8}, 2800, 0.895, 0.31),
+            Entry("b", "pruning", {"sparsity": 0.5}, 500, 0.87, 0.40), Entry("b", "pruning", {"sparsity": 0.9}, 900,
+                                                                         0.84, 0.50),
+            Entry("c", "pruning", {"sparsity": 0.9}, 100, 0.75, 0.80)]
+    t = Table(rows, base_metric=0.9, base_loss=0.3, dense_bytes=DENSE)
+    assert t.accuracy_per_nat() == pytest.approx(0.3)  # median of -0.005/0.05, 0.03/0.1, 0.06/0.2, 0.15/0.5
+    k4, k8 = Mutation("a", "kmeans", {"k": 4}), Mutation("a", "kmeans", {"k": 8})
+    assert t.cost(k4) == pytest.approx(0.3 * 0.05) and t.cost(k8) == pytest.approx(0.3 * 0.01)
+    sols = greedy_solutions(t, {"a": ["kmeans"], "b": ["pruning"], "c": ["pruning"]}, DENSE - 2800, 1)
+    assert sols[0] == (k8,)
+    few = Table(rows[:2], base_metric=0.9, base_loss=0.3, dense_bytes=DENSE)  # no rate: accuracy + 1% of loss
+    assert few.accuracy_per_nat() is None and few.cost(k8) == pytest.approx(0.005 + 0.01 * 0.01)
