@@ -179,3 +179,22 @@ def test_accuracy_costs_are_read_from_the_loss_at_the_tables_exchange_rate():
     assert sols[0] == (k8,)
     few = Table(rows[:2], base_metric=0.9, base_loss=0.3, dense_bytes=DENSE)  # no rate: accuracy + 1% of loss
     assert few.accuracy_per_nat() is None and few.cost(k8) == pytest.approx(0.005 + 0.01 * 0.01)
+
+
+def test_niches_split_the_population_and_each_niche_starts_under_its_own_target():
+    c = ctx(6_000, budget_fractions=(0.4, 1.0, 0.6))
+    pbt = PBT(c)
+    assert pbt.fractions(8) == [1.0, 1.0, 1.0, 1.0, 0.6, 0.6, 0.4, 0.4]
+    assert Uniform(c).fractions(8) == [1.0] * 8  # strategies that ignore the budget have one niche
+    pop = pbt.initial(8)
+    assert pop == Greedy(c).initial(8)
+    for g, f in zip(pop, pbt.fractions(8)):
+        assert c.table.predicted_bytes(g) <= pbt.target(f)
+    assert c.table.predicted_bytes(pop[-1]) < c.table.predicted_bytes(pop[0])
+    # a member of the 0.6 niche standing at the whole budget is over its own target: it must cut
+    at_budget = pop[0]
+    for _ in range(50):
+        m = pbt.propose(at_budget, 0.6)
+        assert m is not None and c.table.predicted_bytes((*at_budget, m)) < c.table.predicted_bytes(at_budget)
+    below = ctx(6_000, budget_fractions=(0.1,))  # no genome fits 600 B: that niche starts from the niche above's
+    assert PBT(below).initial(4)[2:] == PBT(below).initial(4)[:2]

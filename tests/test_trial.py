@@ -215,6 +215,48 @@ def test_explore_appends_the_move_and_perturbs_the_cloned_learning_rate(monkeypa
     assert "learning_rate" not in old["member"]
 
 
+def test_pbt_exploits_within_a_niche():
+    """With budget fractions, a trial's quantiles are computed among the trials of its own niche."""
+    from types import SimpleNamespace
+
+    from mutate.search.runner import NichedPBT
+
+    class Trial:
+        def __init__(self, fraction):
+            self.config = {"member": {"fraction": fraction}}
+
+        def is_finished(self):
+            return False
+
+    def trial(fraction, score):
+        return Trial(fraction), SimpleNamespace(last_score=score)
+
+    pbt = NichedPBT(time_attr="training_iteration", perturbation_interval=1, quantile_fraction=0.25,
+                    custom_explore_fn=lambda c: c)
+    whole = [trial(1.0, s) for s in (0.90, 0.91, 0.92, 0.93)]
+    half = [trial(0.5, s) for s in (0.80, 0.85)]
+    pbt._trial_state = dict(whole + half)
+    lower, upper = pbt._quantiles()  # the whole population: the half-budget trials are the worst
+    assert lower == [half[0][0], half[1][0]]
+    pbt._niche = 0.5
+    assert pbt._quantiles() == ([half[0][0]], [half[1][0]])
+    pbt._niche = 1.0
+    assert pbt._quantiles() == ([whole[0][0]], [whole[3][0]])
+    assert len(pbt._trial_state) == 6  # restored
+
+
+def test_a_members_score_counts_against_its_niches_target(space):
+    r = TrialRunner(space, seed=0)
+    r.apply((Mutation("dense_1", "kmeans", {"k": 4}), Mutation("dense_2", "kmeans", {"k": 4}),
+             Mutation("logits", "kmeans", {"k": 4})))
+    r.train(25)
+    whole = r.measure()
+    assert whole["fits_budget"] and whole["score"] == whole["val_accuracy"] and whole["target"] == r.budget
+    r.fraction = whole["bytes"] / r.budget / 2  # a niche at half this model's size
+    half = r.measure()
+    assert half["fits_budget"] and half["score"] < -1 and half["target"] < whole["bytes"]
+
+
 def _actor_config(seed, tmp_path):
     from mutate.search.genome import to_json
 

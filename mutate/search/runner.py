@@ -94,6 +94,7 @@ class MutationTrainable(tune.Trainable):
         try:
             member = self.config["member"]
             self.runner.set_learning_rate(member.get("learning_rate", t["learning_rate"]))
+            self.runner.fraction = float(member.get("fraction", 1.0))
             self.runner.apply(from_json(member["genome"]))
             self.runner.train(t["report_every"])
             result = self.runner.measure()
@@ -175,7 +176,8 @@ class _Points(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "val_accuracy",
-                "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds", "learning_rate")
+                "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds", "learning_rate",
+                "target")
         row = {"trial": trial.trial_id, **{k: result[k] for k in keys if k in result},
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
@@ -301,20 +303,50 @@ def _members(space: Space, strategy: Strategy) -> list[dict[str, Any]]:
     """The initial population: per trial a seed and the genome the strategy proposes for it."""
     s = space.search
     genomes = strategy.initial(s["population"])
+    fractions = strategy.fractions(s["population"])
     rate = float(space.training["learning_rate"])
-    return [{"index": i, "seed": s["seed"] * 1000 + i, "genome": to_json(g), "learning_rate": rate}
-            for i, g in enumerate(genomes)]
+    return [{"index": i, "seed": s["seed"] * 1000 + i, "genome": to_json(g), "learning_rate": rate,
+             "fraction": f} for i, (g, f) in enumerate(zip(genomes, fractions))]
+
+
+def _fraction(trial: Any) -> float:
+    return float(((trial.config or {}).get("member") or {}).get("fraction", 1.0))
+
+
+class NichedPBT(PopulationBasedTraining):
+    """PopulationBasedTraining whose exploit stays within a niche (``search.budget_fractions``): a trial
+    aiming at half the budget clones the best trial of its own niche, never the best at the whole budget
+    (which would always score higher and absorb every smaller lineage). With one niche it is plain PBT."""
+
+    _niche: float | None = None
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        self._niche = _fraction(trial)
+        try:
+            return super().on_trial_result(tune_controller, trial, result)
+        finally:
+            self._niche = None
+
+    def _quantiles(self) -> tuple[list, list]:
+        if self._niche is None:
+            return super()._quantiles()
+        everyone = self._trial_state
+        self._trial_state = {t: st for t, st in everyone.items() if _fraction(t) == self._niche}
+        try:
+            return super()._quantiles()
+        finally:
+            self._trial_state = everyone
 
 
 def _explore(config: dict[str, Any]) -> dict[str, Any]:
-    """PBT's explore: append the strategy's move to the exploiting trial's wanted genome and perturb its
-    learning rate (`Strategy.learning_rate`)."""
+    """PBT's explore: append the strategy's move to the exploiting trial's wanted genome (the clone's niche:
+    PBT exploits within a niche) and perturb its learning rate (`Strategy.learning_rate`)."""
     strategy = _STRATEGY[0]
     if strategy is None:
         return config
     member = config["member"]
     genome = from_json(member["genome"])
-    proposal = strategy.propose(genome)
+    proposal = strategy.propose(genome, float(member.get("fraction", 1.0)))
     if proposal is not None:
         member = {**member, "genome": to_json((*genome, proposal))}
     if "learning_rate" in member:  # members of runs recorded before the rate was perturbed have none
@@ -334,7 +366,7 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
     scheduler = None
     perturb = max(1, s["perturbation_interval"] // t["report_every"])
     if strategy.explores:
-        scheduler = PopulationBasedTraining(
+        scheduler = NichedPBT(
             time_attr="training_iteration", perturbation_interval=perturb,
             quantile_fraction=s["quantile_fraction"], custom_explore_fn=_explore,
             resample_probability=0.0, log_config=False)

@@ -53,6 +53,8 @@ class Context:
         seed_greedy: PBT starts from greedy's solutions.
         learning_rate_factors: PBT's explore multiplies the cloned trial's learning rate by one of these,
             drawn at random (empty: the learning rate stays the space's).
+        budget_fractions: the niches of pbt and greedy: each member aims at ``fraction * budget`` (1.0 first);
+            PBT exploits within a niche, so lineages at smaller budgets cover the front below the budget.
     """
 
     operators: Mapping[str, Mapping[str, Any]]
@@ -66,6 +68,7 @@ class Context:
     seed: int = 0
     seed_greedy: bool = True
     learning_rate_factors: tuple[float, ...] = ()
+    budget_fractions: tuple[float, ...] = (1.0,)
 
 
 class Strategy(abc.ABC):
@@ -85,12 +88,28 @@ class Strategy(abc.ABC):
         self.ctx = ctx
         self.rng = random.Random(f"{self.name}-{ctx.seed}")
 
+    niched: ClassVar[bool] = False
+    """True when the strategy aims members at ``budget_fractions`` (see `fractions`)."""
+
+    def fractions(self, count: int) -> list[float]:
+        """Each member's niche, as a fraction of the budget: ``count // len(budget_fractions)`` members per
+        fraction and the rest at 1.0, largest first. Strategies that ignore the budget: all 1.0."""
+        fr = sorted(set(self.ctx.budget_fractions) | {1.0}, reverse=True) if self.niched else [1.0]
+        each = count // len(fr)
+        return [1.0] * (count - each * (len(fr) - 1)) + [f for f in fr[1:] for _ in range(each)]
+
+    def target(self, fraction: float = 1.0) -> int:
+        """The bytes a member of niche ``fraction`` aims at."""
+        return int(math.floor(self.ctx.budget * fraction))
+
     @abc.abstractmethod
     def initial(self, count: int) -> list[Genome]:
-        """The first population: ``count`` genomes (with their planned steps)."""
+        """The first population: ``count`` genomes (with their planned steps), member i in niche
+        ``fractions(count)[i]``."""
 
-    def propose(self, genome: Genome) -> Mutation | None:
-        """The mutation to append to an exploiting trial's genome, or None to keep it."""
+    def propose(self, genome: Genome, fraction: float = 1.0) -> Mutation | None:
+        """The mutation to append to an exploiting trial's genome (a member of niche ``fraction``), or None to
+        keep it."""
         return None
 
     def learning_rate(self, rate: float) -> float:
@@ -145,17 +164,33 @@ def _planned(genome: tuple[Mutation, ...], step: int) -> Genome:
     return tuple(m.applied(step) for m in genome)
 
 
+def _greedy_population(strategy: Strategy, count: int) -> list[Genome] | None:
+    """Per niche, greedy's top distinct solutions for that niche's target (cycled when there are fewer);
+    None when the budget's own niche has none."""
+    c = strategy.ctx
+    fractions = strategy.fractions(count)
+    out: list[Genome] = []
+    last: list[tuple[Mutation, ...]] = []
+    for f in dict.fromkeys(fractions):
+        n = fractions.count(f)
+        sols = greedy_solutions(c.table, c.allowed, strategy.target(f), n) or last  # none fits: the niche above's
+        if not sols:
+            return None
+        out += [_planned(sols[i % len(sols)], c.warmup_steps) for i in range(n)]
+        last = sols
+    return out
+
+
 class Greedy(Strategy):
-    """The table's cheapest genomes under the budget, trained as the population."""
+    """The table's cheapest genomes under the budget (per niche), trained as the population."""
 
     name = "greedy"
     needs_metrics = True
+    niched = True
 
     def initial(self, count: int) -> list[Genome]:
-        sols = greedy_solutions(self.ctx.table, self.ctx.allowed, self.ctx.budget, count)
-        if not sols:
-            return [() for _ in range(count)]
-        return [_planned(sols[i % len(sols)], self.ctx.warmup_steps) for i in range(count)]
+        pop = _greedy_population(self, count)
+        return pop if pop is not None else [() for _ in range(count)]
 
 
 class PBT(Strategy):
@@ -164,13 +199,14 @@ class PBT(Strategy):
     name = "pbt"
     explores = True
     needs_metrics = True
+    niched = True
 
     def initial(self, count: int) -> list[Genome]:
         c = self.ctx
         if c.seed_greedy:
-            sols = greedy_solutions(c.table, c.allowed, c.budget, count)
-            if sols:
-                return [_planned(sols[i % len(sols)], c.warmup_steps) for i in range(count)]
+            pop = _greedy_population(self, count)
+            if pop is not None:
+                return pop
         out = []
         for _ in range(count):
             first = policy.draw(c.operators, c.allowed, self.rng)
@@ -195,8 +231,8 @@ class PBT(Strategy):
         factors = self.ctx.learning_rate_factors
         return rate * self.rng.choice(factors) if factors else rate
 
-    def propose(self, genome: Genome) -> Mutation | None:
-        """Over budget: a byte-cutting move, the cheapest that gets under the budget, else the cheapest per
+    def propose(self, genome: Genome, fraction: float = 1.0) -> Mutation | None:
+        """Over budget (the niche's target): a byte-cutting move, the cheapest that gets under the budget, else the cheapest per
         byte cut. Under budget: the move with the largest expected gain that stays under; when none is
         expected to gain, the genome stays when the learning rate is perturbed (the clone explores the
         rate on the parent's model), else the cheapest cut per byte (the lineage walks down the front toward
@@ -204,15 +240,16 @@ class PBT(Strategy):
         c = self.ctx
         if len(genome) >= c.max_mutations:
             return None
+        budget = self.target(fraction)
         cands = self.candidates(genome)
-        over = c.table.predicted_bytes(genome) > c.budget
-        legal = [x for x in cands if x["cut"] > 0] if over else [x for x in cands if x["bytes"] <= c.budget]
+        over = c.table.predicted_bytes(genome) > budget
+        legal = [x for x in cands if x["cut"] > 0] if over else [x for x in cands if x["bytes"] <= budget]
         if not legal:
             return None
         if self.rng.random() < EPSILON:
             return self.rng.choice(legal)["mutation"]
         if over:
-            fitting = [x for x in legal if x["bytes"] <= c.budget]
+            fitting = [x for x in legal if x["bytes"] <= budget]
             if fitting:
                 return min(fitting, key=lambda x: (x["dcost"], x["cut"]))["mutation"]
             return min(legal, key=lambda x: (x["dcost"] / x["cut"], -x["cut"]))["mutation"]

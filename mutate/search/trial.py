@@ -135,6 +135,7 @@ class TrialRunner:
         self._rng = np.random.default_rng(self.seed)
         self.token: str | None = None  # the checkpoint this runner's state equals (see `save`), until it trains
         self.learning_rate = float(space.training["learning_rate"])
+        self.fraction = 1.0  # the member's niche: its score counts against fraction * budget
         if self.model is not None:
             with self.scope():
                 self._compile()
@@ -233,7 +234,8 @@ class TrialRunner:
         touched: it is evaluated once per chosen model, after the search (`mutate.results.final`).
 
         The score is the validation accuracy (negative perplexity for a language model) when the model fits
-        the budget; over budget it is below every in-budget score.
+        the member's target (``fraction`` of the budget; ``search.budget_fractions``); over it, below every
+        score that fits. ``fits_budget`` is always against the whole budget.
 
         Raises:
             NonFiniteLoss: the validation loss is NaN or Inf.
@@ -246,11 +248,13 @@ class TrialRunner:
         nbytes = self.litert_bytes() if self.unit == "litert" else mutate.model_size(self.model).bits // 8
         metric = -math.exp(min(val["loss"], 50.0)) if self.lm else val["accuracy"]
         fits = nbytes <= self.budget
+        target = int(math.floor(self.budget * self.fraction))
         floor = -1.0 if not self.lm else -1e9
-        # Over budget: smaller is better, and among equal sizes (e.g. every dense trial) the lower validation loss.
-        score = (metric if fits and math.isfinite(metric)
-                 else floor - nbytes / max(self.budget, 1) - 1e-6 * min(val["loss"], 50.0))
+        # Over the target: smaller is better, and among equal sizes (e.g. every dense trial) the lower validation loss.
+        score = (metric if nbytes <= target and math.isfinite(metric)
+                 else floor - nbytes / max(target, 1) - 1e-6 * min(val["loss"], 50.0))
         out = {"step": self.step, "bytes": nbytes, "ratio": nbytes / self.dense_bytes, "fits_budget": fits,
+               "target": target,
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
                "train_seconds": self.train_seconds, "backend": keras.backend.backend(),
                "learning_rate": self.learning_rate}
