@@ -244,3 +244,33 @@ def test_operator_instances_and_names_work_in_plans():
                         mutate.Schedule(0, 4, 1))
     assert state(c, "dense_1").compressor.rank_for(32, 32) == 4
     assert state(c, "dense_2").compressor.sparsity == 0.5
+
+
+def test_strip_rebuilds_the_optimizer_so_a_saved_model_loads_its_state(tmp_path):
+    """After strip the optimizer holds state for the variables the model has now (A's moments gone, the
+    others carried over), so save -> load restores it without Keras' "Skipping variable loading" warning."""
+    import warnings
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).standard_normal((64, 20)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 64)
+    m = keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, activation="relu", name="d1"),
+                          keras.layers.Dense(3, name="out")])
+    mutate.compress(m, {"d1": ("low_rank", {"rank": 4})}, mutate.Schedule(0, 5, 2))
+    m.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[mutate.CompressionCallback()])
+    before = {v.path: np.asarray(v) for v in m.optimizer.variables}
+    mutate.strip(m)
+    after = {v.path: np.asarray(v) for v in m.optimizer.variables}
+    assert len(after) == 2 + 2 * len(m.trainable_variables) < len(before)  # iterations, rate; 2 moments each
+    kept = [p for p in after if p in before]
+    assert any("out" in p for p in kept) and all(np.array_equal(after[p], before[p]) for p in kept)
+    assert int(after[m.optimizer.iterations.path]) == 8
+    m.save(tmp_path / "m.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    for a, b in zip(loaded.optimizer.variables, m.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)  # trains on without recompiling

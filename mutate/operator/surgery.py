@@ -177,10 +177,51 @@ def resolve_plan(model: keras.Model, plan: Mapping[str, PlanValue]) -> list[tupl
 
 
 def _retrace(model: keras.Model) -> None:
-    """Drop the model's traced train/test/predict functions: they captured the layers as they were."""
+    """Drop the model's traced train/test/predict functions (they captured the layers as they were), and
+    rebuild a built optimizer for the variables the model has now (`_rebuild_optimizer`)."""
     for name in ("train_function", "test_function", "predict_function"):
         if getattr(model, name, None) is not None:
             setattr(model, name, None)
+    _rebuild_optimizer(model)
+
+
+def _rebuild_optimizer(model: keras.Model) -> None:
+    """A built optimizer holds state (moments, ...) for the trainable variables the model had; after surgery
+    (A gone, factors added) saving it would write state that no longer matches, and Keras skips loading it
+    with a warning. Replace it by the same optimizer (its config) built for the current trainable variables,
+    carrying over the state of the variables that stayed (matched by path and shape) and its iteration count.
+    An optimizer that cannot be rebuilt from its config is left as it is (recompiling replaces it anyway)."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not getattr(opt, "built", False):
+        return
+    try:
+        new = opt.__class__.from_config(opt.get_config())
+    except Exception:  # noqa: BLE001 - a custom optimizer without a faithful config: keep it
+        return
+    with _variables_scope(model):
+        new.build(model.trainable_variables)
+    old = {v.path: v for v in opt.variables}
+    for v in new.variables:
+        o = old.get(v.path)
+        if o is not None and tuple(o.shape) == tuple(v.shape):
+            v.assign(o)
+    model.optimizer = new
+
+
+def _variables_scope(model: keras.Model) -> Any:
+    """The distribution strategy's scope of ``model``'s variables when the caller is outside it (TensorFlow),
+    so the rebuilt optimizer's variables are created where the model's live; else a no-op."""
+    import contextlib
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.distribute.has_strategy():
+            for v in model.weights:
+                strategy = getattr(getattr(v, "value", None), "_distribute_strategy", None)
+                if strategy is not None:
+                    return strategy.scope()
+    return contextlib.nullcontext()
 
 
 def _check_model(model: Any, what: str) -> None:
