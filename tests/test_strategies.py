@@ -177,6 +177,11 @@ def test_accuracy_costs_are_read_from_the_loss_at_the_tables_exchange_rate():
     assert t.cost(k4) == pytest.approx(0.3 * 0.05) and t.cost(k8) == pytest.approx(0.3 * 0.01)
     sols = greedy_solutions(t, {"a": ["kmeans"], "b": ["pruning"], "c": ["pruning"]}, DENSE - 2800, 1)
     assert sols[0] == (k8,)
+    later = Table([Entry(e.layer, e.operator, e.params, e.saved) for e in rows], dense_bytes=DENSE)
+    for e, r in zip(later.entries, rows):  # as `sensitivity.measure` fills a table of sizes in
+        e.metric, e.loss = r.metric, r.loss
+    later.base_metric, later.base_loss = 0.9, 0.3
+    assert later.cost(k4) == pytest.approx(t.cost(k4))
     few = Table(rows[:2], base_metric=0.9, base_loss=0.3, dense_bytes=DENSE)  # no rate: accuracy + 1% of loss
     assert few.accuracy_per_nat() is None and few.cost(k8) == pytest.approx(0.005 + 0.01 * 0.01)
 

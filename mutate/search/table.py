@@ -100,7 +100,6 @@ class Table:
     # -- look-ups -------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         self._index = {(e.layer, e.option): e for e in self.entries}
-        self._per_nat = self.accuracy_per_nat()
 
     def accuracy_per_nat(self) -> float | None:
         """The table's exchange rate from validation loss to accuracy: the median of (accuracy drop / loss
@@ -151,8 +150,8 @@ class Table:
         dloss = (e.loss or 0.0) - (self.base_loss or 0.0)
         if self.lm:
             drop = dloss
-        elif self._per_nat is not None:
-            drop = self._per_nat * dloss
+        elif (rate := self.accuracy_per_nat()) is not None:  # computed here: `sensitivity` fills metrics in later
+            drop = rate * dloss
         else:
             drop = (self.base_metric - e.metric) + 0.01 * dloss
         return max(0.0, drop) + self.corrections.get(_key(e.layer, e.option), 0.0)
