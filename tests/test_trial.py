@@ -274,3 +274,18 @@ def _actor(space, tmp_path):
     t._runner = TrialRunner(space, seed=0)
     t._shared = t._runner.shared()
     return t
+
+
+def test_the_progress_line_shows_the_best_validation_accuracy_under_the_whole_budget(tmp_path, monkeypatch):
+    """A niche member under the budget but over its own target scores below every fitting score; the
+    progress line still ranks points by validation accuracy under the whole budget."""
+    from mutate.search import runner
+
+    monkeypatch.setattr(runner, "_STRATEGY", [None])
+    points = runner._Points(str(tmp_path), budget=1000, interval=1e9)
+    trial = type("T", (), {"trial_id": "t0"})()
+    for i, (acc, score, fits) in enumerate([(0.90, -1.5, True), (0.85, 0.85, True), (0.95, -2.0, False)]):
+        points.on_trial_result(0, [], trial, {"step": i, "bytes": 900, "ratio": 0.09, "fits_budget": fits,
+                                              "score": score, "genome": "[]", "genome_summary": "dense",
+                                              "val_accuracy": acc})
+    assert "val acc 0.9000 at 900 B" in points.line([])

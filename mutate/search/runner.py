@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -182,8 +183,10 @@ class _Points(tune.Callback):
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
         self.count += 1
-        if row["fits_budget"] and (self.best is None or row["score"] > self.best[0]):
-            self.best = (row["score"], row)
+        # the best validation metric under the whole budget (a niche's score counts against its own target)
+        metric = row["val_accuracy"] if "val_accuracy" in row else -row.get("val_perplexity", math.inf)
+        if row["fits_budget"] and (self.best is None or metric > self.best[0]):
+            self.best = (metric, row)
         strategy = _STRATEGY[0]
         if strategy is not None:
             genome = from_json(row["genome"])
