@@ -137,15 +137,17 @@ def test_a_tpu_trial_builds_under_tpu_strategy_and_compiles_with_steps_per_execu
 
 def test_an_actor_resumes_a_stashed_runner_as_a_restore_from_disk_would(space, tmp_path):
     """A reused actor keeps the runners it saved before switching trials; resuming one of those checkpoints
-    takes the stashed runner (no rebuild, no retrace) and trains on exactly as a restore from disk does."""
+    takes the stashed runner (no rebuild, no retrace) and trains on exactly as a restore from disk does, and
+    both as a trial that never paused (the checkpoint holds the optimizer's state)."""
     def config(seed):
         return _actor_config(seed, tmp_path)
 
     t = _actor(space, tmp_path)
     t.runner.apply((Mutation("dense_1", "low_rank", {"rank": 4}, None),))
     t.runner.train(30)  # the blend ends at step 20: spliced, recompiled
-    t.runner.train(10)  # the optimizer's moments fill in; a checkpoint does not hold them
+    t.runner.train(10)  # the optimizer's moments fill in; the checkpoint holds them
     t.save_checkpoint(str(tmp_path / "a"))
+    assert (tmp_path / "a" / "optimizer.npz").is_file()
     saved = t.runner
     t.reset_config(config(1))  # the actor runs another trial: a fresh model, built when first used
     assert t._runner is None and t.runner is not saved and t.runner.step == 0
@@ -157,8 +159,13 @@ def test_an_actor_resumes_a_stashed_runner_as_a_restore_from_disk_would(space, t
     from_disk = TrialRunner(space, seed=0, shared=t._shared, build=False)
     from_disk.restore(tmp_path / "a")
     from_disk.train(10)
-    for a, b in zip(t.runner.model.weights, from_disk.model.weights):
+    never_paused = TrialRunner(space, seed=0, shared=t._shared)
+    never_paused.apply((Mutation("dense_1", "low_rank", {"rank": 4}, None),))
+    for n in (30, 10, 10):
+        never_paused.train(n)
+    for a, b, c in zip(t.runner.model.weights, from_disk.model.weights, never_paused.model.weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-5)
     t.reset_config(config(0))
     t.load_checkpoint(str(tmp_path / "a"))  # taken once: now restored from disk
     assert t.runner is not saved and t.runner.step == 40 and t.runner.genome == from_disk.genome

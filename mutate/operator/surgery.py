@@ -185,11 +185,37 @@ def _retrace(model: keras.Model) -> None:
     _rebuild_optimizer(model)
 
 
+def optimizer_state(optimizer: Any) -> dict[str, Any]:
+    """An optimizer's variables as NumPy arrays, keyed by their path without the optimizer's own name (Keras
+    names instances ``adam``, ``adam_1``, ...): ``iteration``, ``learning_rate`` and one entry per slot, named
+    after the variable it belongs to (e.g. ``sequential_dense_1_kernel_momentum``)."""
+    return {_slot_key(v): keras.ops.convert_to_numpy(v) for v in optimizer.variables}
+
+
+def set_optimizer_state(optimizer: Any, state: Mapping[str, Any], skip: tuple[str, ...] = ()) -> int:
+    """Assign the entries of ``state`` (see `optimizer_state`) to a built optimizer's variables of the same
+    key and shape, except the keys in ``skip``; returns how many were assigned (the others keep their value:
+    zero for the slots of new variables)."""
+    done = 0
+    for v in optimizer.variables:
+        key = _slot_key(v)
+        value = state.get(key)
+        if key not in skip and value is not None and tuple(value.shape) == tuple(v.shape):
+            v.assign(value)
+            done += 1
+    return done
+
+
+def _slot_key(variable: Any) -> str:
+    path = str(getattr(variable, "path", variable.name))
+    return path.split("/", 1)[1] if "/" in path else path
+
+
 def _rebuild_optimizer(model: keras.Model) -> None:
     """A built optimizer holds state (moments, ...) for the trainable variables the model had; after surgery
     (A gone, factors added) saving it would write state that no longer matches, and Keras skips loading it
     with a warning. Replace it by the same optimizer (its config) built for the current trainable variables,
-    carrying over the state of the variables that stayed (matched by path and shape) and its iteration count.
+    carrying over the state of the variables that stayed (same key and shape) and its iteration count.
     An optimizer that cannot be rebuilt from its config is left as it is (recompiling replaces it anyway)."""
     opt = getattr(model, "optimizer", None)
     if opt is None or not getattr(opt, "built", False):
@@ -200,11 +226,7 @@ def _rebuild_optimizer(model: keras.Model) -> None:
         return
     with _variables_scope(model):
         new.build(model.trainable_variables)
-    old = {v.path: v for v in opt.variables}
-    for v in new.variables:
-        o = old.get(v.path)
-        if o is not None and tuple(o.shape) == tuple(v.shape):
-            v.assign(o)
+    set_optimizer_state(new, optimizer_state(opt))
     model.optimizer = new
 
 

@@ -47,8 +47,9 @@ class MutationTrainable(tune.Trainable):
     PBT pauses trials when the population outnumbers the slots, and an actor then switches between trials
     (``reuse_actors``). Restoring a checkpoint from disk rebuilds the model and retraces its training
     function (about a second for a small MLP); so an actor keeps the last `STASH` runners it saved before
-    switching, and a checkpoint whose token one of them holds resumes on it (optimizer state zeroed, as a
-    restore from disk leaves it; `tests/test_trial.py` checks both give the same weights).
+    switching, and a checkpoint whose token one of them holds resumes on it (its optimizer state as it was,
+    as a restore from disk restores it: checkpoints hold the optimizer's state; `tests/test_trial.py` checks
+    both give the same weights, and the weights of a run that never paused).
     """
 
     def setup(self, config: dict[str, Any]) -> None:
@@ -111,7 +112,7 @@ class MutationTrainable(tune.Trainable):
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.runner.save(checkpoint_dir, token=uuid.uuid4().hex)
+        self.runner.save(checkpoint_dir, token=uuid.uuid4().hex, optimizer=True)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         import json
@@ -123,7 +124,6 @@ class MutationTrainable(tune.Trainable):
 
             stashed.seed = int(self.config["member"]["seed"])
             keras.utils.set_random_seed(stashed.seed)
-            stashed.fresh_optimizer()
             self._runner = stashed
             return
         if self._runner is None:  # the model comes from the checkpoint: build none first

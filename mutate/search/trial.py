@@ -20,7 +20,8 @@ import numpy as np
 import mutate
 from mutate.search import builders
 from mutate.data import Dataset
-from mutate.operator.surgery import compressible, densify, splice_finished, walk, relative_path
+from mutate.operator.surgery import (compressible, densify, optimizer_state, relative_path, set_optimizer_state,
+                                     splice_finished, walk)
 from mutate.search.devices import make_strategy, scope, strategy_for
 from mutate.errors import NonFiniteLoss
 from mutate.search.genome import UNDO, Genome, Mutation, current, from_json, pending, summary, to_json
@@ -40,6 +41,10 @@ def split_validation(data: Dataset, seed: int, fraction: float = 0.1) -> tuple[n
     cut = max(1, int(round(fraction * len(order))))
     val, train = order[:cut], order[cut:]
     return data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val]
+
+
+OPTIMIZER_FILE = "optimizer.npz"
+"""A search checkpoint's optimizer state (`TrialRunner.save` with ``optimizer=True``)."""
 
 
 def budget_bytes(space: Space, dense_bytes: int) -> int:
@@ -282,16 +287,22 @@ class TrialRunner:
         return self._litert[key]
 
     # -- checkpoints ------------------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike[str], token: str | None = None) -> Path:
-        """Write ``model.keras`` and ``state.json`` into ``folder`` (each atomically); returns the model path.
-        ``token`` (stored in ``state.json`` and kept as ``self.token``) names this exact state: a search actor
-        that still holds this runner when the checkpoint is restored reuses it (`fresh_optimizer`)."""
+    def save(self, folder: str | os.PathLike[str], token: str | None = None, optimizer: bool = False) -> Path:
+        """Write ``model.keras`` and ``state.json`` into ``folder`` (each atomically), and with ``optimizer``
+        the optimizer's state (``optimizer.npz``: moments and iteration count, so a paused or cloned trial
+        trains on as if it had not stopped); returns the model path. ``token`` (stored in ``state.json`` and
+        kept as ``self.token``) names this exact state: a search actor that still holds this runner when the
+        checkpoint is restored reuses it."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "model.keras"
         tmp = folder / "model.tmp.keras"
         self.model.save(tmp)
         tmp.replace(path)
+        if optimizer and getattr(self.model.optimizer, "built", False):
+            with open(folder / "optimizer.tmp.npz", "wb") as f:  # in the optimizer's order (its variable paths
+                np.savez(f, *optimizer_state(self.model.optimizer).values())  # change when a model is loaded)
+            (folder / "optimizer.tmp.npz").replace(folder / OPTIMIZER_FILE)
         state = {"step": self.step, "genome": to_json(self.genome), "seed": self.seed,
                  "train_seconds": self.train_seconds, "rng": self._rng.bit_generator.state, "token": token}
         self.token = token
@@ -299,22 +310,23 @@ class TrialRunner:
         (folder / "state.tmp.json").replace(folder / "state.json")
         return path
 
-    def fresh_optimizer(self) -> None:
-        """Zero the optimizer's state (iteration count, moments), keeping its compiled training function: the
-        state `restore` leaves (a checkpoint holds no optimizer state; the space's optimizer starts afresh)."""
-        opt = self.model.optimizer
-        keep = {id(v) for v in (getattr(opt, "_learning_rate", None),) if isinstance(v, keras.Variable)}
-        for v in opt.variables:
-            if id(v) not in keep:
-                v.assign(keras.ops.zeros(v.shape, v.dtype))
-
     def restore(self, folder: str | os.PathLike[str]) -> None:
-        """Load a checkpoint written by `save` (possibly another trial's): architecture, weights and genome."""
+        """Load a checkpoint written by `save` (possibly another trial's): architecture, weights, genome, and
+        the optimizer's state when the checkpoint holds it (its learning rate is this runner's: PBT may have
+        perturbed it)."""
         folder = Path(folder)
         state = json.loads((folder / "state.json").read_text())
         with self.scope():
             self.model = keras.saving.load_model(folder / "model.keras", compile=False)
-            self._compile()  # the space's optimizer and learning rate win over the checkpoint's
+            self._compile()  # the space's optimizer, at this runner's learning rate
+            if (folder / OPTIMIZER_FILE).is_file():
+                opt = self.model.optimizer
+                opt.build(self.model.trainable_variables)
+                with np.load(folder / OPTIMIZER_FILE) as saved:
+                    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+                keys = list(optimizer_state(opt))
+                if [tuple(v.shape) for v in values] == [tuple(v.shape) for v in opt.variables]:
+                    set_optimizer_state(opt, dict(zip(keys, values)), skip=("learning_rate",))
         self.step, self.genome = int(state["step"]), from_json(state["genome"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         if "rng" in state:
