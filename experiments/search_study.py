@@ -128,7 +128,7 @@ def plot(summary: list[dict[str, object]], path: Path) -> None:
         lo = [m - float(s["winner_test_min"]) for m, s in zip(means, rows)]
         hi = [float(s["winner_test_max"]) - m for m, s in zip(means, rows)]
         ax.bar(xs, means, yerr=[lo, hi], capsize=4,
-               color=["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"][:len(rows)])
+               color=["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"][:len(rows)])
         ax.set_xticks(list(xs), [f"{str(s['strategy']).replace('_', chr(10), 1)}\n({s['in_budget']}/{s['runs']} fit)"
                                  for s in rows], fontsize=7)
         if means:
