@@ -14,7 +14,8 @@ runs ``mutate search`` once per strategy with the same population, steps and see
 - ``random``: whole random genomes at random steps;
 - ``pbt_random_start`` (on request): PBT whose first population is one random mutation per trial;
 - ``pbt_fixed_lr`` (on request): PBT whose explore does not perturb the learning rate;
-- ``pbt_niches`` (on request): PBT with ``search.budget_fractions: [1.0, 0.5, 0.25]``.
+- ``pbt_niches`` / ``pbt_one_niche`` (on request): PBT with ``search.budget_fractions`` ``[1.0, 0.5, 0.25]`` /
+  ``[1.0]`` (the default ``auto`` is the first for populations of 8 or more).
 
 Per run: the **validation**-selected winner (the front point with the best validation accuracy within the
 budget), its **test** accuracy (evaluated once, after the search) and size; the hypervolume of the
@@ -41,14 +42,17 @@ sys.path.insert(0, str(ROOT))
 from mutate import load_run  # noqa: E402
 from mutate.results.runs import read_timing  # noqa: E402
 
-STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr", "pbt_niches")
+STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr", "pbt_niches",
+              "pbt_one_niche")
 VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
             "pbt_fixed_lr": ("pbt", ["search.learning_rate_factors=[]"]),
-            "pbt_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5, 0.25]"])}
+            "pbt_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5, 0.25]"]),
+            "pbt_one_niche": ("pbt", ["search.budget_fractions=[1.0]"])}
 """Study labels that run a strategy with other settings: PBT whose first population is one random mutation
 per trial (the question: does seeding PBT with greedy's solutions help?); PBT whose explore leaves the
-learning rate alone (does perturbing it help?); PBT with niches at 1/2 and 1/4 of the budget (does covering
-the front below the budget give the largest hypervolume, and at what cost at the budget?)."""
+learning rate alone (does perturbing it help?); PBT with niches at 1/2 and 1/4 of the budget, and PBT with
+the budget's niche only (does covering the front below the budget give the largest hypervolume, and at what
+cost at the budget? ``auto``, the default, is the first for populations of 8 or more)."""
 SPACES = ("digits_mlp", "fashion_mlp", "fashion_cnn")
 FIELDS = ["space", "seed", "strategy", "run_dir", "points", "winner_val", "winner_test", "winner_ratio",
           "winner_genome", "test_hypervolume", "val_hypervolume", "wall_s", "overhead_pct"]

@@ -62,6 +62,9 @@ def test_defaults_and_relative_storage(tmp_path):
     (lambda d: d.pop("budget"), "budget", "missing required section"),
     (lambda d: d["search"].update(learning_rate_factors=[0.8, 0]), "search.learning_rate_factors", "[0.8, 0]"),
     (lambda d: d["search"].update(learning_rate_factors=1.2), "search.learning_rate_factors", "1.2"),
+    (lambda d: d["search"].update(budget_fractions=[1.0, 1.5]), "search.budget_fractions", "1.5"),
+    (lambda d: d["search"].update(budget_fractions=[1.0, 0.5, 0.25], population=2), "search.budget_fractions",
+     "at most search.population (2) niches"),
 ])
 def test_errors_name_file_key_and_value(tmp_path, mutate_data, key, fragment):
     data = base()
@@ -142,3 +145,15 @@ def test_missing_data_file(tmp_path):
     s = load(tmp_path, base(), ["data.name=fashion_mnist", f"data.data_dir={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="s.yaml: data.name: fashion_mnist: .*lacks train-images"):
         driver.prepare(s)
+
+
+@pytest.mark.parametrize("population, fractions", [(8, [1.0, 0.5, 0.25]), (12, [1.0, 0.5, 0.25]), (7, [1.0]),
+                                                    (4, [1.0])])
+def test_budget_fractions_auto_adds_niches_to_pbt_populations_of_eight_or_more(tmp_path, population, fractions):
+    data = base()
+    data["search"].update(population=population)
+    assert load(tmp_path, data).search["budget_fractions"] == fractions
+    data["search"].update(strategy="greedy")
+    assert load(tmp_path, data).search["budget_fractions"] == [1.0]  # greedy: niches only when listed
+    data["search"].update(budget_fractions=[0.5])
+    assert load(tmp_path, data).search["budget_fractions"] == [1.0, 0.5]  # the budget's own niche is always kept

@@ -81,7 +81,10 @@ _MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 
 _BUDGET = {"bytes": None, "ratio": None, "unit": "stored"}
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
            "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True,
-           "learning_rate_factors": [0.8, 1.25], "budget_fractions": [1.0]}
+           "learning_rate_factors": [0.8, 1.25], "budget_fractions": "auto"}
+AUTO_FRACTIONS = [1.0, 0.5, 0.25]
+"""``search.budget_fractions: auto``: these niches for pbt when the population has at least 8 members, else one
+(greedy takes niches only when they are listed)."""
 _RESOURCES = {"cpus": 1, "gpus": 0, "tpu": 0}
 _RAY = {"address": None, "dashboard": False}
 
@@ -204,9 +207,11 @@ def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
         raise c.fail("search.learning_rate_factors", "a list of numbers > 0 (empty: keep the learning rate)", f)
     s["learning_rate_factors"] = [float(x) for x in f]
     f = s["budget_fractions"]
+    if f == "auto":  # pbt: niches where each smaller one gets 2 members and half the population stays at the budget
+        f = AUTO_FRACTIONS if s["strategy"] == "pbt" and s["population"] >= 2 * len(AUTO_FRACTIONS) + 2 else [1.0]
     if not isinstance(f, list) or not f or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                    and 0 < x <= 1 for x in f):
-        raise c.fail("search.budget_fractions", "a non-empty list of numbers in (0, 1]", f)
+        raise c.fail("search.budget_fractions", "auto, or a non-empty list of numbers in (0, 1]", f)
     s["budget_fractions"] = sorted({float(x) for x in f} | {1.0}, reverse=True)
     if s["population"] < len(s["budget_fractions"]):
         raise c.fail("search.budget_fractions", f"at most search.population ({s['population']}) niches, 1.0 "
