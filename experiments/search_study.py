@@ -43,11 +43,12 @@ from mutate import load_run  # noqa: E402
 from mutate.results.runs import read_timing  # noqa: E402
 
 STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr", "pbt_niches",
-              "pbt_one_niche")
+              "pbt_one_niche", "pbt_two_niches")
 VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
             "pbt_fixed_lr": ("pbt", ["search.learning_rate_factors=[]"]),
             "pbt_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5, 0.25]"]),
-            "pbt_one_niche": ("pbt", ["search.budget_fractions=[1.0]"])}
+            "pbt_one_niche": ("pbt", ["search.budget_fractions=[1.0]"]),
+            "pbt_two_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5]"])}
 """Study labels that run a strategy with other settings: PBT whose first population is one random mutation
 per trial (the question: does seeding PBT with greedy's solutions help?); PBT whose explore leaves the
 learning rate alone (does perturbing it help?); PBT with niches at 1/2 and 1/4 of the budget, and PBT with
