@@ -189,7 +189,12 @@ def optimizer_state(optimizer: Any) -> dict[str, Any]:
     """An optimizer's variables as NumPy arrays, keyed by their path without the optimizer's own name (Keras
     names instances ``adam``, ``adam_1``, ...): ``iteration``, ``learning_rate`` and one entry per slot, named
     after the variable it belongs to (e.g. ``sequential_dense_1_kernel_momentum``)."""
-    return {_slot_key(v): keras.ops.convert_to_numpy(v) for v in optimizer.variables}
+    return {k: keras.ops.convert_to_numpy(v) for k, v in zip(slot_keys(optimizer), optimizer.variables)}
+
+
+def slot_keys(optimizer: Any) -> list[str]:
+    """The keys `optimizer_state` gives an optimizer's variables, in the optimizer's order."""
+    return [_slot_key(v) for v in optimizer.variables]
 
 
 def set_optimizer_state(optimizer: Any, state: Mapping[str, Any], skip: tuple[str, ...] = ()) -> int:

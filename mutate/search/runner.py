@@ -96,7 +96,7 @@ class MutationTrainable(tune.Trainable):
         try:
             member = self.config["member"]
             self.runner.set_learning_rate(member.get("learning_rate", t["learning_rate"]))
-            self.runner.fraction = float(member.get("fraction", 1.0))
+            self.runner.fraction = _fraction(self.config)
             self.runner.apply(from_json(member["genome"]))
             self.runner.train(t["report_every"])
             result = self.runner.measure()
@@ -312,8 +312,9 @@ def _members(space: Space, strategy: Strategy) -> list[dict[str, Any]]:
              "fraction": f} for i, (g, f) in enumerate(zip(genomes, fractions))]
 
 
-def _fraction(trial: Any) -> float:
-    return float(((trial.config or {}).get("member") or {}).get("fraction", 1.0))
+def _fraction(config: dict[str, Any] | None) -> float:
+    """A trial config's niche (``member.fraction``; 1.0 in runs recorded before niches)."""
+    return float(((config or {}).get("member") or {}).get("fraction", 1.0))
 
 
 class NichedPBT(PopulationBasedTraining):
@@ -324,7 +325,7 @@ class NichedPBT(PopulationBasedTraining):
     _niche: float | None = None
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        self._niche = _fraction(trial)
+        self._niche = _fraction(trial.config)
         try:
             return super().on_trial_result(tune_controller, trial, result)
         finally:
@@ -334,7 +335,7 @@ class NichedPBT(PopulationBasedTraining):
         if self._niche is None:
             return super()._quantiles()
         everyone = self._trial_state
-        self._trial_state = {t: st for t, st in everyone.items() if _fraction(t) == self._niche}
+        self._trial_state = {t: st for t, st in everyone.items() if _fraction(t.config) == self._niche}
         try:
             return super()._quantiles()
         finally:
@@ -349,7 +350,7 @@ def _explore(config: dict[str, Any]) -> dict[str, Any]:
         return config
     member = config["member"]
     genome = from_json(member["genome"])
-    proposal = strategy.propose(genome, float(member.get("fraction", 1.0)))
+    proposal = strategy.propose(genome, _fraction(config))
     if proposal is not None:
         member = {**member, "genome": to_json((*genome, proposal))}
     if "learning_rate" in member:  # members of runs recorded before the rate was perturbed have none

@@ -78,18 +78,17 @@ class Strategy(abc.ABC):
         name: the ``search.strategy`` value.
         explores: True when the runner should explore with PBT (`propose` is called on exploits).
         needs_metrics: True when the sensitivity table must hold measured metrics, not only sizes.
+        niched: True when the strategy aims members at ``budget_fractions`` (see `fractions`).
     """
 
     name: ClassVar[str] = ""
     explores: ClassVar[bool] = False
     needs_metrics: ClassVar[bool] = False
+    niched: ClassVar[bool] = False
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rng = random.Random(f"{self.name}-{ctx.seed}")
-
-    niched: ClassVar[bool] = False
-    """True when the strategy aims members at ``budget_fractions`` (see `fractions`)."""
 
     def fractions(self, count: int) -> list[float]:
         """Each member's niche, as a fraction of the budget: ``count // len(budget_fractions)`` members per

@@ -21,7 +21,7 @@ import mutate
 from mutate.search import builders
 from mutate.data import Dataset
 from mutate.operator.surgery import (compressible, densify, optimizer_state, relative_path, set_optimizer_state,
-                                     splice_finished, walk)
+                                     slot_keys, splice_finished, walk)
 from mutate.search.devices import make_strategy, scope, strategy_for
 from mutate.errors import NonFiniteLoss
 from mutate.search.genome import UNDO, Genome, Mutation, current, from_json, pending, summary, to_json
@@ -324,9 +324,8 @@ class TrialRunner:
                 opt.build(self.model.trainable_variables)
                 with np.load(folder / OPTIMIZER_FILE) as saved:
                     values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-                keys = list(optimizer_state(opt))
                 if [tuple(v.shape) for v in values] == [tuple(v.shape) for v in opt.variables]:
-                    set_optimizer_state(opt, dict(zip(keys, values)), skip=("learning_rate",))
+                    set_optimizer_state(opt, dict(zip(slot_keys(opt), values)), skip=("learning_rate",))
         self.step, self.genome = int(state["step"]), from_json(state["genome"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         if "rng" in state:
