@@ -48,6 +48,9 @@ def test_search_reports_every_point_and_prints_the_front(finished):
         assert 0 < p["ratio"] <= 3 and 0 <= p["val_accuracy"] <= 1
         assert "accuracy" not in p, "no test evaluation per report"
     assert any(p["genome"] for p in points), "no mutation was ever spliced in"
+    # population 2 on 2 slots: an exploit pauses a trial with none waiting; its actor is kept for it (reused),
+    # never stopped and replaced by a new process (runner._PopulationVariants)
+    assert len({p["pid"] for p in points}) == 2, sorted({p["pid"] for p in points})
     # lean: only the validation front keeps its model checkpoint, and only it was evaluated on the test set
     front = json.loads((run_dir / "pareto.json").read_text())["front"]
     kept = {str(f.relative_to(run_dir)) for f in (run_dir / "models").glob("*/step_*")}
@@ -135,6 +138,19 @@ def test_sigkilled_driver_resumes_and_keeps_every_point(tmp_path):
         last[p["trial"]] = max(last.get(p["trial"], 0), p["step"])
     assert set(last.values()) == {300}, "every trial finished"
     assert "on the front" in res.stdout
+
+
+def test_pbt_with_room_for_every_trial_keeps_one_actor_per_trial_and_never_swaps(tmp_path):
+    """Population 2 on 2 CPUs (tests/actor_reuse_probe.py, a pure-Python trainable): member 0 exploits member 1
+    again and again. Plain Tune PBT makes a running trial yield its slot whenever another is paused (the
+    exploited one restarting), which swaps actors (9-11 own-checkpoint resumes per run here, and some runs
+    ran both trials on one actor); the runner's scheduler never yields when every trial has room, and an
+    exploited trial restarts on its own actor."""
+    res = subprocess.run([sys.executable, str(ROOT / "tests" / "actor_reuse_probe.py"), str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["exploits"] >= 1 and out["resumes"] == 0 and len(out["pids"]) == 2, out
 
 
 def test_seeded_random_strategy_with_one_trial_is_reproducible(tmp_path):
