@@ -15,7 +15,8 @@ runs ``mutate search`` once per strategy with the same population, steps and see
 - ``pbt_random_start`` (on request): PBT whose first population is one random mutation per trial;
 - ``pbt_fixed_lr`` (on request): PBT whose explore does not perturb the learning rate;
 - ``pbt_niches`` / ``pbt_one_niche`` (on request): PBT with ``search.budget_fractions`` ``[1.0, 0.5, 0.25]`` /
-  ``[1.0]`` (the default ``auto`` is the first for populations of 8 or more).
+  ``[1.0]`` (the default ``auto`` is the first for populations of 8 or more);
+- ``pbt_no_hedge`` (on request): PBT seeded with greedy's top solutions only (``search.hedge: false``).
 
 Per run: the **validation**-selected winner (the front point with the best validation accuracy within the
 budget), its **test** accuracy (evaluated once, after the search) and size; the hypervolume of the
@@ -43,8 +44,9 @@ from mutate import load_run  # noqa: E402
 from mutate.results.runs import read_timing  # noqa: E402
 
 STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr", "pbt_niches",
-              "pbt_one_niche", "pbt_two_niches")
+              "pbt_one_niche", "pbt_two_niches", "pbt_no_hedge")
 VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
+            "pbt_no_hedge": ("pbt", ["search.hedge=false"]),
             "pbt_fixed_lr": ("pbt", ["search.learning_rate_factors=[]"]),
             "pbt_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5, 0.25]"]),
             "pbt_one_niche": ("pbt", ["search.budget_fractions=[1.0]"]),

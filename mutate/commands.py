@@ -185,7 +185,7 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
     ctx = strategies.Context(operators=mut["operators"], allowed=allowed, budget=budget, table=table,
                              max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],
                              steps=space.training["steps"], window=mut["window"], seed=s["seed"],
-                             seed_greedy=s["seed_greedy"], learning_rate_factors=tuple(s["learning_rate_factors"]),
+                             seed_greedy=s["seed_greedy"], hedge=s["hedge"], learning_rate_factors=tuple(s["learning_rate_factors"]),
                              budget_fractions=tuple(s["budget_fractions"]))
     return cls(ctx)
 

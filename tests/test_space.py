@@ -62,6 +62,8 @@ def test_defaults_and_relative_storage(tmp_path):
     (lambda d: d.pop("budget"), "budget", "missing required section"),
     (lambda d: d["search"].update(learning_rate_factors=[0.8, 0]), "search.learning_rate_factors", "[0.8, 0]"),
     (lambda d: d["search"].update(learning_rate_factors=1.2), "search.learning_rate_factors", "1.2"),
+    (lambda d: d["search"].update(hedge="yes"), "search.hedge", "yes"),
+    (lambda d: d["search"].update(seed_greedy=1), "search.seed_greedy", "1"),
     (lambda d: d["search"].update(budget_fractions=[1.0, 1.5]), "search.budget_fractions", "1.5"),
     (lambda d: d["search"].update(budget_fractions=[1.0, 0.5, 0.25], population=2), "search.budget_fractions",
      "at most search.population (2) niches"),

@@ -6,7 +6,8 @@ import pytest
 
 from mutate.search import policy
 from mutate.search.genome import Mutation, current
-from mutate.search.strategies import EPSILON, Context, Greedy, PBT, Uniform, greedy_solutions, make, settled
+from mutate.search.strategies import (EPSILON, Context, Greedy, PBT, Uniform, greedy_solutions, hedged_solutions,
+                                      make, settled)
 from mutate.search.table import Entry, Table
 
 OPS = {"low_rank": {"rank": [32, 16, 8]}, "pruning": {"sparsity": [0.5, 0.9]}}
@@ -102,9 +103,31 @@ def test_greedy_population_and_pbt_seeding():
     c = ctx(6_000)
     pop = Greedy(c).initial(6)
     assert all(c.table.predicted_bytes(g) <= 6_000 and all(m.step == 100 for m in g) for g in pop)
-    assert PBT(c).initial(3) == pop[:3]
+    assert PBT(ctx(6_000, hedge=False)).initial(3) == pop[:3]
+    hedged = PBT(c).initial(3)
+    assert hedged[0] == pop[0] and hedged[2] == pop[1]
+    assert {m.operator for m in hedged[1] if m.layer == "b"} == {"pruning"}  # b: low-rank in pop[0]
     unseeded = PBT(ctx(6_000, seed_greedy=False)).initial(3)
     assert all(len(g) == 1 for g in unseeded)
+
+
+def test_hedged_solutions_alternate_greedys_best_with_other_operators_on_the_largest_layer():
+    t = table()  # b saves the most (scale 2)
+    for budget in (4_000, 6_000, 7_000):
+        best = greedy_solutions(t, ALLOWED, budget, 6)
+        hedged = hedged_solutions(t, ALLOWED, budget, 6)
+        assert hedged[0] == best[0] and len(hedged) == 6
+        assert all(t.predicted_bytes(g) <= budget for g in hedged)
+        keys = [tuple(sorted((m.layer, m.operator, str(m.params)) for m in g)) for g in hedged]
+        assert len(set(keys)) == len(keys)
+        on_b = [{m.operator for m in g if m.layer == "b"} for g in hedged]
+        assert on_b[1] and on_b[1].isdisjoint(on_b[0]), on_b  # the second member switches b's operator
+        # the alternative is the cheapest genome with that operator on b
+        alt = greedy_solutions(t, {**ALLOWED, "b": sorted(on_b[1])}, budget, 1)[0]
+        assert hedged[1] == alt
+        order = [best.index(g) for g in hedged[0::2]]  # greedy's turns: its solutions in its order
+        assert order == sorted(order) and order[0] == 0
+    assert hedged_solutions(t, ALLOWED, 6_000, 1) == greedy_solutions(t, ALLOWED, 6_000, 1)
 
 
 def test_uniform_deals_only_combinations_that_fit():
@@ -192,7 +215,7 @@ def test_niches_split_the_population_and_each_niche_starts_under_its_own_target(
     assert pbt.fractions(8) == [1.0, 1.0, 1.0, 1.0, 0.6, 0.6, 0.4, 0.4]
     assert Uniform(c).fractions(8) == [1.0] * 8  # strategies that ignore the budget have one niche
     pop = pbt.initial(8)
-    assert pop == Greedy(c).initial(8)
+    assert PBT(ctx(6_000, budget_fractions=(0.4, 1.0, 0.6), hedge=False)).initial(8) == Greedy(c).initial(8)
     for g, f in zip(pop, pbt.fractions(8)):
         assert c.table.predicted_bytes(g) <= pbt.target(f)
     assert c.table.predicted_bytes(pop[-1]) < c.table.predicted_bytes(pop[0])

@@ -80,7 +80,7 @@ _MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 
               "refresh": True, "max_mutations": 8}
 _BUDGET = {"bytes": None, "ratio": None, "unit": "stored"}
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
-           "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True,
+           "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True, "hedge": True,
            "learning_rate_factors": [0.8, 1.25], "budget_fractions": "auto"}
 AUTO_FRACTIONS = [1.0, 0.5, 0.25]
 """``search.budget_fractions: auto``: these niches for pbt when the population has at least 8 members, else one
@@ -199,8 +199,9 @@ def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
     c.num(s["time_budget_s"], "search.time_budget_s", 0, math.inf, open_low=True, optional=True)
     c.int_(s["seed"], "search.seed", 0)
     c.int_(s["max_failures"], "search.max_failures", 0)
-    if not isinstance(s["seed_greedy"], bool):
-        raise c.fail("search.seed_greedy", "true or false", s["seed_greedy"])
+    for key in ("seed_greedy", "hedge"):
+        if not isinstance(s[key], bool):
+            raise c.fail(f"search.{key}", "true or false", s[key])
     f = s["learning_rate_factors"]
     if not isinstance(f, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                           and math.isfinite(x) and x > 0 for x in f):
