@@ -403,10 +403,11 @@ class _PopulationVariants(BasicVariantGenerator):
     to start, or a search algorithm that is not finished. A grid is finished once every member has been
     created, so a PBT exploit with no trial waiting for a slot (population <= slots: every exploit), or two
     trials pausing at once, stopped an actor, and the paused trial started a new one (a process, the
-    TensorFlow import, a model build: ~6 s here); measured on digits_mlp with population 2 on 2 slots, and
-    in 4 of 11 runs of the README job the search then ran on one actor for the rest of the run (each new
-    actor was replaced by a reused one before it started). Reporting "not finished" while `NichedPBT`
-    knows a paused trial will resume keeps the actor in Tune's cache until that trial takes it."""
+    TensorFlow import, a model build: ~6 s here), and some runs of the README job then ran on one actor to
+    the end (each new actor was replaced by a reused one before it started). Reporting "not finished" while
+    `NichedPBT` knows a paused trial will resume keeps the actor in Tune's cache until that trial takes it
+    (with the no-yield rule of `NichedPBT.on_trial_result`: digits_mlp, population 2 on 2 CPUs, 45-49 s ->
+    26-28 s; experiments/README.md, bench_search_overhead)."""
 
     def is_finished(self) -> bool:
         pbt = _PBT[0]
