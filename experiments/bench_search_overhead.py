@@ -41,8 +41,8 @@ def run(steps: int) -> str:
 
 def analyse(run_dir: Path, slow: float = 0.6) -> str:
     """Where a finished run's time went, from its points.jsonl: reports slower than ``slow`` seconds (a
-    retrace after a mutation, splice or exploit), when the first report arrived, and the slot-seconds no
-    trial was computing (two slots)."""
+    retrace after a mutation, splice or exploit), when the first report arrived, the slot-seconds no
+    trial was computing (two slots), and how many actor processes reported."""
     import json
 
     import numpy as np
@@ -55,9 +55,11 @@ def analyse(run_dir: Path, slow: float = 0.6) -> str:
     for a, b in zip(end - t, end):
         busy[(grid >= a) & (grid < b)] += 1
     idle = float(((2 - np.minimum(busy, 2)) * 0.1).sum())
+    pids = {r["pid"] for r in rows if "pid" in r}  # points record their actor's pid since this session
+    actors = f"; {len(pids)} actor process(es)" if pids else ""
     return (f"{run_dir.name}: {len(rows)} reports, {int((t > slow).sum())} over {slow} s ({t[t > slow].sum():.0f} of "
             f"{t.sum():.0f} s of compute); first report at {end.min():.1f} s; {idle:.0f} idle slot-seconds of "
-            f"{2 * end.max():.0f}")
+            f"{2 * end.max():.0f}{actors}")
 
 
 def main() -> None:
