@@ -177,17 +177,12 @@ def hedged_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
             alts.append(sols[0])
     alts.sort(key=table.predicted_cost)
     out: list[Genome] = []
-    seen: set[str] = set()
     queues = [list(best), alts]
-    turn = 0
     while len(out) < count and any(queues):
-        q = queues[turn % 2] or queues[(turn + 1) % 2]
+        q = queues[len(out) % 2] or queues[(len(out) + 1) % 2]
         g = q.pop(0)
-        key = repr(sorted((m.layer, m.operator, sorted(m.params.items())) for m in g))
-        if key not in seen:
-            seen.add(key)
+        if g not in out:  # the knapsack lists a genome's mutations in table order: equal genomes compare equal
             out.append(g)
-            turn += 1
     return out
 
 
