@@ -5,6 +5,7 @@ optionally steps_per_execution > 1) -> strip -> save -> load, from fixed weights
 import json
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
@@ -23,12 +24,15 @@ def main(begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
         w.assign(rng.normal(scale=0.3, size=tuple(w.shape)).astype("float32"))
     params = {"low_rank": {"rank": 4}, "pruning": {"sparsity": 0.8}, "kmeans": {"k": 8}}[operator]
     sched = mutate.Schedule(begin_step=begin, end_step=begin + 4 * frequency, frequency=frequency)
-    cm = mutate.compress(model, {"d1": (operator, params)}, sched, refresh=True)
-    cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-               steps_per_execution=spe)
-    cm.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+    with warnings.catch_warnings(record=True) as seen:  # e.g. JAX truncating an int64 variable without x64
+        warnings.simplefilter("always")
+        cm = mutate.compress(model, {"d1": (operator, params)}, sched, refresh=True)
+        cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   steps_per_execution=spe)
+        cm.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
     layer = mutate.kernel(cm, "d1").compression
-    out = {"backend": keras.backend.backend(), "step": layer.current_step(), "alpha": layer.current_alpha()}
+    out = {"backend": keras.backend.backend(), "step": layer.current_step(), "alpha": layer.current_alpha(),
+           "dtype_truncated": [str(w.message)[:200] for w in seen if "truncated to dtype" in str(w.message)]}
     spliced = mutate.strip(cm)
     pred = spliced.predict(x[:64], verbose=0)
     with tempfile.TemporaryDirectory() as d:

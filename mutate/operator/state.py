@@ -24,10 +24,20 @@ _MISSING_CALLBACK = ("layer {name!r} is being trained without mutate.Compression
                      "callbacks=[mutate.CompressionCallback()] to fit() so its alpha schedule advances.")
 
 
+def _step_dtype() -> str:
+    """int64, or int32 on JAX without ``jax_enable_x64`` (which would truncate int64 with a warning)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "int32"
+    return "int64"
+
+
 class KernelState(keras.layers.Layer):
     """The blend (or spliced) state of one kernel.
 
-    Blending variables (non-trainable unless a factor): ``alpha`` (float32), ``step`` (int64, batches seen
+    Blending variables (non-trainable unless a factor): ``alpha`` (float32), ``step`` (int64; int32 on JAX without x64; batches seen
     since compression, counted in the graph), ``factored`` (int32, 1 once factors exist), ``driven`` (int32,
     1 while a CompressionCallback drives it), ``factor_<name>`` shaped by ``operator.specs(m, n)``, and a
     ``saliency`` when the operator uses one. Spliced: ``packed_<name>`` shaped by
@@ -77,7 +87,7 @@ class KernelState(keras.layers.Layer):
     def _build_blend(self) -> None:
         m, n = self.matrix_shape()
         self.alpha = self.add_weight(name="alpha", shape=(), initializer="ones", trainable=False, dtype="float32")
-        self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+        self.step = self.add_weight(name="step", shape=(), dtype=_step_dtype(), initializer="zeros", trainable=False,
                                     aggregation="only_first_replica")
         self.factored = self.add_weight(name="factored", shape=(), dtype="int32", initializer="zeros",
                                         trainable=False)
