@@ -29,8 +29,27 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.packbits(b, bitorder="little")
 
 
+class Decoded:
+    """A packed integer array whose codes a spliced layer decoded once and holds, so that its calls skip the
+    unpacking (`mutate.operator.state.KernelState`): `unpack_codes` returns ``codes`` as they are. With
+    ``codes`` None it decodes ``packed`` and keeps the codes and their width, which is how the layer learns
+    what to hold."""
+
+    def __init__(self, packed: Any, codes: Any = None, extra: dict[str, Any] | None = None) -> None:
+        self.packed, self.codes, self.bits = packed, codes, 0
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    def held(self, name: str, compute: Any) -> Any:
+        """An array derived from the codes alone (a mask's kept positions), held with them: ``compute()``
+        (NumPy, run eagerly when the layer decodes, and of the same shape for any codes) the first time."""
+        if name not in self.extra:
+            self.extra[name] = compute()
+        return self.extra[name]
+
+
 def unpack_codes(packed: Any, count: int, bits: int) -> Any:
-    """Inverse of `pack_codes` in Keras ops: a uint8 tensor -> int32 tensor of shape (count,).
+    """Inverse of `pack_codes` in Keras ops: a uint8 tensor -> int32 tensor of shape (count,); a `Decoded`
+    array gives its held codes.
 
     Bits are read with floor division and modulo by powers of two rather than shifts and masks: the
     values are non-negative, so both give the same codes, and TensorFlow Lite has builtin kernels for
@@ -38,6 +57,10 @@ def unpack_codes(packed: Any, count: int, bits: int) -> Any:
     """
     from keras import ops
 
+    if isinstance(packed, Decoded):
+        if packed.codes is None:
+            packed.codes, packed.bits = unpack_codes(packed.packed, count, bits), bits
+        return packed.codes
     byte = ops.cast(packed, "int32")
     if 8 % bits == 0:  # 1, 2, 4 or 8 bits: codes never straddle a byte
         if bits == 8:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from operators._base import Compressor, FactorSpec, Factors, check_fraction
-from operators._bits import pack_codes, packed_bytes, unpack_codes
+from operators._bits import Decoded, pack_codes, packed_bytes, unpack_codes
 from operators._registry import register
 
 
@@ -82,8 +82,14 @@ class Pruning(Compressor):
         from keras import ops
 
         mask = unpack_codes(packed["bitmask"], m * n, 1)
-        return {"values": ops.reshape(scatter_kept(mask, packed["values"]), (m, n)),
-                "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
+        bitmask, values = packed["bitmask"], packed["values"]
+        if isinstance(bitmask, Decoded):  # a spliced layer's call: the kept positions are held (`kept_positions`)
+            keep = int(values.shape[0])
+            pos = bitmask.held("kept", lambda: kept_positions(ops.convert_to_numpy(mask), keep))
+            flat = ops.scatter(ops.expand_dims(ops.cast(pos, "int32"), 1), values, (m * n,))
+        else:
+            flat = scatter_kept(mask, values)
+        return {"values": ops.reshape(flat, (m, n)), "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
 
     # -- in a stack: the kept values as a vector (keep,) that the next stage compresses --------------------
     stack_inputs = ("values",)
@@ -101,6 +107,10 @@ class Pruning(Compressor):
 
         mask = factors["mask"]  # values may come as (kept, 1): the product of a next stage
         values = ops.reshape(factors["values"], (-1,))
+        if "kept" in factors:  # held by a spliced layer (`stack_unpack`)
+            m, n = (int(d) for d in mask.shape)
+            return ops.reshape(ops.scatter(ops.expand_dims(ops.cast(factors["kept"], "int32"), 1), values, (m * n,)),
+                               (m, n))
         return ops.reshape(scatter_kept(ops.reshape(mask, (-1,)), values), ops.shape(mask))
 
     def stack_pack(self, factors: Factors) -> Factors:
@@ -112,13 +122,28 @@ class Pruning(Compressor):
     def stack_unpack(self, packed: Mapping[str, Any], m: int, n: int) -> dict[str, Any]:
         from keras import ops
 
-        out = {"mask": ops.reshape(ops.cast(unpack_codes(packed["bitmask"], m * n, 1), "float32"), (m, n))}
+        mask = unpack_codes(packed["bitmask"], m * n, 1)
+        out = {"mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
+        if isinstance(packed["bitmask"], Decoded):  # a spliced layer's call: the kept positions are held
+            keep = kept_count(m, n, float(self.sparsity))
+            out["kept"] = packed["bitmask"].held("kept", lambda: kept_positions(ops.convert_to_numpy(mask), keep))
         if "values" in packed:
             out["values"] = packed["values"]
         return out
 
     def streams(self, factors: Factors) -> dict[str, tuple[np.ndarray, int]]:
         return {"bitmask": (factors["mask"].ravel() > 0, 2)}
+
+
+def kept_positions(mask: np.ndarray, keep: int) -> np.ndarray:
+    """The flat positions of the first ``keep`` non-zeros of ``mask`` (int32, zero-padded to ``keep``): with
+    them a spliced layer's call scatters its kept values (a scatter forward, a gather of ``keep`` gradients
+    back) instead of the cumulative sum and full-size gather of `scatter_kept` (2.3 ms and ~1 ms for 784x300
+    on this CPU, against ~0.3 ms)."""
+    out = np.zeros(keep, np.int32)
+    pos = np.flatnonzero(np.asarray(mask).ravel())[:keep]
+    out[: len(pos)] = pos
+    return out
 
 
 def scatter_kept(mask: Any, values: Any) -> Any:

@@ -277,3 +277,43 @@ def test_one_adam_step_moves_a_shared_factor_by_one_learning_rate(operator, para
     c.fit(x, y, batch_size=32, verbose=0, callbacks=[mutate.CompressionCallback()])
     step = np.abs(variable.numpy() - before).max()
     assert 0 < step <= 2e-3, f"{factor} moved {step / 1e-3:.1f} learning rates in one Adam step"
+
+
+@pytest.mark.parametrize("operator, params", [("pruning", {"sparsity": 0.8}), ("kmeans", {"k": 4}),
+                                              ("simhash", {"rank": 32}), ("dictionary", {"atoms": 8, "n_nonzero": 2}),
+                                              ("pruning+kmeans", {"sparsity": 0.8, "k": 4})])
+def test_a_spliced_layer_trains_on_held_codes_exactly_as_on_its_packed_arrays(operator, params, tmp_path):
+    """A spliced layer decodes its bit-packed arrays once and holds the codes (and pruning's kept positions),
+    instead of unpacking them on every call: the product and the gradients of its float arrays are those of
+    the unpacked packed arrays; the held copies are neither stored in a file nor counted, and come back
+    when the model is loaded."""
+    import tensorflow as tf
+
+    x, y = data()
+    model = compile_(mutate.compress(mlp((16, 64, 48, 5)), {"dense_1": (operator, params)}, mutate.Schedule(0, 3, 1)))
+    fit(model, x, y, epochs=1)
+    mutate.strip(model)
+    st = state(model, "dense_1")
+    assert st.decoded and all(v.path.split("/")[-1].startswith("decoded_") for v in st.decoded.values())
+    m, n = st.matrix_shape()
+    floats = [v for v in st.packed.values() if v.trainable]
+    xs = tf.constant(np.random.default_rng(1).normal(size=(32, m)).astype("float32"))
+    products = []
+    for held in (True, False):
+        with tf.GradientTape() as tape:
+            factors = st.factor_tensors() if held else {**st._generated, **st.compressor.unpack(dict(st.packed), m, n)}
+            product = keras.ops.convert_to_tensor(st.compressor.product(factors))
+            loss = tf.reduce_sum(tf.sin(tf.matmul(xs, product)))
+        products.append((product.numpy(), [g.numpy() for g in tape.gradient(loss, [v.value for v in floats])]))
+    np.testing.assert_array_equal(products[0][0], products[1][0])
+    for held_grad, unpacked_grad in zip(products[0][1], products[1][1]):
+        np.testing.assert_allclose(held_grad, unpacked_grad, rtol=1e-5, atol=1e-6)
+    store: dict = {}
+    st.save_own_variables(store)
+    assert len([k for k in store if "." not in k]) == len(st.stored_weights) == len(st.weights) - len(st.decoded)
+    claimed = st.compressor.size_bits(st.factor_values())
+    assert {e.name: e for e in mutate.model_size(model).layers}["dense_1"].bits == claimed + 32 * 48
+    model.save(tmp_path / "m.keras")
+    loaded = state(keras.saving.load_model(tmp_path / "m.keras"), "dense_1")
+    for name, var in st.decoded.items():
+        np.testing.assert_array_equal(loaded.decoded[name].numpy(), var.numpy())

@@ -128,14 +128,14 @@ def test_a_stack_through_keras_blends_splices_saves_densifies_and_counts_its_bit
     np.testing.assert_allclose(model.predict(x, verbose=0), blended, atol=1e-5)
     spliced = state(model, "dense_1")
     assert spliced.compressor.size_bits(spliced.factor_values()) == counted
-    stored = sum(int(np.prod(w.shape)) * operators.dtype_bits(w.dtype) for w in spliced.weights)
+    stored = sum(int(np.prod(w.shape)) * operators.dtype_bits(w.dtype) for w in spliced.stored_weights)
     assert counted < stored  # the layer holds the pre-entropy arrays; the count is Huffman's
     entry = {e.name: e for e in mutate.model_size(model).layers}["dense_1"]
     assert entry.bits == counted + 32 * 48
     store: dict = {}  # what a .keras file holds for the state: the coded streams, not the packed arrays
     spliced.save_own_variables(store)
     assert any(k.endswith(".coded") for k in store)
-    assert sum(np.asarray(v).nbytes for v in store.values()) < sum(w.numpy().nbytes for w in spliced.weights)
+    assert sum(np.asarray(v).nbytes for v in store.values()) < sum(w.numpy().nbytes for w in spliced.stored_weights)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")  # decoded when loaded
     for name, var in state(loaded, "dense_1").packed.items():

@@ -82,8 +82,10 @@ def _count(variables: list) -> int:
 
 
 def _own(layer: keras.layers.Layer) -> list:
-    """The variables ``layer`` itself holds (not its sublayers')."""
-    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+    """The variables ``layer`` itself holds (not its sublayers'), less a spliced kernel's decoded copies of its
+    packed arrays (`KernelState._build_packed`: held for speed, never stored)."""
+    held = {id(v) for v in getattr(layer, "decoded", {}).values()} if isinstance(layer, KernelState) else set()
+    return [v for v in list(layer._trainable_variables) + list(layer._non_trainable_variables) if id(v) not in held]
 
 
 def _group(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:

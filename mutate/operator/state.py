@@ -37,17 +37,22 @@ def _step_dtype() -> str:
 class KernelState(keras.layers.Layer):
     """The blend (or spliced) state of one kernel.
 
-    Blending variables (non-trainable unless a factor): ``alpha`` (float32), ``step`` (int64; int32 on JAX without x64; batches seen
-    since compression, counted in the graph), ``factored`` (int32, 1 once factors exist), ``driven`` (int32,
-    1 while a CompressionCallback drives it), ``factor_<name>`` shaped by ``operator.specs(m, n)``, and a
-    ``saliency`` when the operator uses one. Spliced: ``packed_<name>`` shaped by
-    ``operator.packed_specs(m, n)``.
+    Blending variables (non-trainable unless a factor): ``alpha`` (float32), ``step`` (int64, int32 on JAX
+    without x64: batches seen since compression, counted in the graph), ``factored`` (int32, 1 once factors
+    exist), ``driven`` (int32, 1 while a CompressionCallback drives it), ``factor_<name>`` shaped by
+    ``operator.specs(m, n)``, and a ``saliency`` when the operator uses one. Spliced: ``packed_<name>`` shaped
+    by ``operator.packed_specs(m, n)``, and ``decoded_<name>``: the codes of its bit-packed integer arrays
+    (and what the operator derives from them), held for the layer's calls, never saved or counted.
 
     Args:
         spec: ``{"operator", "params", "schedule", "refresh", "trainable_factors", "spliced"}``.
         view: the kernel's matrix view.
         host: the name of the layer it compresses (for messages).
     """
+
+    hold_codes = True
+    """Spliced calls compute with the held decoded codes (`_build_packed`); False unpacks the packed arrays on
+    every call, as before (`experiments/bench_spliced.py` times both)."""
 
     def __init__(self, spec: dict[str, Any], view: View, host: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -118,18 +123,65 @@ class KernelState(keras.layers.Layer):
 
     def _build_packed(self) -> None:
         self.packed: dict[str, keras.Variable] = {}
-        for pname, spec in self.compressor.packed_specs(*self.matrix_shape()).items():
+        specs = self.compressor.packed_specs(*self.matrix_shape())
+        for pname, spec in specs.items():
             trainable = spec.trainable and np.issubdtype(np.dtype(spec.dtype), np.floating)
             self.packed[pname] = self.add_weight(name=f"packed_{pname}", shape=spec.shape, dtype=spec.dtype,
                                                  initializer="zeros", trainable=trainable)
+        # The bit-packed integer arrays (masks, codes, indices) never change once spliced: their codes are
+        # decoded once, when the packed arrays are assigned or loaded, and held for the layer's calls (an
+        # unpack on every call made a spliced pruning or k-means layer train slower than the dense one).
+        # Not saved, not counted by `model_size`; an export still unpacks the packed arrays in its graph.
+        probe = self._decode({k: np.zeros(spec.shape, spec.dtype) for k, spec in specs.items()})
+        self.decoded: dict[str, keras.Variable] = {
+            name: self.add_weight(name=f"decoded_{name.replace('.', '_')}", shape=tuple(value.shape), dtype=dtype, initializer="zeros",
+                                  trainable=False) for name, (value, dtype) in probe.items()}
+
+    def _decode(self, packed: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+        """What a spliced layer holds (eagerly, the way the operator unpacks): each bit-packed integer array's
+        codes (``name``; uint8 up to 8 bits) and what the operator derives from them alone (``name.extra``)."""
+        from operators._bits import Decoded
+
+        wrapped = {k: Decoded(v) for k, v in packed.items() if "float" not in keras.backend.standardize_dtype(v.dtype)}
+        self.compressor.unpack({**packed, **wrapped}, *self.matrix_shape())
+        out: dict[str, tuple[Any, str]] = {}
+        for k, w in wrapped.items():
+            if w.codes is not None:
+                out[k] = (w.codes, "uint8" if w.bits <= 8 else "int32")
+                out.update({f"{k}.{e}": (np.asarray(v), str(np.asarray(v).dtype)) for e, v in w.extra.items()})
+        return out
+
+    def _held(self, anchor: Any) -> dict[str, Any]:
+        """The packed integer arrays as `Decoded` (their held codes), or nothing when exporting (``anchor``)."""
+        from operators._bits import Decoded
+
+        if anchor is not None or not self.hold_codes:
+            return {}
+        out = {}
+        for k in self.packed:
+            if k in self.decoded:
+                extra = {name.split(".", 1)[1]: var for name, var in self.decoded.items() if name.startswith(f"{k}.")}
+                out[k] = Decoded(self.packed[k], ops.cast(self.decoded[k], "int32"), extra)
+        return out
+
+    def _fill_decoded(self) -> None:
+        for name, (value, _) in self._decode({k: v.value for k, v in self.packed.items()}).items():
+            self.decoded[name].assign(ops.cast(value, self.decoded[name].dtype))
 
     def assign_packed(self, arrays: dict[str, np.ndarray]) -> None:
         for pname, var in self.packed.items():
             var.assign(arrays[pname])
+        self._fill_decoded()
 
     # -- saving: an entropy-coded stack stores its coded streams and decodes them when loaded ---------------
+    @property
+    def stored_weights(self) -> list:
+        """The variables a file holds: all but the decoded copies of packed arrays (rebuilt when loaded)."""
+        held = {id(v) for v in getattr(self, "decoded", {}).values()}
+        return [v for v in self._trainable_variables + self._non_trainable_variables if id(v) not in held]
+
     def save_own_variables(self, store: Any) -> None:
-        own = self._trainable_variables + self._non_trainable_variables
+        own = self.stored_weights
         coded = self.compressor.encode(self.factor_values()) if self.spliced and self.compressor.entropy_coded else {}
         names = {id(var): pname for pname, var in getattr(self, "packed", {}).items()}
         for i, var in enumerate(own):
@@ -146,7 +198,7 @@ class KernelState(keras.layers.Layer):
         from operators._bits import code_bits, pack_codes
         from operators.huffman import decode_stream
 
-        own = self._trainable_variables + self._non_trainable_variables
+        own = self.stored_weights
         plain = [k for k in store.keys() if "." not in k]
         if len(plain) != len(own):
             raise ValueError(f"{self.host}: expected {len(own)} compression variables, but the file holds {len(plain)}.")
@@ -158,6 +210,8 @@ class KernelState(keras.layers.Layer):
             symbols = decode_stream({"method": _METHODS[method], "payload": np.asarray(store[str(i)]),
                                      "lengths": np.asarray(store[f"{i}.lengths"]), "count": count}, size, alphabet)
             var.assign(pack_codes(symbols, code_bits(alphabet)))
+        if self.spliced:
+            self._fill_decoded()
 
     # -- the graph ------------------------------------------------------------------------------------------
     def factor_tensors(self, anchor: Any = None, every: bool = False) -> dict[str, Any]:
@@ -170,8 +224,9 @@ class KernelState(keras.layers.Layer):
         whose B @ C of two constants would be folded into the dense matrix).
         """
         if self.spliced:
-            packed = {k: opaque(v, anchor) if anchor is not None and (every or "int" in str(v.dtype)) else v
-                      for k, v in self.packed.items()}
+            packed: dict[str, Any] = {k: opaque(v, anchor) if anchor is not None and (every or "int" in str(v.dtype))
+                                      else v for k, v in self.packed.items()}
+            packed.update(self._held(anchor))  # not exporting: the held codes (`_build_packed`)
             return {**self._generated_tensors(anchor), **self.compressor.unpack(packed, *self.matrix_shape())}
         return {**self._generated, **self.factors}
 
