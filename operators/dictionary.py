@@ -320,6 +320,22 @@ class Dictionary(Compressor):
     def product(self, factors: Mapping[str, Any]) -> Any:
         return self._combine(factors["indices"], factors["values"], factors["dictionary"])
 
+    def matmul(self, x: Any, factors: Mapping[str, Any]) -> Any:
+        """``x @ (codes @ dictionary)`` as ``(x @ codes) @ dictionary``, the sparse codes scattered into an
+        (m, atoms) matrix, when that is cheaper than forming the m x n product (atoms * (m + n) < m * n;
+        LeNet's 784x300 at 32 atoms: 2.05x of the dense layer's training step -> see bench_spliced)."""
+        from keras import ops
+
+        values, dictionary = factors["values"], factors["dictionary"]
+        m, s = (int(d) for d in values.shape)
+        atoms, n = (int(d) for d in dictionary.shape)
+        if atoms * (m + n) >= m * n:
+            return ops.matmul(x, self.product(factors))
+        rows = ops.convert_to_tensor(np.repeat(np.arange(m, dtype=np.int32), s)[:, None])
+        where = ops.concatenate([rows, ops.reshape(ops.cast(factors["indices"], "int32"), (m * s, 1))], axis=1)
+        codes = ops.scatter(where, ops.reshape(values, (m * s,)), (m, atoms))  # duplicates would sum, as in product
+        return ops.matmul(ops.matmul(x, ops.cast(codes, x.dtype)), ops.cast(dictionary, x.dtype))
+
     def gather(self, ids: Any, factors: Mapping[str, Any]) -> Any:
         from keras import ops
 
