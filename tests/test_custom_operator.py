@@ -60,3 +60,35 @@ def test_custom_operator_end_to_end(tmp_path):
 def test_custom_operator_bad_parameter():
     with pytest.raises(ValueError, match="threshold=-1"):
         operators.get("ternary", threshold=-1)
+
+
+@operators.register("ternary_bytes")
+class _TernaryBytes(mutate_ternary.Ternary):
+    """Ternary stored one byte per weight and read with a plain cast, not through `unpack_codes`."""
+
+    def packed_specs(self, m, n):
+        return {"ternary": operators.FactorSpec((m * n,), "uint8", trainable=False), "scale": operators.FactorSpec((n,))}
+
+    def pack(self, factors):
+        return {"ternary": (factors["ternary"].astype(np.int64) + 1).astype(np.uint8).ravel(), "scale": factors["scale"]}
+
+    def unpack(self, packed, m, n):
+        return {"ternary": keras.ops.reshape(keras.ops.cast(packed["ternary"], "int32") - 1, (m, n)),
+                "scale": packed["scale"]}
+
+
+def test_an_operator_reading_its_integer_arrays_itself_splices_without_held_codes(tmp_path):
+    """A spliced layer holds decoded codes only for arrays its operator reads through `unpack_codes`; one that
+    casts its integer array itself still splices, predicts and round-trips (every call reads the array)."""
+    x, y = data()
+    model = compile_(mutate.compress(mlp((16, 32, 5)), {"dense_1": ("ternary_bytes", {"threshold": 0.5})},
+                                     mutate.Schedule(0, 3, 1)))
+    fit(model, x, y, epochs=1)
+    blended = model.predict(x, verbose=0)
+    mutate.strip(model)
+    st = mutate.kernel(model, "dense_1").compression
+    assert st.spliced and st.decoded == {}
+    np.testing.assert_allclose(model.predict(x, verbose=0), blended, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "m.keras").predict(x, verbose=0),
+                                  model.predict(x, verbose=0))

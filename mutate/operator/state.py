@@ -132,7 +132,10 @@ class KernelState(keras.layers.Layer):
         # decoded once, when the packed arrays are assigned or loaded, and held for the layer's calls (an
         # unpack on every call made a spliced pruning or k-means layer train slower than the dense one).
         # Not saved, not counted by `model_size`; an export still unpacks the packed arrays in its graph.
-        probe = self._decode({k: np.zeros(spec.shape, spec.dtype) for k, spec in specs.items()})
+        try:
+            probe = self._decode({k: np.zeros(spec.shape, spec.dtype) for k, spec in specs.items()})
+        except (TypeError, ValueError, AttributeError):  # an operator reading an integer array other than
+            probe = {}  # through `unpack_codes` (a third party's): nothing is held, every call unpacks
         self.decoded: dict[str, keras.Variable] = {
             name: self.add_weight(name=f"decoded_{name.replace('.', '_')}", shape=tuple(value.shape), dtype=dtype, initializer="zeros",
                                   trainable=False) for name, (value, dtype) in probe.items()}
@@ -165,6 +168,8 @@ class KernelState(keras.layers.Layer):
         return out
 
     def _fill_decoded(self) -> None:
+        if not self.decoded:
+            return
         for name, (value, _) in self._decode({k: v.value for k, v in self.packed.items()}).items():
             self.decoded[name].assign(ops.cast(value, self.decoded[name].dtype))
 
