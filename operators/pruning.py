@@ -82,13 +82,10 @@ class Pruning(Compressor):
         from keras import ops
 
         mask = unpack_codes(packed["bitmask"], m * n, 1)
-        bitmask, values = packed["bitmask"], packed["values"]
-        if isinstance(bitmask, Decoded):  # a spliced layer's call: the kept positions are held (`kept_positions`)
-            keep = int(values.shape[0])
-            pos = bitmask.held("kept", lambda: kept_positions(ops.convert_to_numpy(mask), keep))
-            flat = ops.scatter(ops.expand_dims(ops.cast(pos, "int32"), 1), values, (m * n,))
+        if isinstance(packed["bitmask"], Decoded):  # a spliced layer's call: the kept positions are held
+            flat = scatter_at(self._held_kept(packed["bitmask"], mask, m, n), packed["values"], m * n)
         else:
-            flat = scatter_kept(mask, values)
+            flat = scatter_kept(mask, packed["values"])
         return {"values": ops.reshape(flat, (m, n)), "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
 
     # -- in a stack: the kept values as a vector (keep,) that the next stage compresses --------------------
@@ -109,9 +106,15 @@ class Pruning(Compressor):
         values = ops.reshape(factors["values"], (-1,))
         if "kept" in factors:  # held by a spliced layer (`stack_unpack`)
             m, n = (int(d) for d in mask.shape)
-            return ops.reshape(ops.scatter(ops.expand_dims(ops.cast(factors["kept"], "int32"), 1), values, (m * n,)),
-                               (m, n))
+            return ops.reshape(scatter_at(factors["kept"], values, m * n), (m, n))
         return ops.reshape(scatter_kept(ops.reshape(mask, (-1,)), values), ops.shape(mask))
+
+    def _held_kept(self, bitmask: Decoded, mask: Any, m: int, n: int) -> Any:
+        """The kept positions a spliced layer holds with its decoded ``bitmask`` (`kept_positions`)."""
+        from keras import ops
+
+        keep = kept_count(m, n, float(self.sparsity))
+        return bitmask.held("kept", lambda: kept_positions(ops.convert_to_numpy(mask), keep))
 
     def stack_pack(self, factors: Factors) -> Factors:
         out = {"bitmask": pack_codes(factors["mask"].astype(bool).ravel(), 1)}
@@ -125,8 +128,7 @@ class Pruning(Compressor):
         mask = unpack_codes(packed["bitmask"], m * n, 1)
         out = {"mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
         if isinstance(packed["bitmask"], Decoded):  # a spliced layer's call: the kept positions are held
-            keep = kept_count(m, n, float(self.sparsity))
-            out["kept"] = packed["bitmask"].held("kept", lambda: kept_positions(ops.convert_to_numpy(mask), keep))
+            out["kept"] = self._held_kept(packed["bitmask"], mask, m, n)
         if "values" in packed:
             out["values"] = packed["values"]
         return out
@@ -144,6 +146,13 @@ def kept_positions(mask: np.ndarray, keep: int) -> np.ndarray:
     pos = np.flatnonzero(np.asarray(mask).ravel())[:keep]
     out[: len(pos)] = pos
     return out
+
+
+def scatter_at(positions: Any, values: Any, size: int) -> Any:
+    """The flat (size,) tensor holding ``values`` at the flat ``positions`` and 0 elsewhere (Keras ops)."""
+    from keras import ops
+
+    return ops.scatter(ops.expand_dims(ops.cast(positions, "int32"), 1), ops.reshape(values, (-1,)), (size,))
 
 
 def scatter_kept(mask: Any, values: Any) -> Any:

@@ -84,8 +84,9 @@ def _count(variables: list) -> int:
 def _own(layer: keras.layers.Layer) -> list:
     """The variables ``layer`` itself holds (not its sublayers'), less a spliced kernel's decoded copies of its
     packed arrays (`KernelState._build_packed`: held for speed, never stored)."""
-    held = {id(v) for v in getattr(layer, "decoded", {}).values()} if isinstance(layer, KernelState) else set()
-    return [v for v in list(layer._trainable_variables) + list(layer._non_trainable_variables) if id(v) not in held]
+    if isinstance(layer, KernelState):
+        return layer.stored_weights
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
 
 def _group(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:

@@ -137,8 +137,8 @@ class KernelState(keras.layers.Layer):
         except (TypeError, ValueError, AttributeError):  # an operator reading an integer array other than
             probe = {}  # through `unpack_codes` (a third party's): nothing is held, every call unpacks
         self.decoded: dict[str, keras.Variable] = {
-            name: self.add_weight(name=f"decoded_{name.replace('.', '_')}", shape=tuple(value.shape), dtype=dtype, initializer="zeros",
-                                  trainable=False) for name, (value, dtype) in probe.items()}
+            name: self.add_weight(name=f"decoded_{name.replace('.', '_')}", shape=tuple(value.shape), dtype=dtype,
+                                  initializer="zeros", trainable=False) for name, (value, dtype) in probe.items()}
 
     def _decode(self, packed: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         """What a spliced layer holds (eagerly, the way the operator unpacks): each bit-packed integer array's

@@ -157,8 +157,9 @@ def hedged_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
     The table prices each layer's options from the warm-up weights without training, and operators recover
     differently in training (a fashion MLP at 8% of dense: the table put low-rank r=8 on its 784x256 layer
     first on one seed, pricing k-means k=4 there at 63 points; every greedy genome used low-rank, and k-means
-    k=4 there trained 0.3-0.9 points better on validation: experiments/README.md, search_study). The largest layer's operator decides most of the size and most of that difference, so PBT
-    starts with both and its exploit keeps what trains best."""
+    k=4 there trained 0.3-0.9 points better on validation: experiments/README.md, search_study). The largest
+    layer's operator decides most of the size and most of that difference, so PBT starts with both and its
+    exploit keeps what trains best."""
     best = greedy_solutions(table, allowed, budget, count)
     if count < 2 or not best:
         return best
