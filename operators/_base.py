@@ -187,7 +187,7 @@ class Compressor(abc.ABC):
         return self.factor(a)
 
     def refreshed_tensor(self, a: Any, factors: Mapping[str, Any]) -> dict[str, Any] | None:
-        """`refreshed` in Keras ops, run inside the training step at the update steps (TensorFlow), so a
+        """`refreshed` in Keras ops, run inside the training step at the update steps (TensorFlow, JAX), so a
         refresh costs no host round trip; None (the default) when the operator refreshes on the host only."""
         return None
 

@@ -29,9 +29,16 @@ def main(begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
         cm = mutate.compress(model, {"d1": (operator, params)}, sched, refresh=True)
         cm.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    steps_per_execution=spe)
-        cm.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+        cm.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+        with tempfile.TemporaryDirectory() as d:  # mid-blend (on JAX a refreshed factor lives in its shift)
+            cm.save(Path(d) / "mid.keras")
+            mid = keras.saving.load_model(Path(d) / "mid.keras")
+        mid_roundtrip = float(np.abs(cm.predict(x[:64], verbose=0) - mid.predict(x[:64], verbose=0)).max())
+        cm.fit(x, y, batch_size=32, epochs=2, initial_epoch=1, shuffle=False, verbose=0,
+               callbacks=[mutate.CompressionCallback()])
     layer = mutate.kernel(cm, "d1").compression
     out = {"backend": keras.backend.backend(), "step": layer.current_step(), "alpha": layer.current_alpha(),
+           "mid_roundtrip": mid_roundtrip,
            "dtype_truncated": [str(w.message)[:200] for w in seen if "truncated to dtype" in str(w.message)]}
     spliced = mutate.strip(cm)
     pred = spliced.predict(x[:64], verbose=0)

@@ -18,10 +18,11 @@ BACKENDS = ["tensorflow", "jax"]
 
 
 JAX_CASES = [("low_rank", 3, 1, 5), ("pruning", 0, 1, 5), ("kmeans", 7, 1, 5), ("low_rank", 4, 4, 4),
-             ("kmeans", 7, 4, 5)]
+             ("kmeans", 7, 4, 5), ("low_rank", 3, 4, 5), ("pruning", 2, 4, 5)]
 """(operator, begin, steps_per_execution, frequency). With steps_per_execution > 1: low_rank's refreshes (every 4
-steps from 4) on execution boundaries, where TensorFlow's in-graph refresh and JAX's host refresh fall on the
-same step; k-means' one factoring at step 7 inside an execution of 4 (both backends apply it at step 4)."""
+steps from 4) on execution boundaries; low_rank's and pruning's refreshes inside executions of 4 (steps 8, 13, 18;
+7, 12, 17), which both backends run in the training step at their exact step; k-means' one factoring at step 7
+inside an execution of 4 (host work: both backends apply it at step 4)."""
 TORCH_CASES = [c for c in JAX_CASES if c[2] == 1]  # Keras' PyTorch trainer takes only steps_per_execution=1
 
 
@@ -42,6 +43,7 @@ def alike(a: dict, b: dict, backends: tuple) -> None:
         assert o["backend"] == name
         assert o["step"] == 32 and o["alpha"] == 0.0, o  # every update took effect, alpha exactly 0
         assert o["roundtrip"] == 0.0
+        assert o["mid_roundtrip"] <= 1e-6, o["mid_roundtrip"]  # saved mid-blend, loaded: the same outputs
         assert o["dtype_truncated"] == [], o["dtype_truncated"]  # JAX without x64 once warned on the int64 step
     assert a["layers"] == b["layers"] and a["bytes"] == b["bytes"]
     np.testing.assert_allclose(np.array(a["pred"]), np.array(b["pred"]), atol=1e-4, rtol=1e-4)  # seen: < 1e-6

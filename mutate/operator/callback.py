@@ -42,8 +42,8 @@ class CompressionCallback(keras.callbacks.Callback):
     it factors the current A in NumPy and assigns the factors; nothing retraces. With
     ``compile(steps_per_execution=N)`` it runs once per execution of N batches, and an update that falls
     inside an execution has its factors computed at the execution's start (alpha still changes at the exact
-    step). On TensorFlow the refreshes of operators with an in-graph refresh (`low_rank`, `pruning`) run
-    inside the training step at their exact step instead (`KernelState.graph_refresh`); only their first
+    step). On TensorFlow and JAX the refreshes of operators with an in-graph refresh (`low_rank`, `pruning`)
+    run inside the training step at their exact step instead (`KernelState.graph_refresh`); only their first
     factoring is host work. A blending layer refuses to train without this callback. On JAX, whose ``fit`` trains on a copy of
     the model's state, it first syncs that state into the variables (``model.jax_state_sync()``) at the
     executions where some kernel has factors due, and ``fit`` then re-reads what it assigned; other

@@ -17,14 +17,14 @@ from mutate.operator.state import KernelState
 
 def _dense_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, training: Any) -> Any:
     _, state = pair
-    factors = state.factor_tensors(anchor((inputs,)) if state.spliced else None)
     if state.spliced:
+        factors = state.factor_tensors(anchor((inputs,)))
         x = ops.cast(state.compressor.matmul(inputs, factors), inputs.dtype)
     else:
         kernel = _value(layer._kernel)
-        state.begin_call(training, kernel)
+        state.begin_call(training, kernel)  # first: a refresh in the step changes the factors this batch uses
         kernel = state.tap(kernel, training)
-        x = state.blend(ops.matmul(inputs, kernel), state.compressor.matmul(inputs, factors))
+        x = state.blend(ops.matmul(inputs, kernel), state.compressor.matmul(inputs, state.factor_tensors()))
     if layer.bias is not None:
         x = ops.add(x, layer.bias)
     if layer.activation is not None:
@@ -35,12 +35,13 @@ def _dense_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, trainin
 def _embedding_call(layer: Any, pair: tuple[Slot, KernelState], inputs: Any, training: Any) -> Any:
     _, state = pair
     ids = inputs if inputs.dtype in ("int32", "int64") else ops.cast(inputs, "int32")
-    rows = state.compressor.gather(ids, state.factor_tensors(anchor((inputs,)) if state.spliced else None))
-    if not state.spliced:
+    if state.spliced:
+        rows = state.compressor.gather(ids, state.factor_tensors(anchor((inputs,))))
+    else:
         table = _value(layer._embeddings)
-        state.begin_call(training, table)
+        state.begin_call(training, table)  # first, as in `_dense_call`
         table = state.tap(table, training)
-        rows = state.blend(ops.take(table, ids, axis=0), rows)
+        rows = state.blend(ops.take(table, ids, axis=0), state.compressor.gather(ids, state.factor_tensors()))
     return ops.cast(rows, layer.compute_dtype)
 
 

@@ -40,7 +40,8 @@ class KernelState(keras.layers.Layer):
     Blending variables (non-trainable unless a factor): ``alpha`` (float32), ``step`` (int64, int32 on JAX
     without x64: batches seen since compression, counted in the graph), ``factored`` (int32, 1 once factors
     exist), ``driven`` (int32, 1 while a CompressionCallback drives it), ``factor_<name>`` shaped by
-    ``operator.specs(m, n)``, and a ``saliency`` when the operator uses one. Spliced: ``packed_<name>`` shaped
+    ``operator.specs(m, n)``, a ``saliency`` when the operator uses one, and on JAX with an in-graph refresh
+    a non-trainable ``shift_<name>`` per trainable factor (never saved). Spliced: ``packed_<name>`` shaped
     by ``operator.packed_specs(m, n)``, and ``decoded_<name>``: the codes of its bit-packed integer arrays
     (and what the operator derives from them), held for the layer's calls, never saved or counted.
 
@@ -69,7 +70,7 @@ class KernelState(keras.layers.Layer):
         self._host_factored = False
         # refreshes computed in the training step (see `_refresh_in_graph`); elsewhere the callback refreshes
         self.graph_refresh = (self.refresh and self.compressor.refreshable and self.compressor.graph_refresh
-                              and keras.backend.backend() == "tensorflow")
+                              and keras.backend.backend() in ("tensorflow", "jax"))
         m, n = self.matrix_shape()
         self.compressor.check(m, n)
         self._generated = {k: ops.convert_to_tensor(v) for k, v in self.compressor.generated_factors(m, n).items()}
@@ -112,6 +113,16 @@ class KernelState(keras.layers.Layer):
                                  "cannot be trainable.")
             self.factors[fname] = self.add_weight(name=f"factor_{fname}", shape=spec.shape, dtype=spec.dtype,
                                                   initializer="zeros", trainable=trainable)
+        # JAX's trainer keeps no assignment to a trainable variable made inside the training step, only to
+        # non-trainable ones: an in-graph refresh there moves a trainable factor through its `shift` (the
+        # factor the operator sees is ``factor + shift``; the gradient still trains ``factor``). Never saved:
+        # a file holds the sum (`_stored_value`), so files are the same on every backend.
+        self.shifts: dict[str, keras.Variable] = {}
+        if self.graph_refresh and keras.backend.backend() == "jax":
+            for fname, var in self.factors.items():
+                if var.trainable:
+                    self.shifts[fname] = self.add_weight(name=f"shift_{fname}", shape=tuple(var.shape),
+                                                         dtype=var.dtype, initializer="zeros", trainable=False)
         self.saliency = None
         if self.compressor.uses_saliency:
             if keras.backend.backend() != "tensorflow":
@@ -182,8 +193,19 @@ class KernelState(keras.layers.Layer):
     @property
     def stored_weights(self) -> list:
         """The variables a file holds: all but the decoded copies of packed arrays (rebuilt when loaded)."""
-        held = {id(v) for v in getattr(self, "decoded", {}).values()}
+        held = {id(v) for v in [*getattr(self, "decoded", {}).values(), *getattr(self, "shifts", {}).values()]}
         return [v for v in self._trainable_variables + self._non_trainable_variables if id(v) not in held]
+
+    def _stored_value(self, var: Any) -> Any:
+        """What a file holds for ``var``: a factor with a `shift` holds the factor the operator sees."""
+        for fname, shift in getattr(self, "shifts", {}).items():
+            if self.factors[fname] is var:
+                return ops.convert_to_numpy(var.value + shift.value)
+        return var
+
+    def _clear_shifts(self) -> None:
+        for shift in getattr(self, "shifts", {}).values():
+            shift.assign(ops.zeros(shift.shape, shift.dtype))
 
     def save_own_variables(self, store: Any) -> None:
         own = self.stored_weights
@@ -192,7 +214,7 @@ class KernelState(keras.layers.Layer):
         for i, var in enumerate(own):
             c = coded.get(names.get(id(var), ""))
             if c is None:
-                store[str(i)] = var
+                store[str(i)] = self._stored_value(var)
                 continue
             store[str(i)] = np.asarray(c["payload"], np.uint8)
             store[f"{i}.lengths"] = np.asarray(c["lengths"], np.uint8)
@@ -215,6 +237,7 @@ class KernelState(keras.layers.Layer):
             symbols = decode_stream({"method": _METHODS[method], "payload": np.asarray(store[str(i)]),
                                      "lengths": np.asarray(store[f"{i}.lengths"]), "count": count}, size, alphabet)
             var.assign(pack_codes(symbols, code_bits(alphabet)))
+        self._clear_shifts()
         if self.spliced:
             self._fill_decoded()
 
@@ -233,6 +256,9 @@ class KernelState(keras.layers.Layer):
                                       else v for k, v in self.packed.items()}
             packed.update(self._held(anchor))  # not exporting: the held codes (`_build_packed`)
             return {**self._generated_tensors(anchor), **self.compressor.unpack(packed, *self.matrix_shape())}
+        if self.shifts:
+            return {**self._generated, **{k: v + self.shifts[k] if k in self.shifts else v
+                                          for k, v in self.factors.items()}}
         return {**self._generated, **self.factors}
 
     def _generated_tensors(self, anchor: Any) -> dict[str, Any]:
@@ -270,10 +296,8 @@ class KernelState(keras.layers.Layer):
 
     def _refresh_in_graph(self, a: Any) -> None:
         """At an update step after the first with alpha > 0 (where the host would refresh), assign
-        ``compressor.refreshed_tensor(A, factors)`` before the batch uses the factors (TensorFlow: a
-        ``tf.cond``, so other steps cost one comparison). The same step rule as `refactor_at`."""
-        import tensorflow as tf
-
+        ``compressor.refreshed_tensor(A, factors)`` before the batch uses the factors (a conditional, so
+        other steps cost one comparison). The same step rule as `refactor_at`."""
         sched = self.schedule
         table = ops.convert_to_tensor(np.array(
             [False] + [sched.alpha(sched.begin_step + i * sched.frequency) > 0 for i in range(1, sched.num_updates)]))
@@ -282,6 +306,10 @@ class KernelState(keras.layers.Layer):
         due = ops.logical_and(ops.logical_and(rel >= 0, rel % sched.frequency == 0),
                               ops.logical_and(rel <= sched.final_step - sched.begin_step, self.factored > 0))
         due = ops.logical_and(due, ops.take(table, index))
+        if keras.backend.backend() == "jax":
+            self._refresh_functional(a, due)
+            return
+        import tensorflow as tf
 
         def refresh() -> Any:
             matrix = self.view.matrix_tensor(ops.cast(tf.stop_gradient(a), "float32"))
@@ -292,6 +320,32 @@ class KernelState(keras.layers.Layer):
             return tf.constant(True)
 
         tf.cond(due, refresh, lambda: tf.constant(False))
+
+    def _refresh_functional(self, a: Any, due: Any) -> None:
+        """`_refresh_in_graph` where the step is a pure function (JAX): ``ops.cond`` returns each refreshed
+        factor's new state (a trainable factor's `shift`, so that factor + shift is the refreshed value; a
+        non-trainable factor's value) or the current one, and the state is assigned either way."""
+        current = self.factor_tensors()
+
+        def target(name: str) -> Any:
+            return self.shifts[name] if name in self.shifts else self.factors[name]
+
+        def keep() -> dict[str, Any]:
+            return {name: target(name).value for name in self.factors}
+
+        def refresh() -> dict[str, Any]:
+            matrix = self.view.matrix_tensor(ops.cast(ops.stop_gradient(a), "float32"))
+            new = self.compressor.refreshed_tensor(matrix, current)
+            out = keep()
+            for name, value in new.items():
+                if name in self.shifts:
+                    out[name] = ops.stop_gradient(ops.cast(value, self.factors[name].dtype) - self.factors[name].value)
+                elif name in self.factors:
+                    out[name] = ops.stop_gradient(ops.cast(value, self.factors[name].dtype))
+            return out
+
+        for name, value in ops.cond(due, refresh, keep).items():
+            target(name).assign(value)
 
     def scheduled_alpha(self) -> Any:
         """Alpha at the current ``step`` (in the graph): `Schedule.alpha`, or 1 while no factors exist."""
@@ -352,6 +406,7 @@ class KernelState(keras.layers.Layer):
         for fname, value in factors.items():
             if fname in self.factors:
                 self.factors[fname].assign(value)
+        self._clear_shifts()
         self.factored.assign(1)
 
     def is_factored(self) -> bool:
