@@ -9,8 +9,9 @@ and the TensorFlow Lite interpreter on one thread (the runtime a phone would use
 
 Training steps: the blended model with no update in the timed epochs (the blend alone), at
 steps_per_execution 1 and 32; and the blend as the search runs it (refresh on, an update every 25 steps),
-averaged over a whole 500-step window, update steps included (on TensorFlow low-rank refreshes run in the
-training graph: a warm-started subspace iteration, ~2 ms per layer here, instead of a host SVD).
+averaged over a whole 500-step window, update steps included (on TensorFlow and JAX low-rank refreshes run in
+the training graph: a warm-started subspace iteration, ~2 ms per layer here, instead of a host SVD). Models
+alternate in rounds and each row shows the minimum per model (`--repeats`, default 5).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ WIDTHS = {"lenet": (300, 100), "wide": (4096, 4096)}
 RANKS = {"lenet": (16, 12), "wide": (256, 512)}
 """low_rank ranks of fc1 and fc2 (at most 1/8 of the widths)."""
 _MODEL = ["lenet"]
+REPEATS = 5
+"""Interleaved rounds per timing (`--repeats`)."""
 
 
 def lenet(seed: int = 0) -> keras.Model:
@@ -54,11 +57,32 @@ def _device() -> str:
     return "cpu"
 
 
-def step_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, callbacks: list, spe: int = 1) -> float:
-    """Median seconds per training step over 5 repeats, after one warm-up epoch (tracing)."""
+def _compiled(model: keras.Model, spe: int) -> keras.Model:
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   steps_per_execution=spe)
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+    return model
+
+
+def step_times(runs: dict[str, tuple[keras.Model, list]], x: np.ndarray, y: np.ndarray, batch: int, spe: int = 1,
+               reps: int = REPEATS) -> dict[str, float]:
+    """Seconds per training step of each (model, callbacks): one warm-up epoch each (tracing), then ``reps``
+    rounds in which every model trains one epoch in turn; the minimum per model (this VM's step times drift by
+    tens of percent over seconds: interleaving exposes every model to the same drift, the minimum drops it)."""
+    for model, callbacks in runs.values():
+        _compiled(model, spe).fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, (model, callbacks) in runs.items():
+            t = time.perf_counter()
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+            times[name].append((time.perf_counter() - t) / (len(x) // batch))
+    return {name: min(v) for name, v in times.items()}
+
+
+def step_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, callbacks: list, spe: int = 1) -> float:
+    """Median seconds per training step over 5 epochs, after one warm-up epoch (tracing); one model alone
+    (`bench_spliced.py`; this script's own rows use `step_times`)."""
+    _compiled(model, spe).fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
     times = []
     for _ in range(5):
         t = time.perf_counter()
@@ -71,8 +95,7 @@ def window_time(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int, wa
                 spe: int) -> float:
     """Mean seconds per step over a whole blend window, update steps included: ``warm`` steps first (tracing;
     the schedule begins after them), then ``window`` steps timed as one fit."""
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=spe)
+    _compiled(model, spe)
     cb = [mutate.CompressionCallback()] if mutate.blending_kernels(model) else []
     model.fit(x[: warm * batch], y[: warm * batch], batch_size=batch, epochs=1, verbose=0, callbacks=cb)
     t = time.perf_counter()
@@ -145,6 +168,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--model", choices=sorted(WIDTHS), default="lenet")
     parser.add_argument("--window", type=int, default=500, help="blend-window steps of the refresh rows")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds per timing")
     args = parser.parse_args()
     _MODEL[0] = args.model
     r1, r2 = RANKS[args.model]
@@ -153,47 +177,45 @@ def main() -> None:
     y = rng.integers(0, 10, len(x))
     plan = {"fc1": ("low_rank", {"rank": r1}), "fc2": ("low_rank", {"rank": r2})}
     dense = lenet()
-    t_dense = step_time(dense, x, y, args.batch, [])
     # any per-batch callback makes Keras sync every step; this isolates that cost from the blend itself
     hook = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: None)
-    t_hook = step_time(lenet(), x, y, args.batch, [hook])
     # a window longer than the run: every timed step blends (alpha strictly between 0 and 1)
     blended = mutate.compress(lenet(), plan, mutate.Schedule(0, 100 * args.steps, args.steps))
-    t_blend = step_time(blended, x, y, args.batch, [mutate.CompressionCallback()])
     done = mutate.compress(lenet(), plan, mutate.Schedule(0, 0, 1))
     done.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     done.fit(x[: args.batch], y[: args.batch], verbose=0, callbacks=[mutate.CompressionCallback()])
     spliced = mutate.strip(done)
-    t_spliced = step_time(spliced, x, y, args.batch, [])
+    t = step_times({"dense": (dense, []), "hook": (lenet(), [hook]), "blend": (blended, [mutate.CompressionCallback()]),
+                    "spliced": (spliced, [])}, x, y, args.batch, reps=args.repeats)
+    t32 = step_times({"dense": (lenet(), []), "blend": (mutate.compress(lenet(), plan, mutate.Schedule(
+        0, 100 * args.steps, args.steps)), [mutate.CompressionCallback()])}, x, y, args.batch, spe=32,
+        reps=args.repeats)
     # as the search runs it (fashion_mlp.yaml): refresh on, an update every 25 steps over a 500-step window;
-    # the mean over the whole window, update steps included, at steps_per_execution 1 and 32
+    # the mean over the whole window, update steps included, at steps_per_execution 1 and 32; dense and
+    # blended windows alternate (fresh models each round), the minimum of each
     window, warm = args.window, 64
     xw = np.concatenate([x] * (-(-window // args.steps)))
     yw = np.concatenate([y] * (-(-window // args.steps)))
-    # this VM's step times vary by tens of percent between runs: dense and blended alternate, 3 pairs, and
-    # the row shows the median pair
     search_rows = []
     for spe in (1, 32):
-        pairs = []
-        for _ in range(3):
+        rounds = []
+        for _ in range(args.repeats):
             td = window_time(lenet(), xw, yw, args.batch, warm, window, spe)
             blend = mutate.compress(lenet(), plan, mutate.Schedule(warm, warm + window - 1, 25), refresh=True)
-            pairs.append((window_time(blend, xw, yw, args.batch, warm, window, spe) / td, td))
-        ratio, td = sorted(pairs)[1]
+            rounds.append((td, window_time(blend, xw, yw, args.batch, warm, window, spe)))
+        td, tb = min(r[0] for r in rounds), min(r[1] for r in rounds)
         search_rows.append(f"blend window (refresh, update every 25 steps, {window} steps, steps_per_execution "
-                           f"{spe:>2})  dense {1e3 * td:.3f} ms | blended {1e3 * td * ratio:.3f} ms ({ratio:.2f}x; "
-                           f"3 pairs: {', '.join(f'{r:.2f}' for r, _ in pairs)})")
-    t_dense32 = step_time(lenet(), x, y, args.batch, [], spe=32)
-    blended32 = mutate.compress(lenet(), plan, mutate.Schedule(0, 100 * args.steps, args.steps))
-    t_blend32 = step_time(blended32, x, y, args.batch, [mutate.CompressionCallback()], spe=32)
+                           f"{spe:>2})  dense {1e3 * td:.3f} ms | blended {1e3 * tb:.3f} ms ({tb / td:.2f}x; "
+                           f"per round: {', '.join(f'{b / d:.2f}' for d, b in rounds)})")
     print(f"MLP 784-{'-'.join(map(str, WIDTHS[args.model]))}-10, low_rank fc1 r={r1} fc2 r={r2}, batch {args.batch}, "
-          f"{args.steps} steps/epoch, {keras.backend.backend()} backend on {_device()}")
-    print(f"train step  dense {1e3 * t_dense:.3f} ms | dense + empty batch callback {1e3 * t_hook:.3f} ms "
-          f"({t_hook / t_dense:.2f}x)")
-    print(f"train step  dense {1e3 * t_dense:.3f} ms | blended {1e3 * t_blend:.3f} ms ({t_blend / t_dense:.2f}x) "
-          f"| spliced {1e3 * t_spliced:.3f} ms ({t_spliced / t_dense:.2f}x)")
-    print(f"train step (steps_per_execution 32)  dense {1e3 * t_dense32:.3f} ms | blended {1e3 * t_blend32:.3f} ms "
-          f"({t_blend32 / t_dense32:.2f}x)")
+          f"{args.steps} steps/epoch, {keras.backend.backend()} backend on {_device()}; minimum of {args.repeats} "
+          "interleaved rounds")
+    print(f"train step  dense {1e3 * t['dense']:.3f} ms | dense + empty batch callback {1e3 * t['hook']:.3f} ms "
+          f"({t['hook'] / t['dense']:.2f}x)")
+    print(f"train step  dense {1e3 * t['dense']:.3f} ms | blended {1e3 * t['blend']:.3f} ms "
+          f"({t['blend'] / t['dense']:.2f}x) | spliced {1e3 * t['spliced']:.3f} ms ({t['spliced'] / t['dense']:.2f}x)")
+    print(f"train step (steps_per_execution 32)  dense {1e3 * t32['dense']:.3f} ms | blended "
+          f"{1e3 * t32['blend']:.3f} ms ({t32['blend'] / t32['dense']:.2f}x)")
     print("\n".join(search_rows))
     for b in (1, 256):
         td, ts = infer_time(dense, x, b), infer_time(spliced, x, b)

@@ -16,6 +16,22 @@ REFRESH_POWER = 1
 """Power iterations per refresh (`LowRank.refreshed`), after the warm start from the current factors."""
 
 
+def _orthonormal_tensor(y: Any) -> Any:
+    """An orthonormal basis of the span of ``y``'s columns (m x k, k small) in Keras ops: ``y V / sqrt(w)``
+    from the eigendecomposition ``V diag(w) V^T`` of its k x k Gram matrix, twice (the second pass restores
+    the orthogonality the first loses in float32 when ``y`` is ill-conditioned; directions weaker than 1e-6
+    of the strongest eigenvalue are clamped, so a rank-deficient ``y`` gives short columns, never NaN).
+    Not a Householder QR: in a training step that refreshes once every 25 steps, XLA on the CPU spent
+    ~8 ms on a refresh built on two QRs of 784 x 16 and ~0.5 ms on this (`experiments/bench_overhead.py`)."""
+    from keras import ops
+
+    for _ in range(2):
+        w, v = ops.eigh(ops.matmul(ops.transpose(y), y))
+        floor = ops.maximum(ops.max(w) * 1e-6, 1e-30)
+        y = ops.matmul(y, v) / ops.sqrt(ops.maximum(w, floor))
+    return y
+
+
 def randomized_svd(a: np.ndarray, k: int, *, oversample: int = 10, power_iters: int = 4,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` SVD of ``a`` (m x n) by a Gaussian range finder with power iterations (Halko et al. 2011).
@@ -120,11 +136,13 @@ class LowRank(TwoFactor):
         return {k: v.astype(np.float32) for k, v in _signed_split(q @ ub, s, vt).items()}
 
     def refreshed_tensor(self, a: Any, factors: Mapping[str, Any]) -> dict[str, Any]:
+        """`refreshed` in Keras ops; the bases come from `_orthonormal_tensor`, not a QR (the same subspace;
+        the result depends only on it)."""
         from keras import ops
 
-        q = ops.qr(ops.matmul(a, ops.transpose(factors["right"])))[0]
+        q = _orthonormal_tensor(ops.matmul(a, ops.transpose(factors["right"])))
         for _ in range(REFRESH_POWER):
-            q = ops.qr(ops.matmul(a, ops.matmul(ops.transpose(a), q)))[0]
+            q = _orthonormal_tensor(ops.matmul(a, ops.matmul(ops.transpose(a), q)))
         ub, s, vt = ops.svd(ops.matmul(ops.transpose(q), a), full_matrices=False)
         u = ops.matmul(q, ub)
         pick = ops.take_along_axis(u, ops.expand_dims(ops.argmax(ops.abs(u), axis=0), 0), axis=0)[0]

@@ -182,6 +182,24 @@ def test_a_refresh_computes_the_same_factors_in_numpy_and_in_the_graph(operator,
     assert err <= 1.01 * np.linalg.norm(moved - keras.ops.convert_to_numpy(fresh))  # as good as factoring afresh
 
 
+@pytest.mark.parametrize("spectrum", ["graded", "rank3", "zero"])
+def test_the_graph_refresh_of_low_rank_survives_ill_conditioned_and_rank_deficient_kernels(spectrum):
+    """The graph's bases come from Gram eigendecompositions, not a QR: singular values over 4 decades (the
+    power step squares them: 8), a kernel of rank 3 < k = 6, and an all-zero kernel give finite factors as
+    good as factoring afresh."""
+    import operators
+
+    rng = np.random.default_rng(1)
+    s = {"graded": np.geomspace(1.0, 1e-4, 12), "rank3": np.r_[np.ones(3), np.zeros(9)], "zero": np.zeros(12)}[spectrum]
+    a = (np.linalg.qr(rng.normal(size=(60, 12)))[0] * s @ np.linalg.qr(rng.normal(size=(40, 12)))[0].T).astype("float32")
+    op = operators.get("low_rank", rank=6)
+    start = op.factor(a + 0.01 * rng.normal(size=a.shape).astype("float32"))  # factors of an earlier A
+    graph = {k: keras.ops.convert_to_numpy(v) for k, v in op.refreshed_tensor(keras.ops.convert_to_tensor(a), start).items()}
+    assert all(np.isfinite(v).all() for v in graph.values())
+    err = np.linalg.norm(a - graph["left"] @ graph["right"])
+    assert err <= 1.01 * np.linalg.norm(a - keras.ops.convert_to_numpy(op.product(op.factor(a)))) + 1e-4 * np.linalg.norm(a) + 1e-6
+
+
 def test_an_update_inside_an_execution_factors_at_its_start_and_alpha_follows_the_step():
     x, y = data()
     c = mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(5, 21, 4))
