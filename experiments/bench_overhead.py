@@ -42,6 +42,19 @@ def lenet(seed: int = 0) -> keras.Model:
                              keras.layers.Dense(h2, activation="relu", name="fc2"), keras.layers.Dense(10, name="fc3")])
 
 
+def extra_arithmetic(widths: tuple[int, ...], ranks: tuple[int, ...]) -> float:
+    """The blend's extra multiply-adds per training example as a share of the dense model's (forward and
+    backward; the first layer needs no input gradient): rank-r factors of the first ``len(ranks)`` layers."""
+    dims = (784, *widths, 10)
+    dense = extra = 0
+    for i, (m, n) in enumerate(zip(dims, dims[1:])):
+        dense += m * n * (2 if i == 0 else 3)  # forward, weight gradient, input gradient
+        if i < len(ranks):
+            r = ranks[i]
+            extra += (m * r + r * n) * 2 + r * n + (m * r if i else 0)  # forward, factor grads, inner/input grads
+    return extra / dense
+
+
 def _device() -> str:
     """The device the Keras backend computes on, in words (e.g. ``gpu: NVIDIA H200``, ``cpu``)."""
     backend = keras.backend.backend()
@@ -169,9 +182,16 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(WIDTHS), default="lenet")
     parser.add_argument("--window", type=int, default=500, help="blend-window steps of the refresh rows")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds per timing")
+    parser.add_argument("--arithmetic", action="store_true", help="print only the blend's extra arithmetic")
     args = parser.parse_args()
     _MODEL[0] = args.model
     r1, r2 = RANKS[args.model]
+    share = extra_arithmetic(WIDTHS[args.model], (r1, r2))
+    arithmetic = (f"arithmetic: the blend adds {100 * share:.1f}% multiply-adds per training step (forward and "
+                  f"backward), so a blended step at {1 + share:.2f}x of dense is compute-bound parity")
+    if args.arithmetic:
+        print(arithmetic)
+        return
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.steps * args.batch, 784)).astype(np.float32)
     y = rng.integers(0, 10, len(x))
@@ -210,6 +230,7 @@ def main() -> None:
     print(f"MLP 784-{'-'.join(map(str, WIDTHS[args.model]))}-10, low_rank fc1 r={r1} fc2 r={r2}, batch {args.batch}, "
           f"{args.steps} steps/epoch, {keras.backend.backend()} backend on {_device()}; minimum of {args.repeats} "
           "interleaved rounds")
+    print(arithmetic)
     print(f"train step  dense {1e3 * t['dense']:.3f} ms | dense + empty batch callback {1e3 * t['hook']:.3f} ms "
           f"({t['hook'] / t['dense']:.2f}x)")
     print(f"train step  dense {1e3 * t['dense']:.3f} ms | blended {1e3 * t['blend']:.3f} ms "

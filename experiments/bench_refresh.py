@@ -3,7 +3,7 @@
     .venv/bin/python experiments/bench_refresh.py
 
 A 784x300 matrix at rank 16 (LeNet-300-100's fc1): the exact host SVD (`LowRank.factor`, the refresh before
-the graph refresh), the NumPy refresh (`LowRank.refreshed`, what JAX and PyTorch run on the host), and the
+the graph refresh), the NumPy refresh (`LowRank.refreshed`, what PyTorch runs on the host), and the
 in-graph refresh (`LowRank.refreshed_tensor` under ``tf.function``). Then the first ``fit`` of a 64-256-256-10
 MLP (its trace) dense, blended without refresh, and blended with the in-graph refresh. Writes
 ``bench_refresh.txt``.
