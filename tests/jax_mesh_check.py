@@ -1,5 +1,5 @@
 """Run under KERAS_BACKEND=jax with XLA_FLAGS=--xla_force_host_platform_device_count=2 (two CPU devices stand in
-for two GPUs or a TPU's cores): compress -> fit (steps_per_execution 4) -> strip -> save -> load under the
+for two GPUs or a TPU's cores): compress (low-rank, refreshed in the step) -> fit (steps_per_execution 4) -> strip -> save -> load under the
 data-parallel mesh mutate gives a multi-device JAX trial, against the same run on one device. Prints one JSON line."""
 
 import json
@@ -24,7 +24,7 @@ def run(parallel: bool) -> dict:
                                   keras.layers.Dense(2, name="out")])
         for w in model.weights:
             w.assign(rng.normal(scale=0.3, size=tuple(w.shape)).astype("float32"))
-        mutate.compress(model, {"d1": ("low_rank", {"rank": 4})}, mutate.Schedule(4, 20, 4))
+        mutate.compress(model, {"d1": ("low_rank", {"rank": 4})}, mutate.Schedule(4, 20, 4), refresh=True)
         model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       steps_per_execution=4)
         model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
