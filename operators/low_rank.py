@@ -21,8 +21,8 @@ def _orthonormal_tensor(y: Any) -> Any:
     from the eigendecomposition ``V diag(w) V^T`` of its k x k Gram matrix, twice (the second pass restores
     the orthogonality the first loses in float32 when ``y`` is ill-conditioned; directions weaker than 1e-6
     of the strongest eigenvalue are clamped, so a rank-deficient ``y`` gives short columns, never NaN).
-    Not a Householder QR: in a training step that refreshes once every 25 steps, XLA on the CPU spent
-    ~8 ms on a refresh built on two QRs of 784 x 16 and ~0.5 ms on this (`experiments/bench_overhead.py`)."""
+    Not a Householder QR: in a step that refreshes once in 25 steps, XLA on the CPU pays a cold cost on every
+    QR (or thin SVD) of 784 x 16 that a 16 x 16 eigh does not (`experiments/bench_refresh_bases.py`)."""
     from keras import ops
 
     for _ in range(2):
