@@ -34,11 +34,13 @@ def main(begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
             cm.save(Path(d) / "mid.keras")
             mid = keras.saving.load_model(Path(d) / "mid.keras")
         mid_roundtrip = float(np.abs(cm.predict(x[:64], verbose=0) - mid.predict(x[:64], verbose=0)).max())
-        cm.fit(x, y, batch_size=32, epochs=2, initial_epoch=1, shuffle=False, verbose=0,
-               callbacks=[mutate.CompressionCallback()])
+        for m in (cm, mid):  # the loaded model resumes the schedule (and its optimizer) where the saved one was
+            m.fit(x, y, batch_size=32, epochs=2, initial_epoch=1, shuffle=False, verbose=0,
+                  callbacks=[mutate.CompressionCallback()])
+        resumed = float(np.abs(cm.predict(x[:64], verbose=0) - mid.predict(x[:64], verbose=0)).max())
     layer = mutate.kernel(cm, "d1").compression
     out = {"backend": keras.backend.backend(), "step": layer.current_step(), "alpha": layer.current_alpha(),
-           "mid_roundtrip": mid_roundtrip,
+           "mid_roundtrip": mid_roundtrip, "resumed": resumed,
            "dtype_truncated": [str(w.message)[:200] for w in seen if "truncated to dtype" in str(w.message)]}
     spliced = mutate.strip(cm)
     pred = spliced.predict(x[:64], verbose=0)
