@@ -2,13 +2,15 @@
 replaced? A study, not a test.
 
     .venv/bin/python experiments/refresh_check.py            # 2 seeds, ~2 minutes on 2 cores
+    KERAS_BACKEND=jax .venv/bin/python experiments/refresh_check.py   # JAX: the graph rule's shifts
 
 LeNet-300-100 on Fashion-MNIST (batch 128, Adam 1e-3): 2 dense epochs; then low_rank (fc1 rank 16, fc2
 rank 12; ranks of the bench) blended over 2 epochs with ``refresh=True`` and an update every 25 steps (as the
 search runs it), alpha 1 -> 0; then 1 epoch spliced. Two refresh rules from the same dense weights:
 ``exact``, the host SVD of every update (`LowRank.factor`, before this change), and ``graph``, the subspace
-iteration in the training step (`LowRank.refreshed_tensor`, now TensorFlow's default). Nothing is chosen:
-each row's test accuracy is measured once, at the end. Writes ``refresh_check.txt``.
+iteration in the training step (`LowRank.refreshed_tensor`, the default on TensorFlow and JAX; on JAX a
+refreshed factor moves through its non-trainable shift). Nothing is chosen: each row's test accuracy is
+measured once, at the end. Writes ``refresh_check.txt`` (``refresh_check_jax.txt`` on JAX).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def run(seed: int, rule: str, data, dense_weights: list) -> tuple[float, float]:
         c = mutate.compress(model, {"fc1": ("low_rank", {"rank": 16}), "fc2": ("low_rank", {"rank": 12})},
                             mutate.Schedule(0, 2 * steps - 1, 25), refresh=True)
         assert mutate.kernel(c, "fc1").compression.graph_refresh == (rule == "graph" and
-                                                                     keras.backend.backend() == "tensorflow")
+                                                                     keras.backend.backend() in ("tensorflow", "jax"))
         c.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
         keras.utils.set_random_seed(seed)
@@ -79,7 +81,9 @@ def main() -> None:
             acc, secs = run(seed, rule, data, weights)
             lines.append(f"seed {seed}  {rule:5s}  test accuracy {acc:.4f}  blend epochs {secs:.1f}s")
             print(lines[-1], flush=True)
-    (HERE / "refresh_check.txt").write_text("\n".join(lines) + "\n")
+    backend = keras.backend.backend()
+    (HERE / ("refresh_check.txt" if backend == "tensorflow" else f"refresh_check_{backend}.txt")).write_text(
+        "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
