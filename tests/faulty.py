@@ -38,24 +38,26 @@ def trial_index() -> int | None:
     return None
 
 
-def flaky_mlp(data, *, marker: str, **kwargs):
-    """Raises once, in the first Ray worker that builds it (the driver's own check build passes)."""
-    if _in_ray_worker():
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return mlp(data, **kwargs)
-        raise RuntimeError("flaky builder: failing once on purpose")
-    return mlp(data, **kwargs)
+def _fail_once(marker: str) -> None:
+    """Raises the first time it is called for ``marker`` (a file it creates), on any process."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    raise RuntimeError("flaky builder: failing once on purpose")
 
 
-def crashing_mlp(data, *, crash_trial: int, nan_trial: int = -1, nan_after: int = 0, **kwargs):
+def crashing_mlp(data, *, crash_trial: int, nan_trial: int = -1, nan_after: int = 0, flaky_trial: int = -1,
+                 marker: str | None = None, **kwargs):
     """Raises every time it is built for trial ``crash_trial`` (so every retry fails too); for trial
     ``nan_trial`` returns `nan_mlp`'s model, whose loss becomes NaN after ``nan_after`` training batches;
-    a plain MLP for every other trial."""
+    raises the first time it is built for trial ``flaky_trial`` (once per ``marker`` file); a plain MLP
+    for every other trial and build."""
     index = trial_index()
     if index is not None and index == crash_trial:
         raise RuntimeError(f"crashing builder: trial {index} always fails on purpose")
+    if index is not None and index == flaky_trial:
+        _fail_once(marker)
     if index is not None and index == nan_trial:
         return _poisoned(data, nan_after, **kwargs)
     return mlp(data, **kwargs)
