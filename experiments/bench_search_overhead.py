@@ -34,9 +34,10 @@ def run(steps: int) -> str:
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     line = next((x for x in out.stdout.splitlines() if x.startswith("search done")), None)
     total = next((x.strip() for x in out.stdout.splitlines() if "before and after Ray" in x), "")
+    actors = next((x.strip() for x in out.stdout.splitlines() if "actor(s) started" in x), "")
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"bench_search_overhead: search exited {out.returncode}: {out.stdout[-2000:]}")
-    return f"{line}\n        {total}"
+    return f"{line}\n        {actors}\n        {total}"
 
 
 def analyse(run_dir: Path, slow: float = 0.6) -> str:

@@ -109,6 +109,10 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     print(f"\nsearch done in {wall:.0f}s: {summary['points']} points; trial compute {compute:.0f}s over {slots} "
           f"parallel slot(s); overhead (wall - compute/slots) {wall - compute / slots:.0f}s "
           f"({round(overhead_pct, 1):.0f}% of wall)")
+    setups = summary.get("actor_setup_s") or []
+    if setups:
+        print(f"  {len(setups)} actor(s) started, {sum(setups) / len(setups):.1f}s each (Keras and its backend "
+              f"imported, data loaded, first model built: part of the overhead)")
     failed, trials = summary["failed"], summary["trials"]
     if failed:
         print(f"{len(failed)} of {trials} trials failed (full errors in {run_dir}/trial_*/error.txt):")
@@ -120,7 +124,8 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     final.evaluate_front(run_dir)
     test_s = time.perf_counter() - t1
     rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots, sensitivity_s=sensitivity_s,
-                         ray_start_s=ray_start_s, test_s=test_s, total_s=time.perf_counter() - t0)
+                         ray_start_s=ray_start_s, test_s=test_s, total_s=time.perf_counter() - t0,
+                         **({"actor_setup_s": sum(setups) / len(setups), "actors": len(setups)} if setups else {}))
     print(f"  before and after Ray: sensitivity table {sensitivity_s:.1f}s (while Ray started, {ray_start_s:.1f}s), "
           f"test set {test_s:.1f}s; total {time.perf_counter() - t0:.0f}s")
     kept, disk = rundirs.prune_checkpoints(run_dir)

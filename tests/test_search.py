@@ -59,6 +59,12 @@ def test_search_reports_every_point_and_prints_the_front(finished):
     # population 2 on 2 slots: an exploit pauses a trial with none waiting; its actor is kept for it (reused),
     # never stopped and replaced by a new process (runner._PopulationVariants)
     assert len({p["pid"] for p in points}) == 2, sorted({p["pid"] for p in points})
+    # each actor's first report carries its start (imports, data, first model), summed up in timing.json
+    setups = {p["pid"]: p["actor_setup_s"] for p in points if "actor_setup_s" in p}
+    assert len(setups) == 2 and all(v > 0 for v in setups.values()), setups
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert timing["actors"] == 2 and timing["actor_setup_s"] == pytest.approx(sum(setups.values()) / 2, abs=0.06)
+    assert "2 actor(s) started" in res.stdout
     # lean: only the validation front keeps its model checkpoint, and only it was evaluated on the test set
     front = json.loads((run_dir / "pareto.json").read_text())["front"]
     kept = {str(f.relative_to(run_dir)) for f in (run_dir / "models").glob("*/step_*")}

@@ -96,11 +96,12 @@ def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int,
     trial compute, with the compute spread over the ``slots`` trials that ran in parallel:
     ``100 * (1 - compute_s / slots / wall_s)``. ``extra`` adds other seconds (``sensitivity_s``: the
     sensitivity table, warm-up included, measured while Ray starts; ``ray_start_s``: Ray's start, counted in
-    ``wall_s``; ``test_s``: the test set after it; ``total_s``).
+    ``wall_s``; ``test_s``: the test set after it; ``total_s``; ``actor_setup_s``: the mean start of the
+    ``actors`` that ran trials, imports, data and first model, inside ``wall_s`` and outside ``compute_s``).
     """
     record = {"wall_s": round(wall_s, 1), "compute_s": round(compute_s, 1), "slots": slots,
               "overhead_pct": round(100 * (1 - compute_s / slots / max(wall_s, 1e-9)), 1),
-              **{k: round(float(v), 1) for k, v in extra.items()}}
+              **{k: v if isinstance(v, int) else round(float(v), 1) for k, v in extra.items()}}
     tmp = Path(run_dir) / (TIMING + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(Path(run_dir) / TIMING)

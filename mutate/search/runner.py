@@ -54,6 +54,7 @@ class MutationTrainable(tune.Trainable):
     """
 
     def setup(self, config: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
         self._refuse_diverged(config)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from mutate.search.trial import TrialRunner
@@ -63,6 +64,9 @@ class MutationTrainable(tune.Trainable):
         self._stash: dict[str, Any] = {}
         self._runner = TrialRunner(self.space, seed=config["member"]["seed"])
         self._shared = self._runner.shared()
+        # the actor's start (Keras and its backend imported, data loaded, first model built): its first
+        # report carries it, for the search's overhead line
+        self._setup_s: float | None = time.perf_counter() - t0
 
     @property
     def runner(self) -> Any:
@@ -110,6 +114,8 @@ class MutationTrainable(tune.Trainable):
         self.runner.save(folder)
         result["checkpoint"] = str(folder.relative_to(self.config["run_dir"]))
         result["done"] = self.runner.step >= t["steps"]
+        if self._setup_s is not None:
+            result["actor_setup_s"], self._setup_s = round(self._setup_s, 2), None
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
@@ -179,7 +185,7 @@ class _Points(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "val_accuracy",
                 "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds", "learning_rate",
-                "target", "pid")  # pid: the actor process that trained it (a reused actor keeps its pid)
+                "target", "pid", "actor_setup_s")  # pid: the actor process that trained it (a reused actor keeps it)
         row = {"trial": trial.trial_id, **{k: result[k] for k in keys if k in result},
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
@@ -497,8 +503,9 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
         out: where progress lines go.
 
     Returns:
-        ``wall_s``, ``compute_s``, ``points`` (reported points in the run), ``trials`` (how many), and
-        ``failed``: (trial id, one-line reason) for each trial that ended in error after its retries.
+        ``wall_s``, ``compute_s``, ``points`` (reported points in the run), ``trials`` (how many),
+        ``failed``: (trial id, one-line reason) for each trial that ended in error after its retries, and
+        ``actor_setup_s``: each actor's start in seconds (imports, data, first model; outside ``compute_s``).
     """
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
@@ -521,4 +528,6 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     failed = [(Path(r.path).name.removeprefix("trial_") if r.path else "?", reason(r.error))
               for r in results if r.error is not None]
     compute = sum(p.get("time_this_iter_s") or 0.0 for p in points)
-    return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed}
+    setups = [p["actor_setup_s"] for p in points if "actor_setup_s" in p]
+    return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed,
+            "actor_setup_s": setups}
