@@ -53,6 +53,8 @@ class MutationTrainable(tune.Trainable):
     both give the same weights, and the weights of a run that never paused).
     """
 
+    _setup_s: float | None = None  # seconds the actor's `setup` took, until its first report carries them
+
     def setup(self, config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         self._refuse_diverged(config)
@@ -66,7 +68,7 @@ class MutationTrainable(tune.Trainable):
         self._shared = self._runner.shared()
         # the actor's start (Keras and its backend imported, data loaded, first model built): its first
         # report carries it, for the search's overhead line
-        self._setup_s: float | None = time.perf_counter() - t0
+        self._setup_s = time.perf_counter() - t0
 
     @property
     def runner(self) -> Any:
