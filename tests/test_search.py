@@ -34,6 +34,12 @@ def start(args):
                             env=ENV)
 
 
+def finish(proc):
+    """Wait for a `start`ed process; what `run` returns."""
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "points.jsonl").read_text().splitlines()]
 
@@ -109,9 +115,7 @@ def test_export_reevaluates_and_reloads(finished, tmp_path):
     d = digits()
     acc = (keras.saving.load_model(out).predict(d.x_test, verbose=0).argmax(1) == d.y_test).mean()
     assert abs(acc - front[0]["test_accuracy"]) < 1e-6
-    done = {k: subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=600)) for k, p in started.items()}
-    for k, p in started.items():
-        done[k].returncode = p.returncode
+    done = {k: finish(p) for k, p in started.items()}
     lite = done["lite"]
     assert lite.returncode == 0, lite.stderr[-3000:]
     line = next(s for s in lite.stdout.splitlines() if s.strip().startswith("litert file:"))
@@ -182,9 +186,8 @@ def test_seeded_random_strategy_with_one_trial_is_reproducible(tmp_path):
     args = ["search", str(SPACE), *SMALL, "--strategy", "random", "--set", "search.population=1",
             "--set", "search.seed=3"]
     # the two searches run at once (each starts its own embedded Ray), as two users' searches on one machine
-    a, b = (start([*args, "--set", f"storage={tmp_path / name}"]) for name in "ab")
-    first, second = a.communicate(timeout=600), b.communicate(timeout=600)
-    assert a.returncode == 0 and b.returncode == 0, first[1][-2000:] + second[1][-2000:]
+    first, second = [finish(p) for p in [start([*args, "--set", f"storage={tmp_path / name}"]) for name in "ab"]]
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     keys = ("step", "bytes", "genome", "val_accuracy")
     a = [{k: p[k] for k in keys} for p in rows(tmp_path / "a" / "digits_mlp")]
     b = [{k: p[k] for k in keys} for p in rows(tmp_path / "b" / "digits_mlp")]
