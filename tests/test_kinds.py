@@ -1,6 +1,8 @@
 """Any kernel of any Keras model, in place: paths, nested and subclassed models, every layer kind, and what the
 user's layer carries (regularizers, constraints, mixed precision)."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -93,6 +95,37 @@ def test_a_subclassed_model_with_a_nested_block_compresses_by_glob_and_round_tri
     assert size.bits < size.dense_bits
 
 
+def test_a_subclassed_model_saved_mid_blend_resumes_training_exactly(tmp_path):
+    """Its states are re-attached only when its variables load, after Keras built the optimizer: the
+    optimizer must be rebuilt on the factors too, or `fit` refuses them and the saved slots are skipped."""
+    x, y = seqs()
+    plan = {"block/mha/query": ("low_rank", {"rank": 2}), "head": ("kmeans", {"k": 4})}
+
+    def fresh():
+        model = net()
+        mutate.compress(model, plan, mutate.Schedule(1, 10, 3))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    def fit(model, epochs):
+        model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
+                  callbacks=[mutate.CompressionCallback()])
+
+    straight = fresh()
+    fit(straight, 2)
+    first = fresh()
+    fit(first, 1)
+    first.save(tmp_path / "mid.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. "Skipping variable loading for optimizer"
+        resumed = keras.saving.load_model(tmp_path / "mid.keras")
+    assert mutate.kernel(resumed, "head").compression.current_alpha() == pytest.approx(1 - 2 / 4)
+    fit(resumed, 1)
+    assert int(resumed.optimizer.iterations.numpy()) == 12
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_a_gru_and_conv1d_model_round_trips(tmp_path):
     keras.utils.set_random_seed(0)
     inp = keras.Input((12, 4))
@@ -112,6 +145,42 @@ def test_a_gru_and_conv1d_model_round_trips(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert [k.state for k in mutate.compressible(loaded)] == ["spliced"] * 4 + ["dense"]
+
+
+class Recurrent(keras.Model):
+    """A subclassed model whose call takes no ``training`` around RNNs, whose calls default to training=False."""
+
+    def __init__(self, told=None, **kwargs):
+        super().__init__(**kwargs)
+        self.told = told
+        self.gru = keras.layers.GRU(5, return_sequences=True, name="gru")
+        self.lstm = keras.layers.LSTM(4, name="lstm")
+        self.head = keras.layers.Dense(3, name="head")
+
+    def call(self, x):
+        return self.head(self.lstm(self.gru(x), training=self.told))
+
+
+def test_rnn_layers_count_their_batches_in_a_model_whose_call_takes_no_training():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 6, 4)).astype("float32"), rng.integers(0, 3, 32)
+    for told, lstm_steps in ((None, 8), (False, 0)):  # the user's explicit training=False is kept
+        model = Recurrent(told)
+        model(x[:2])
+        mutate.compress(model, {"gru": ("low_rank", {"rank": 2}), "lstm": ("pruning", {"sparsity": 0.5}),
+                                "head": ("kmeans", {"k": 4})}, mutate.Schedule(0, 6, 2))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[mutate.CompressionCallback()])
+        steps = {k.path: int(keras.ops.convert_to_numpy(k.compression.step)) for k in mutate.compressible(model)
+                 if k.compression is not None}
+        assert (steps["gru"], steps["lstm"]) == (8, lstm_steps)  # Keras filled the GRU's training=False
+        if told is None:  # (after an explicit training=False, Keras' call context says False to the head too)
+            assert steps["head"] == 8
+        assert mutate.kernel(model, "gru").compression.current_alpha() == 0.0
+        model.predict(x, verbose=0)  # inference counts nothing
+        assert {k.path: int(keras.ops.convert_to_numpy(k.compression.step)) for k in mutate.compressible(model)
+                if k.compression is not None} == steps
 
 
 def test_regularizers_constraints_and_mixed_precision_survive_compress_strip_save_load(tmp_path):

@@ -44,7 +44,20 @@ def states(layer: keras.layers.Layer) -> list[tuple[Slot, KernelState]]:
             if isinstance(getattr(layer, state_attr(s), None), KernelState)]
 
 
+def _outer_training() -> Any:
+    """The ``training`` of the call this one is nested in (None when no caller set one), read without
+    opening a call context (Keras' `_get_call_context` would make this call the context's entry)."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    return None if context is None else context.training
+
+
 def _training(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> Any:
+    if layer.__dict__.get("_mutate_untold"):
+        # nobody said: Keras filled `training` from the call's default (an RNN's training=False), which
+        # would hide a model whose call takes no `training` from the callback's phase (`KernelState.begin_call`)
+        return None
     training = kwargs.get("training")
     if training is None:
         context = layer._get_call_context() if hasattr(layer, "_get_call_context") else None
@@ -61,6 +74,15 @@ class Compressed:
 
     _mutate_base: type = object
     _mutate_kind: Kind
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        untold = kwargs.get("training") is None and _outer_training() is None
+        before = self.__dict__.get("_mutate_untold")
+        object.__setattr__(self, "_mutate_untold", untold)  # untracked, like `_mutate_pending`
+        try:
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            object.__setattr__(self, "_mutate_untold", before)
 
     def _mutate_call(self, base_call: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         pairs = states(self)

@@ -60,6 +60,7 @@ class CompressedModel:
         if "mutate" in keys:
             plan = json.loads(bytes(np.asarray(store["mutate"], dtype=np.uint8)).decode())
             layers = {relative_layer_path(self, layer): layer for layer, _ in walk(self) if layer is not self}
+            attached = False
             for path, slots in plan.items():
                 layer = layers.get(path)
                 if layer is None:
@@ -70,9 +71,29 @@ class CompressedModel:
                     slot = kind.slot(name)
                     if not isinstance(getattr(layer, state_attr(slot), None), KernelState):
                         attach(layer, slot, spec)
+                        attached = True
+            if attached:
+                rebuild_optimizer(self)
         own = self._trainable_variables + self._non_trainable_variables
         for i, v in enumerate(own):
             v.assign(store[str(i)])
+
+
+def rebuild_optimizer(model: keras.Model) -> None:
+    """A fresh optimizer of the same config, built on ``model``'s trainable variables now, when the compiled
+    one was built on others. Loading a `.keras` file compiles (and builds the optimizer) before the model's
+    variables load, so a subclassed model's states, re-attached only then, would be unknown to it: its saved
+    slots would be skipped with a warning and `fit` would refuse the factors. The optimizer's children load
+    after the model's own variables, so the saved slots (and iterations) fill the fresh one."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not getattr(optimizer, "built", False):
+        return
+    built_on = [id(v) for v in getattr(optimizer, "_trainable_variables", [])]
+    if built_on == [id(v) for v in model.trainable_variables]:
+        return
+    fresh = type(optimizer).from_config(optimizer.get_config())
+    fresh.build(model.trainable_variables)
+    model.optimizer = fresh
 
 
 def relative_layer_path(model: keras.layers.Layer, layer: keras.layers.Layer) -> str:
