@@ -126,6 +126,26 @@ def test_a_subclassed_model_saved_mid_blend_resumes_training_exactly(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_weights_load_into_a_model_compressed_anew_with_the_same_plan(tmp_path):
+    """The Keras flow for a weights file: build the model in code, compress it as before, `load_weights`. The
+    file's states win: a spliced file splices the new (blending) kernels, for a subclassed model too."""
+    x, y = seqs()
+    plan = {"block/mha/query": ("low_rank", {"rank": 2}), "head": ("kmeans", {"k": 4})}
+    for spliced in (False, True):
+        model = net()
+        mutate.compress(model, plan, mutate.Schedule(0, 4, 2))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+        if spliced:
+            mutate.strip(model)
+        model.save_weights(tmp_path / "m.weights.h5")
+        again = mutate.compress(net(), plan, mutate.Schedule(0, 4, 2))
+        again.load_weights(tmp_path / "m.weights.h5")
+        assert [k.state for k in mutate.compressible(again)] == [k.state for k in mutate.compressible(model)]
+        assert mutate.model_size(again) == mutate.model_size(model)
+        np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 def test_a_gru_and_conv1d_model_round_trips(tmp_path):
     keras.utils.set_random_seed(0)
     inp = keras.Input((12, 4))

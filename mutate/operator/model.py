@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mutate.operator.host import _resolve, attach, state_attr
+from mutate.operator.host import _resolve, attach, detach, state_attr
 from mutate.operator.kinds import kind_of
 from mutate.operator.state import KernelState
 
@@ -20,7 +20,9 @@ class CompressedModel:
     """Mixin of a compressed model's class. Layers that a model's config rebuilds (a Sequential's or a
     Functional's) restore their own states; layers that user code creates (a subclassed model's, a custom
     layer's, a keras_hub backbone's) cannot, so the model also saves ``{path: {slot: spec}}`` with its own
-    variables and re-attaches those states when Keras loads its variables, before its layers load theirs."""
+    variables and re-attaches those states when Keras loads its variables, before its layers load theirs.
+    The file's states win: `load_weights` into a model compressed anew with the same plan (still blending)
+    takes the spliced (or other) states the file holds."""
 
     _mutate_base: type = object
 
@@ -69,9 +71,13 @@ class CompressedModel:
                 kind = kind_of(layer)
                 for name, spec in slots.items():
                     slot = kind.slot(name)
-                    if not isinstance(getattr(layer, state_attr(slot), None), KernelState):
-                        attach(layer, slot, spec)
-                        attached = True
+                    current = getattr(layer, state_attr(slot), None)
+                    if isinstance(current, KernelState):
+                        if json.loads(json.dumps(current.spec())) == spec:
+                            continue
+                        detach(layer, slot)  # e.g. a model compressed anew (blending) loading a spliced file
+                    attach(layer, slot, spec)
+                    attached = True
             if attached:
                 rebuild_optimizer(self)
         own = self._trainable_variables + self._non_trainable_variables
