@@ -125,3 +125,15 @@ def test_the_keras_conformance_suites_pass_on_jax():
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:]
     assert " passed" in res.stdout and "failed" not in res.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (opt-in: bash scripts/dev test --backend torch)")
+def test_the_layer_kinds_suite_passes_on_torch():
+    """tests/test_kinds.py (subclassed and nested models, RNNs, weights files, mixed precision: PyTorch's
+    assign once lost alpha under it) under KERAS_BACKEND=torch, in a child pytest."""
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kinds.py"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert " passed" in res.stdout and "failed" not in res.stdout

@@ -221,7 +221,7 @@ def test_regularizers_constraints_and_mixed_precision_survive_compress_strip_sav
     assert fc.dtype_policy.name == "mixed_float16" and len(fc.losses) == 2  # both regularizers still apply
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
-    assert fc(x).dtype == "float16"
+    assert keras.backend.standardize_dtype(fc(x).dtype) == "float16"
     mutate.strip(model)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras").get_layer("fc")

@@ -289,7 +289,8 @@ class KernelState(keras.layers.Layer):
             import tensorflow as tf
 
             tf.debugging.assert_equal(self.driven, 1, message=message)
-        self.alpha.assign(self.scheduled_alpha())
+        with keras.src.backend.AutocastScope(None):  # PyTorch's assign writes to the variable's value, which
+            self.alpha.assign(self.scheduled_alpha())  # under mixed precision is a float16 copy: lost
         if self.graph_refresh and a is not None:
             self._refresh_in_graph(a)
         self.step.assign_add(ops.cast(1, self.step.dtype))
