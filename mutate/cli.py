@@ -116,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["keras", "litert", "saved_model"], default=None,
                         help="the format (default: from --out's suffix); a LiteRT file is checked in the interpreter "
                              "on the run's validation split and refused beyond a 1e-4 output difference")
+    export.add_argument("--litert-arrays", choices=["smallest", "packed", "folded"], default="smallest",
+                        help="how a LiteRT file holds the spliced arrays: packed (bitmasks, codes and sign bits "
+                             "unpacked by the graph at every call; random matrices hashed in it), folded (float32 "
+                             "constants: faster, larger except on small models), or smallest (default: both "
+                             "converted, the smaller file kept)")
     export.add_argument("--force", action="store_true", help="overwrite --out")
 
     demo = sub.add_parser("demo", help="compress an MLP on scikit-learn digits mid-training and splice it")
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             from mutate import commands
 
             commands.export(args.run, point=args.point, max_size=args.max_size, min_accuracy=args.min_accuracy,
-                            out=args.out, force=args.force, fmt=args.format)
+                            out=args.out, force=args.force, fmt=args.format, arrays=args.litert_arrays)
         elif args.command == "demo":
             from mutate import demo
 

@@ -229,10 +229,10 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
 
 
 def export(run: Path, *, point: int | None, max_size: int | None, min_accuracy: float | None, out: Path,
-           force: bool, fmt: str | None = None) -> None:
+           force: bool, fmt: str | None = None, arrays: str = "smallest") -> None:
     """``mutate export``: rebuild, re-evaluate, splice and save one front point."""
     from mutate.results import export as exporter
 
     with _if_run(run):
         exporter.export(run, point=point, max_size=max_size, min_accuracy=min_accuracy, out=out, force=force,
-                        fmt=fmt)
+                        fmt=fmt, arrays=arrays)

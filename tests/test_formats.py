@@ -27,14 +27,32 @@ def test_a_litert_file_holds_the_packed_factors_and_matches_keras(tmp_path, op, 
     model, x, y = spliced(op, params)
     counted = mutate.model_size(model).bits // 8
     dense = mutate.export_model(mlp((16, 96, 64, 5)), tmp_path / "dense.tflite")
-    out = mutate.export_model(model, tmp_path / "m.tflite", x=x, y=y)
+    out = mutate.export_model(model, tmp_path / "m.tflite", x=x, y=y, arrays="packed")
     assert out.path.is_file() and out.bytes == out.path.stat().st_size and out.max_diff < 1e-4
+    assert (out.arrays, out.other_bytes) == ("packed", None)
     assert out.litert_accuracy == out.keras_accuracy
     # the converter folds constant subgraphs: without the run-time anchor a pruned or clustered kernel is
     # stored as a dense float32 matrix (1.3 MB for LeNet-300-100 at 90% pruning; experiments/litert_sizes.txt).
     # The file's constant buffers are the stored arrays; the rest is the graph (ops, tensors, names).
     assert constant_bytes(out.path) <= 1.3 * counted + 1024, (constant_bytes(out.path), counted)
     assert out.bytes < dense.bytes
+
+
+@pytest.mark.parametrize("widths, op, params, expect", [
+    ((16, 12, 8, 5), "simhash", {"rank": 4}, "folded"),  # tiny: the hashing and unpacking graph outweighs R
+    ((16, 256, 256, 5), "kmeans", {"k": 4}, "packed"),  # 2-bit codes against a float32 matrix folded
+])
+def test_smallest_litert_arrays_keeps_the_smaller_of_packed_and_folded(tmp_path, widths, op, params, expect):
+    model, x, y = spliced(op, params, widths)
+    packed = mutate.export_model(model, tmp_path / "p.tflite", arrays="packed")
+    folded = mutate.export_model(model, tmp_path / "f.tflite", x=x, y=y, arrays="folded")
+    assert folded.arrays == "folded" and folded.max_diff < 1e-4 and folded.litert_accuracy == folded.keras_accuracy
+    best = mutate.export_model(model, tmp_path / "m.tflite", x=x, y=y)
+    assert best.arrays == expect and best.bytes == min(packed.bytes, folded.bytes) == best.path.stat().st_size
+    assert best.other_bytes == max(packed.bytes, folded.bytes) and best.max_diff < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.tflite", "m.tflite", "p.tflite"]  # no leftovers
+    with pytest.raises(BadInput, match="arrays='dense'"):
+        mutate.export_model(model, tmp_path / "n.tflite", arrays="dense")
 
 
 def constant_bytes(path) -> int:

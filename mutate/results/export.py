@@ -47,7 +47,8 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
 
 
 def export(run_dir: Path, *, point: int | None = None, max_size: int | None = None,
-           min_accuracy: float | None = None, out: Path, force: bool = False, fmt: str | None = None) -> keras.Model:
+           min_accuracy: float | None = None, out: Path, force: bool = False, fmt: str | None = None,
+           arrays: str = "smallest") -> keras.Model:
     """Load the chosen point's checkpoint, re-evaluate it, splice its finished layers and save it.
 
     Raises:
@@ -81,7 +82,7 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     if chosen.checkpoint not in values:  # the test set, once per chosen model
         values[chosen.checkpoint] = test
         write_tests(run.dir, values)
-    written = export_model(spliced, out, fmt, x=x_val, y=None if run.lm else y_val)
+    written = export_model(spliced, out, fmt, x=x_val, y=None if run.lm else y_val, arrays=arrays)
     spliced.summary()
     size = mutate.model_size(spliced)
     print(size)
@@ -91,6 +92,11 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     line = f"  {fmt} file: {written.bytes:,} bytes"
     if written.gzip_bytes is not None:
         line += f" ({written.gzip_bytes:,} gzipped)"
+    if written.arrays is not None:
+        line += f", arrays {written.arrays}"
+        if written.other_bytes is not None:
+            other = "folded" if written.arrays == "packed" else "packed"
+            line += f" (the smaller; {other}: {written.other_bytes:,} bytes)"
     if written.max_diff is not None:
         line += f"; interpreter on the {len(x_val):,} validation rows: max |LiteRT - Keras| {written.max_diff:.2e}"
         if written.litert_accuracy is not None:

@@ -1,17 +1,26 @@
 """`export_model`: write a (spliced) model where it runs: ``.keras``, a TensorFlow SavedModel, or LiteRT.
 
 LiteRT goes through Keras' own ``model.export(format="litert")`` (TensorFlow's converter, builtin ops only),
-traced with `mutate.operator.anchor.exporting` on: the spliced integer arrays (pruning bitmasks, k-means codes,
-dictionary indices) reach the converter behind a run-time gather that it cannot fold, so they stay packed in
-the file and are unpacked by builtin ops at run time; float factors stay as they are, and a low-rank Dense
-stays two FULLY_CONNECTED ops. Operators whose random matrix is regenerated from a seed (``simhash``,
-``random_projection``) cannot be held compactly: that matrix is a constant of the graph (see
-experiments/README.md, litert_sizes). After writing, a LiteRT file is run in the interpreter on the given
-rows and compared with Keras; beyond the tolerance it is deleted and the export refused.
+in one of two forms (``arrays``):
+
+- ``packed``: traced with `mutate.operator.anchor.exporting` on, the spliced integer arrays (pruning
+  bitmasks, k-means codes, dictionary indices, SimHash's sign bits) reach the converter behind a run-time
+  gather that it cannot fold, so they stay packed in the file and builtin ops unpack them at every call;
+  random matrices regenerated from a seed (``simhash``, ``random_projection``) are hashed in the graph
+  (`operators._hash`). Float factors stay as they are; a low-rank Dense stays two FULLY_CONNECTED ops.
+- ``folded``: traced as Keras computes, the converter folds every array a layer derives from its stored
+  ones into float32 constants (a pruned kernel becomes its dense matrix): no unpacking at run time, but
+  only smaller than ``packed`` when the unpacking graph outweighs the arrays (small models: each unpacking
+  or hashing subgraph costs kilobytes).
+- ``smallest`` (the default) converts both and keeps the smaller file.
+
+After writing, a LiteRT file is run in the interpreter on the given rows and compared with Keras; beyond the
+tolerance it is deleted and the export refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import shutil
 import tempfile
@@ -26,6 +35,8 @@ import numpy as np
 from mutate.errors import BadInput, MetricMismatch
 
 FORMATS = ("keras", "litert", "saved_model")
+ARRAYS = ("smallest", "packed", "folded")
+"""How a LiteRT file holds the spliced arrays (module docstring)."""
 TOLERANCE = 1e-4
 """Largest accepted |LiteRT - Keras| output difference, relative to max(1, the largest |Keras output|)."""
 
@@ -33,7 +44,8 @@ TOLERANCE = 1e-4
 @dataclass(frozen=True)
 class Exported:
     """What `export_model` wrote: the path, its bytes (a folder's total), gzip bytes (files only), and for a
-    checked LiteRT file the largest output difference and the accuracy by Keras and by the interpreter."""
+    checked LiteRT file the largest output difference and the accuracy by Keras and by the interpreter; for
+    LiteRT also the form written (``packed`` or ``folded``) and, when both were converted, the other's bytes."""
 
     path: Path
     format: str
@@ -42,6 +54,8 @@ class Exported:
     max_diff: float | None = None
     keras_accuracy: float | None = None
     litert_accuracy: float | None = None
+    arrays: str | None = None
+    other_bytes: int | None = None
 
 
 def format_for(path: Path, fmt: str | None) -> str:
@@ -94,7 +108,7 @@ def _blending(model: keras.Model) -> list[str]:
 
 
 def export_model(model: keras.Model, path: str | Path, format: str | None = None, *, x: np.ndarray | None = None,
-                 y: np.ndarray | None = None, tolerance: float = TOLERANCE) -> Exported:
+                 y: np.ndarray | None = None, tolerance: float = TOLERANCE, arrays: str = "smallest") -> Exported:
     """Write ``model`` to ``path`` as ``format`` (``keras``, ``litert`` or ``saved_model``; None: from the
     suffix). Nothing is left at ``path`` when it fails.
 
@@ -103,13 +117,18 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
             .keras file may also hold kernels still blending (to train on).
         x, y: rows to check a LiteRT file on (and labels for its accuracy); None skips the check.
         tolerance: the largest accepted output difference, relative to max(1, max |Keras output|).
+        arrays: LiteRT only: ``packed``, ``folded`` or ``smallest`` (both converted, the smaller file kept);
+            see the module docstring. A SavedModel is always traced packed.
 
     Raises:
-        BadInput: a kernel is still blending (LiteRT and SavedModel), or the format does not fit the path.
+        BadInput: a kernel is still blending (LiteRT and SavedModel), the format does not fit the path, or
+            ``arrays`` is not one of `ARRAYS`.
         MetricMismatch: the LiteRT outputs differ from Keras' beyond ``tolerance`` (the file is deleted).
     """
     path = Path(path)
     fmt = format_for(path, format)
+    if arrays not in ARRAYS:
+        raise BadInput(f"{path}: arrays={arrays!r}: choose one of {', '.join(ARRAYS)}")
     blending = _blending(model) if fmt != "keras" else []  # a .keras file may hold a blending model
     if blending:
         raise BadInput(f"{path}: {', '.join(blending)} still blending; splice first (mutate.strip), or export "
@@ -119,28 +138,47 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
         staged = Path(tmp) / path.name
         if fmt == "keras":
             model.save(staged)
+            report = Exported(path, fmt, _bytes(staged))
+        elif fmt == "saved_model":
+            _convert(model, staged, fmt, packed=True, named=path)
+            report = Exported(path, fmt, _bytes(staged))
         else:
-            from mutate.operator.anchor import exporting
-
-            with exporting():
-                try:
-                    model.export(str(staged), format="litert" if fmt == "litert" else "tf_saved_model",
-                                 verbose=False)
-                except Exception as e:  # noqa: BLE001 - the converter's own error type lives in TensorFlow
-                    message = unconvertible(model, e)
-                    if message is None:
-                        raise
-                    raise BadInput(f"{path}: {message}; nothing written") from None
-        report = Exported(path, fmt, _bytes(staged))
-        if fmt == "litert":
-            blob = staged.read_bytes()
-            report = Exported(path, fmt, len(blob), len(gzip.compress(blob)))
+            forms = ("packed", "folded") if arrays == "smallest" else (arrays,)
+            blobs = {}
+            for form in forms:
+                out = Path(tmp) / form / path.name
+                _convert(model, out, fmt, packed=form == "packed", named=path)
+                blobs[form] = out.read_bytes()
+            form = min(forms, key=lambda f: (len(blobs[f]), f != "packed"))  # a tie keeps the packed form
+            blob = blobs[form]
+            staged.write_bytes(blob)
+            other = [len(b) for f, b in blobs.items() if f != form]
+            report = Exported(path, fmt, len(blob), len(gzip.compress(blob)), arrays=form,
+                              other_bytes=other[0] if other else None)
             if x is not None:
                 report = _check(model, blob, report, x, y, tolerance)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         staged.replace(path)
     return report
+
+
+def _convert(model: keras.Model, out: Path, fmt: str, *, packed: bool, named: Path) -> None:
+    """Keras' export to ``out`` (``litert`` or ``saved_model``), traced packed or folded; an op the converter
+    cannot take is a `BadInput` naming ``named`` (the path the user asked for)."""
+    import contextlib
+
+    from mutate.operator.anchor import exporting
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exporting() if packed else contextlib.nullcontext():
+        try:
+            model.export(str(out), format="litert" if fmt == "litert" else "tf_saved_model", verbose=False)
+        except Exception as e:  # noqa: BLE001 - the converter's own error type lives in TensorFlow
+            message = unconvertible(model, e)
+            if message is None:
+                raise
+            raise BadInput(f"{named}: {message}; nothing written") from None
 
 
 def unconvertible(model: keras.Model, error: Exception) -> str | None:
@@ -183,7 +221,7 @@ def _check(model: keras.Model, blob: bytes, report: Exported, x: np.ndarray, y: 
     if not diff <= tolerance * scale:
         raise MetricMismatch(f"{report.path}: the LiteRT outputs differ from Keras' by up to {diff:.3g} (tolerance "
                              f"{tolerance:g} x {scale:.3g}); nothing written")
-    return Exported(report.path, report.format, report.bytes, report.gzip_bytes, diff, acc_k, acc_l)
+    return dataclasses.replace(report, max_diff=diff, keras_accuracy=acc_k, litert_accuracy=acc_l)
 
 
 SIZES_FILE = "file_sizes.json"
