@@ -166,3 +166,24 @@ def test_a_user_builder_is_bad_input_but_a_builtin_one_failing_is_a_bug(monkeypa
     monkeypatch.setitem(builders.BUILTIN, "mlp", raiser(KeyError("internal")))
     with pytest.raises(KeyError, match="internal"):
         builders.build_model({"builder": "mlp"}, data, "x.yaml")
+
+
+def test_a_runs_user_modules_are_imported_before_its_checkpoints_load(tmp_path, monkeypatch):
+    """`mutate export` and `pareto --sizes` load checkpoints whose classes a user module registers."""
+    import sys
+    from types import SimpleNamespace
+
+    import keras
+
+    from mutate.search import builders
+
+    (tmp_path / "user_models_x.py").write_text(
+        "import keras\n\n@keras.saving.register_keras_serializable('user_models_x')\n"
+        "class Thing(keras.Model):\n    pass\n\ndef build(data):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    space = SimpleNamespace(model={"builder": "user_models_x:build"}, data={"name": "digits"}, where="x.yaml")
+    builders.import_user_modules(space)
+    assert "user_models_x" in sys.modules and keras.saving.get_registered_object("user_models_x>Thing") is not None
+    gone = SimpleNamespace(model={"builder": "mlp"}, data={"name": "no_such_module_x:load"}, where="x.yaml")
+    with pytest.raises(BadInput, match="x.yaml: data.name: cannot import module 'no_such_module_x'"):
+        builders.import_user_modules(gone)

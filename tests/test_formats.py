@@ -55,6 +55,28 @@ def test_smallest_litert_arrays_keeps_the_smaller_of_packed_and_folded(tmp_path,
         mutate.export_model(model, tmp_path / "n.tflite", arrays="dense")
 
 
+def test_a_loaded_subclassed_model_exports_and_an_rnn_needing_flex_ops_is_refused(tmp_path):
+    from tests.test_kinds import net, seqs
+
+    x, _ = seqs()
+    model = net()
+    mutate.compress(model, {"head": ("kmeans", {"k": 4})}, mutate.Schedule(0, 1, 1))
+    compile_(model)
+    model.fit(x, np.zeros(len(x), "int32"), batch_size=8, epochs=1, verbose=0,
+              callbacks=[mutate.CompressionCallback()])
+    mutate.strip(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)  # never called: Keras' export refuses
+    out = mutate.export_model(loaded, tmp_path / "m.tflite", x=x)
+    assert out.max_diff < 1e-4
+
+    inp = keras.Input((6, 4))
+    rnn = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GRU(3, name="gru")(inp)))
+    with pytest.raises(BadInput, match=r"r.tflite: LiteRT would need TensorFlow's select ops \(Flex\) for \w+.*unroll=True"):
+        mutate.export_model(rnn, tmp_path / "r.tflite")
+    assert not (tmp_path / "r.tflite").exists()
+
+
 def constant_bytes(path) -> int:
     """Bytes of a .tflite file's read-only constant buffers (TensorFlow's model analyzer)."""
     import contextlib

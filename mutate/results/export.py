@@ -65,6 +65,7 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     fmt = format_for(out, fmt)
     chosen = choose(run, point=point, max_size=max_size, min_accuracy=min_accuracy)
     space = load_recorded_space(run.dir)
+    builders.import_user_modules(space)  # a subclassed model's class must be registered before it loads
     checkpoint = run.dir / chosen.checkpoint / "model.keras"
     if not checkpoint.is_file():
         raise MissingInput(f"{run.dir}: point {chosen.trial}/{chosen.step}: its checkpoint {checkpoint} is missing")

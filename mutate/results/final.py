@@ -61,6 +61,7 @@ def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[st
         return values
     t0 = time.perf_counter()
     space = load_recorded_space(run.dir)
+    builders.import_user_modules(space)
     data = builders.load_data(space.data, space.where)
     for p in todo:
         path = run.dir / p.checkpoint / "model.keras"

@@ -151,6 +151,7 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
                 blobs[form] = out.read_bytes()
             form = min(forms, key=lambda f: (len(blobs[f]), f != "packed"))  # a tie keeps the packed form
             blob = blobs[form]
+            _refuse_flex(blob, path)
             staged.write_bytes(blob)
             other = [len(b) for f, b in blobs.items() if f != form]
             report = Exported(path, fmt, len(blob), len(gzip.compress(blob)), arrays=form,
@@ -163,6 +164,37 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     return report
 
 
+def _refuse_flex(blob: bytes, path: Path) -> None:
+    """A LiteRT file that needs TensorFlow's select ops (Flex: the converter's fallback, e.g. for an RNN's
+    while loop) is refused in one line naming them: the builtin runtime cannot run it, so neither can the
+    check, and mutate exports builtin ops only."""
+    import re
+
+    try:
+        interpreter(blob).allocate_tensors()
+    except RuntimeError as e:
+        ops_ = sorted(set(re.findall(r"\(Flex(\w+)\)", str(e))))
+        if "Select TensorFlow op" not in str(e):
+            raise
+        raise BadInput(f"{path}: LiteRT would need TensorFlow's select ops (Flex) for {', '.join(ops_) or 'some ops'}"
+                       "; mutate exports builtin ops only (a Keras RNN layer converts to builtin ops with "
+                       "unroll=True); export .keras or a SavedModel instead; nothing written") from None
+
+
+def _called(model: keras.Model) -> None:
+    """Call a subclassed model once on zeros of its build shape if it never was (a loaded one): Keras'
+    export takes its input signature from the first call."""
+    if isinstance(model, (keras.Sequential,)) or getattr(model, "_called", True) or hasattr(model, "_inputs_struct"):
+        return
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shapes) != 1:
+        return  # Keras' own error says what is missing
+    shape = next(iter(shapes.values()))
+    if not isinstance(shape, (tuple, list)) or not all(isinstance(d, (int, type(None))) for d in shape):
+        return
+    model(np.zeros(tuple(1 if d is None else d for d in shape), "float32"))
+
+
 def _convert(model: keras.Model, out: Path, fmt: str, *, packed: bool, named: Path) -> None:
     """Keras' export to ``out`` (``litert`` or ``saved_model``), traced packed or folded; an op the converter
     cannot take is a `BadInput` naming ``named`` (the path the user asked for)."""
@@ -171,6 +203,7 @@ def _convert(model: keras.Model, out: Path, fmt: str, *, packed: bool, named: Pa
     from mutate.operator.anchor import exporting
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    _called(model)
     with exporting() if packed else contextlib.nullcontext():
         try:
             model.export(str(out), format="litert" if fmt == "litert" else "tf_saved_model", verbose=False)
@@ -230,13 +263,19 @@ SIZES_FILE = "file_sizes.json"
 
 def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int]]:
     """The counted, .keras, .tflite and gzip(.tflite) bytes of each checkpoint's spliced model, converted once
-    and cached in ``RUN_DIR/file_sizes.json``; a checkpoint that is gone is left out."""
+    and cached in ``RUN_DIR/file_sizes.json``; a checkpoint that is gone is left out; a model LiteRT refuses
+    has None for its .tflite sizes and the reason under ``tflite_refused``."""
     import json
 
     import mutate
 
     cache_path = Path(run_dir) / SIZES_FILE
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if any(name not in cache for name in checkpoints):  # a user model's class registers when its module loads
+        from mutate.results.runs import load_recorded_space
+        from mutate.search import builders
+
+        builders.import_user_modules(load_recorded_space(run_dir))
     for name in checkpoints:
         model_path = Path(run_dir) / name / "model.keras"
         if name in cache or not model_path.is_file():
@@ -244,9 +283,14 @@ def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int
         model = mutate.strip(keras.saving.load_model(model_path, compile=False), finished_only=True)
         with tempfile.TemporaryDirectory() as tmp:
             k = export_model(model, Path(tmp) / "m.keras")
-            lite = export_model(model, Path(tmp) / "m.tflite")
-        cache[name] = {"counted": mutate.model_size(model).bits // 8, "keras": k.bytes, "tflite": lite.bytes,
-                       "tflite_gzip": lite.gzip_bytes or 0}
+            try:
+                lite = export_model(model, Path(tmp) / "m.tflite")
+            except BadInput as e:  # e.g. ops LiteRT runs only through TensorFlow's select ops
+                lite, why = None, str(e).split(": ", 1)[-1].split("; ")[0]
+        cache[name] = {"counted": mutate.model_size(model).bits // 8, "keras": k.bytes,
+                       "tflite": lite.bytes if lite else None, "tflite_gzip": (lite.gzip_bytes or 0) if lite else None}
+        if lite is None:
+            cache[name]["tflite_refused"] = why
         tmp_path = cache_path.with_suffix(".tmp")
         tmp_path.write_text(json.dumps(cache, indent=1))
         tmp_path.replace(cache_path)

@@ -179,6 +179,9 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
                   "(converted once, cached in file_sizes.json)")
             for i, p in enumerate(fr):
                 s = got.get(p.checkpoint)
+                if s and s.get("tflite") is None:
+                    print(f"  {i:>3}{s['counted']:>12,}{s['keras']:>12,}{'-':>12}{'-':>15}   ({s.get('tflite_refused')})")
+                    continue
                 print(f"  {i:>3}" + (f"{s['counted']:>12,}{s['keras']:>12,}{s['tflite']:>12,}{s['tflite_gzip']:>15,}"
                                      if s else f"{p.size:>12,}   (no checkpoint left)"))
         if sensitivity:

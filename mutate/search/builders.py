@@ -41,6 +41,19 @@ def import_callable(spec: str, key: str, where: str) -> Callable[..., Any]:
     return fn
 
 
+def import_user_modules(space: Any) -> None:
+    """Import the modules of a space's user builder and data loader (``package.module:function``), so the
+    classes they register with Keras (a subclassed model, a custom layer) are known before a run's checkpoint
+    loads (`mutate export`, `mutate pareto --sizes`, the final test evaluation).
+
+    Raises:
+        BadInput: a module cannot be imported (named with the key), as when the search started.
+    """
+    for key, name in (("model.builder", space.model["builder"]), ("data.name", space.data["name"])):
+        if ":" in str(name):
+            import_callable(str(name), key, space.where)
+
+
 def _kwargs(section: dict[str, Any], first: str) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k != first}
 
