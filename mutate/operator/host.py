@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import threading
 from typing import Any
 
 import keras
@@ -53,8 +54,19 @@ def _outer_training() -> Any:
     return None if context is None else context.training
 
 
+_UNTOLD = threading.local()
+"""Per thread (tf.distribute traces replicas in threads): ids of the compressed layers in a call that nobody
+gave a ``training`` (`Compressed.__call__`)."""
+
+
+def _untold() -> set[int]:
+    if not hasattr(_UNTOLD, "ids"):
+        _UNTOLD.ids = set()
+    return _UNTOLD.ids
+
+
 def _training(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> Any:
-    if layer.__dict__.get("_mutate_untold"):
+    if id(layer) in _untold():
         # nobody said: Keras filled `training` from the call's default (an RNN's training=False), which
         # would hide a model whose call takes no `training` from the callback's phase (`KernelState.begin_call`)
         return None
@@ -76,13 +88,16 @@ class Compressed:
     _mutate_kind: Kind
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        untold = kwargs.get("training") is None and _outer_training() is None
-        before = self.__dict__.get("_mutate_untold")
-        object.__setattr__(self, "_mutate_untold", untold)  # untracked, like `_mutate_pending`
+        if kwargs.get("training") is not None or _outer_training() is not None:
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        ids, me = _untold(), id(self)
+        nested = me in ids
+        ids.add(me)
         try:
             return super().__call__(*args, **kwargs)  # type: ignore[misc]
         finally:
-            object.__setattr__(self, "_mutate_untold", before)
+            if not nested:
+                ids.discard(me)
 
     def _mutate_call(self, base_call: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         pairs = states(self)
