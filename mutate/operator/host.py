@@ -54,19 +54,19 @@ def _outer_training() -> Any:
     return None if context is None else context.training
 
 
-_UNTOLD = threading.local()
-"""Per thread (tf.distribute traces replicas in threads): ids of the compressed layers in a call that nobody
-gave a ``training`` (`Compressed.__call__`)."""
+class _Untold(threading.local):
+    """Per thread (tf.distribute traces replicas in threads): ids of the compressed layers in a call that
+    nobody gave a ``training`` (`Compressed.__call__`)."""
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
 
 
-def _untold() -> set[int]:
-    if not hasattr(_UNTOLD, "ids"):
-        _UNTOLD.ids = set()
-    return _UNTOLD.ids
+_UNTOLD = _Untold()
 
 
 def _training(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> Any:
-    if id(layer) in _untold():
+    if id(layer) in _UNTOLD.ids:
         # nobody said: Keras filled `training` from the call's default (an RNN's training=False), which
         # would hide a model whose call takes no `training` from the callback's phase (`KernelState.begin_call`)
         return None
@@ -90,7 +90,7 @@ class Compressed:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("training") is not None or _outer_training() is not None:
             return super().__call__(*args, **kwargs)  # type: ignore[misc]
-        ids, me = _untold(), id(self)
+        ids, me = _UNTOLD.ids, id(self)
         nested = me in ids
         ids.add(me)
         try:

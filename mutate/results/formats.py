@@ -173,9 +173,9 @@ def _refuse_flex(blob: bytes, path: Path) -> None:
     try:
         interpreter(blob).allocate_tensors()
     except RuntimeError as e:
-        ops_ = sorted(set(re.findall(r"\(Flex(\w+)\)", str(e))))
         if "Select TensorFlow op" not in str(e):
             raise
+        ops_ = sorted(set(re.findall(r"\(Flex(\w+)\)", str(e))))
         raise BadInput(f"{path}: LiteRT would need TensorFlow's select ops (Flex) for {', '.join(ops_) or 'some ops'}"
                        "; mutate exports builtin ops only (a Keras RNN layer converts to builtin ops with "
                        "unroll=True); export .keras or a SavedModel instead; nothing written") from None
@@ -184,7 +184,7 @@ def _refuse_flex(blob: bytes, path: Path) -> None:
 def _called(model: keras.Model) -> None:
     """Call a subclassed model once on zeros of its build shape if it never was (a loaded one): Keras'
     export takes its input signature from the first call."""
-    if isinstance(model, (keras.Sequential,)) or getattr(model, "_called", True) or hasattr(model, "_inputs_struct"):
+    if isinstance(model, keras.Sequential) or getattr(model, "_called", True) or hasattr(model, "_inputs_struct"):
         return
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     if len(shapes) != 1:
