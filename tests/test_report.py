@@ -83,7 +83,10 @@ def test_compare_two_runs(run_dir, tmp_path, capsys):
     shutil.copytree(run_dir, other)
     report.pareto([run_dir, other])
     out = capsys.readouterr().out
-    assert "hypervolume" in out and (tmp_path / "compare_toy_vs_other.png").is_file()
+    assert (tmp_path / "compare_toy_vs_other.png").is_file()
+    # each run's validation-chosen winner at its own budget (100 B): the 90 B point, no test value yet
+    assert re.search(r"^toy\s+5\s+3\s+0\.7520\s+-\s+90\s+0\.9000\s+-$", out, re.M), out
+    assert report.load_run(run_dir).best_under_budget().size == 90
     assert (tmp_path / "compare_toy_vs_other.html").is_file()
 
 

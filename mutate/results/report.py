@@ -83,6 +83,14 @@ class Run:
             return int(b["bytes"])
         return int(b["ratio"] * self.dense_bytes) if b.get("ratio") is not None and self.dense_bytes else None
 
+    def best_under_budget(self) -> Point | None:
+        """The validation-chosen winner at the run's budget: the front point with the best validation metric
+        among those within the budget (None when the budget is unknown or nothing fits). Its ``test`` is
+        what the search delivers at the budget."""
+        budget = self.budget_bytes()
+        fits = [p for p in self.pareto_front() if budget is not None and p.size <= budget]
+        return fits[-1] if fits else None
+
     def export(self, out: str | Path, *, point: int | None = None, max_size: int | None = None,
                min_accuracy: float | None = None, force: bool = False) -> Any:
         """`mutate export` from Python; returns the spliced Keras model."""
@@ -109,6 +117,23 @@ def table(run: Run) -> str:
     for i, p in enumerate(run.pareto_front()):
         lines.append(f"{i:>3}  {p.size:>10,}  {p.ratio:>7.4f}  {p.metric:>9.4f}  {_fmt(p.test):>9}  "
                      f"{p.trial + '/' + str(p.step):<22}  {p.genome}")
+    return "\n".join(lines)
+
+
+def compare_table(runs: list[Run]) -> str:
+    """Several runs side by side: the front's hypervolume on validation (what chose it) and on test, and the
+    validation-chosen winner at each run's own budget with its size and test metric."""
+    short = "ppl" if any(r.lm for r in runs) else "acc"
+    lines = [f"{'run':<30}{'points':>7}{'front':>6}{'HV val':>8}{'HV test':>8}  {'best under budget:':<19}"
+             f"{'bytes':>10}{'val ' + short:>9}{'test ' + short:>9}"]
+    for run in runs:
+        best = run.best_under_budget()
+        if best is None:
+            tail = f"{'-' if run.budget_bytes() is None else 'none fits':>28}"
+        else:
+            tail = f"{best.size:>28,}{best.metric:>9.4f}{_fmt(best.test):>9}"
+        lines.append(f"{run.dir.name:<30}{len(run.points()):>7}{len(run.pareto_front()):>6}"
+                     f"{run.hypervolume():>8.4f}{_fmt(run.test_hypervolume()):>8}  {tail}")
     return "\n".join(lines)
 
 
@@ -202,7 +227,5 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
         out = opened[0].dir.parent / ("compare_" + "_vs_".join(r.dir.name for r in opened) + ".png")
         _write_atomic(out, pareto_png(opened))
         _write_atomic(out.with_suffix(".html"), pareto_html(opened))
-        print(f"{'run':<30}{'points':>8}{'front':>7}{'hypervolume':>13}")
-        for run in opened:
-            print(f"{run.dir.name:<30}{len(run.points()):>8}{len(run.pareto_front()):>7}{run.hypervolume():>13.4f}")
+        print(compare_table(opened))
         print(f"wrote {out}")
