@@ -33,6 +33,21 @@ def test_duplicates_and_ties_keep_the_first_reported():
     assert not dominates(a, b) and not dominates(b, a)
 
 
+def test_ties_in_size_and_metric_go_to_the_lower_validation_loss():
+    def lp(trial, loss):
+        return Point(trial, 0, 10, 0.1, 0.8, "", "", {}, loss=loss)
+
+    first, lower, none = lp("first", 0.40), lp("lower", 0.30), lp("none", None)
+    assert front([first, lower]) == [lower] and front([lower, first]) == [lower]
+    assert dominates(lower, first) and not dominates(first, lower)
+    # a point without a recorded loss (a run of an earlier version) never wins the tie over one with it
+    assert front([none, first]) == [first] and not dominates(none, first)
+    # the loss only breaks ties: a better metric or a smaller size still wins
+    assert front([lp("a", 0.1), Point("b", 0, 10, 0.1, 0.81, "", "", {}, loss=9.0)])[0].trial == "b"
+    assert Point.from_row({"trial": "t", "step": 1, "bytes": 5, "ratio": 0.5, "val_accuracy": 0.5,
+                           "val_loss": 0.25}).loss == 0.25
+
+
 def test_perplexity_is_minimised():
     pts = [pt(10, 120.0), pt(20, 100.0), pt(30, 110.0)]
     assert [p.metric for p in front(pts, higher_is_better=False)] == [120.0, 100.0]

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import math
 import numpy as np
 import pytest
 
@@ -259,6 +260,7 @@ def test_a_members_score_counts_against_its_niches_target(space):
     r.train(25)
     whole = r.measure()
     assert whole["fits_budget"] and whole["score"] == whole["val_accuracy"] and whole["target"] == r.budget
+    assert math.isfinite(whole["val_loss"]) and whole["val_loss"] > 0  # breaks front ties (pareto.front)
     r.fraction = whole["bytes"] / r.budget / 2  # a niche at half this model's size
     half = r.measure()
     assert half["fits_budget"] and half["score"] < -1 and half["target"] < whole["bytes"]
@@ -296,3 +298,24 @@ def test_the_progress_line_shows_the_best_validation_accuracy_under_the_whole_bu
                                               "score": score, "genome": "[]", "genome_summary": "dense",
                                               "val_accuracy": acc})
     assert "val acc 0.9000 at 900 B" in points.line([])
+
+
+def test_the_run_keeps_the_checkpoint_of_the_lower_loss_point_among_equals(tmp_path, monkeypatch):
+    """One genome reporting the same size and validation accuracy twice: the front (and the checkpoint kept
+    on disk) follows the lower validation loss, as `mutate.results.pareto.front` does after the search."""
+    from mutate.search import runner
+
+    monkeypatch.setattr(runner, "_STRATEGY", [None])
+    points = runner._Points(str(tmp_path), budget=1000, interval=1e9)
+    trial = type("T", (), {"trial_id": "t0"})()
+    for step, loss in [(1, 0.5), (2, 0.3), (3, 0.4)]:
+        (tmp_path / f"ck{step}").mkdir()
+        points.on_trial_result(0, [], trial, {"step": step, "bytes": 900, "ratio": 0.09, "fits_budget": True,
+                                              "score": 0.9, "genome": "[]", "genome_summary": "dense",
+                                              "val_accuracy": 0.9, "val_loss": loss, "checkpoint": f"ck{step}"})
+    assert [p.step for p in points.front] == [2]
+    assert sorted(d.name for d in tmp_path.iterdir() if d.name.startswith("ck")) == ["ck2"]
+    from mutate.results.report import load_run
+
+    (tmp_path / "space.json").write_text('{"space": {}}')
+    assert [p.step for p in load_run(tmp_path).pareto_front()] == [2]

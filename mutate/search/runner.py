@@ -186,8 +186,8 @@ class _Points(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "val_accuracy",
-                "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds", "learning_rate",
-                "target", "pid", "actor_setup_s")  # pid: the actor process that trained it (a reused actor keeps it)
+                "val_loss", "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds",
+                "learning_rate", "target", "pid", "actor_setup_s")  # pid: the actor process that trained it (a reused actor keeps it)
         row = {"trial": trial.trial_id, **{k: result[k] for k in keys if k in result},
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
@@ -205,7 +205,8 @@ class _Points(tune.Callback):
     def _track(self, p: Point, delete: bool) -> None:
         """Keep the validation front; remove the checkpoints of points that are not (or no longer) on it."""
         lm = "val_perplexity" in p.row
-        if any(dominates(q, p, not lm) or (q.size == p.size and q.metric == p.metric) for q in self.front):
+        if any(dominates(q, p, not lm) or (q.size == p.size and q.metric == p.metric and not dominates(p, q, not lm))
+               for q in self.front):
             dropped = [p]
         else:
             dropped = [q for q in self.front if dominates(p, q, not lm)]

@@ -262,7 +262,7 @@ class TrialRunner:
                "target": target,
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
                "train_seconds": self.train_seconds, "backend": keras.backend.backend(),
-               "learning_rate": self.learning_rate}
+               "learning_rate": self.learning_rate, "val_loss": float(val["loss"])}
         out.update(val_perplexity=-metric) if self.lm else out.update(val_accuracy=metric)
         if self.unit == "litert":
             out.update(unit="litert", litert_seconds=round(self.litert_seconds, 3))
