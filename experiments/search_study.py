@@ -78,9 +78,7 @@ def search(space: Path, label: str, seed: int, storage: Path, extra: list[str]) 
 def describe(run_dir: Path) -> dict[str, object]:
     """The validation-selected winner under the budget and the test hypervolume of the validation front."""
     run = load_run(run_dir)
-    budget = run.budget_bytes()
-    fits = [p for p in run.pareto_front() if budget is None or p.size <= budget]
-    win = max(fits, key=lambda p: p.metric) if fits else None
+    win = run.best_under_budget()
     timing = read_timing(run_dir) or {}
     return {"run_dir": run.dir.name, "points": len(run.points()),
             "winner_val": round(win.metric, 4) if win else "", "winner_test": round(win.test, 4) if win else "",
