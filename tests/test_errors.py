@@ -187,3 +187,33 @@ def test_a_runs_user_modules_are_imported_before_its_checkpoints_load(tmp_path, 
     gone = SimpleNamespace(model={"builder": "mlp"}, data={"name": "no_such_module_x:load"}, where="x.yaml")
     with pytest.raises(BadInput, match="x.yaml: data.name: cannot import module 'no_such_module_x'"):
         builders.import_user_modules(gone)
+
+
+def test_a_builder_module_next_to_the_space_file_is_importable(tmp_path, monkeypatch):
+    """`models.py` beside `space.yaml` imports without PYTHONPATH; the folder is appended (never shadowing an
+    installed module) to sys.path and to PYTHONPATH, which an embedded Ray's trials inherit."""
+    import os
+    import sys
+
+    from mutate.search import builders
+    from mutate.search import space as space_mod
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    (tmp_path / "beside_models_x.py").write_text("from mutate.search.builders import mlp as build\n")
+    (tmp_path / "json.py").write_text("raise RuntimeError('shadowed the standard library')\n")
+    yaml_file = tmp_path / "space.yaml"
+    yaml_file.write_text("model: {builder: 'beside_models_x:build', hidden: [8]}\ndata: {name: digits}\n"
+                         "mutations: {layers: [dense_1], operators: {pruning: {sparsity: [0.5]}}}\n"
+                         "budget: {ratio: 0.9}\n")
+    space = space_mod.load(yaml_file)
+    with pytest.raises(BadInput, match="cannot import module 'beside_models_x'"):
+        builders.import_callable("beside_models_x:build", "model.builder", space.where)
+    builders.import_user_modules(space)
+    assert sys.path[-1] == str(tmp_path) and os.environ["PYTHONPATH"] == os.pathsep.join(["/somewhere/else",
+                                                                                             str(tmp_path)])
+    import json  # noqa: F401 - the standard library's, not the file beside the space
+
+    builders.import_user_modules(space)  # idempotent
+    assert sys.path.count(str(tmp_path)) == 1 and os.environ["PYTHONPATH"].count(str(tmp_path)) == 1
+    assert builders.import_callable("beside_models_x:build", "model.builder", space.where) is builders.mlp

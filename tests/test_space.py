@@ -159,3 +159,31 @@ def test_budget_fractions_auto_adds_niches_to_pbt_populations_of_eight_or_more(t
     assert load(tmp_path, data).search["budget_fractions"] == [1.0]  # greedy: niches only when listed
     data["search"].update(budget_fractions=[0.5])
     assert load(tmp_path, data).search["budget_fractions"] == [1.0, 0.5]  # the budget's own niche is always kept
+
+
+def test_the_user_model_example_builds_from_the_module_beside_its_space(tmp_path, monkeypatch):
+    """search_spaces/user_model.yaml names a registered subclassed model in user_models.py beside it: it
+    builds without PYTHONPATH, its globs reach attention's projections and the GRU's kernels, and a checkpoint
+    of it (a `.keras` file, as the search writes) loads back with equal outputs."""
+    import sys
+
+    import keras
+    import numpy as np
+
+    from mutate.search import builders
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != ROOT / "search_spaces"])
+    monkeypatch.delitem(sys.modules, "user_models", raising=False)
+    monkeypatch.setenv("PYTHONPATH", "")  # restored after the test (prepare appends the space's folder)
+    monkeypatch.chdir(tmp_path)
+    s = spaces.load(ROOT / "search_spaces" / "user_model.yaml", check_operator=policy.check_operator)
+    prepared = driver.prepare(s)
+    assert sorted(prepared.allowed) == ["attention/attention_output", "attention/key", "attention/query",
+                                        "attention/value", "gru", "gru/recurrent_kernel", "head"]
+    assert prepared.allowed["gru"] == ["low_rank", "pruning", "kmeans"] and "low_rank" not in prepared.allowed["head"]
+    data = builders.load_data(s.data, s.where)
+    model = builders.build_model(s.model, data, s.where)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    x = data.x_test[:16]
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

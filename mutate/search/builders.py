@@ -11,6 +11,9 @@ anything but ``TypeError``/``ValueError`` (what a bad keyword or value gives) is
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import keras
@@ -41,6 +44,23 @@ def import_callable(spec: str, key: str, where: str) -> Callable[..., Any]:
     return fn
 
 
+def importable_beside(space: Any) -> None:
+    """Make the modules in the space file's folder importable, as a user who keeps ``models.py`` next to
+    ``space.yaml`` expects: the folder is appended to ``sys.path`` and to ``PYTHONPATH`` (which an embedded
+    Ray's trial processes inherit). Appended, never prepended, so it cannot shadow an installed module; a
+    space with no file (built from a dict) changes nothing. On a cluster, the module must be importable on
+    every node (installed, or on a shared path in the nodes' ``PYTHONPATH``)."""
+    path = getattr(space, "path", None)
+    if path is None or not any(":" in str(n) for n in (space.model.get("builder", ""), space.data.get("name", ""))):
+        return
+    folder = str(Path(path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    parts = [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
+    if folder not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*parts, folder])
+
+
 def import_user_modules(space: Any) -> None:
     """Import the modules of a space's user builder and data loader (``package.module:function``), so the
     classes they register with Keras (a subclassed model, a custom layer) are known before a run's checkpoint
@@ -49,6 +69,7 @@ def import_user_modules(space: Any) -> None:
     Raises:
         BadInput: a module cannot be imported (named with the key), as when the search started.
     """
+    importable_beside(space)
     for key, name in (("model.builder", space.model["builder"]), ("data.name", space.data["name"])):
         if ":" in str(name):
             import_callable(str(name), key, space.where)

@@ -78,6 +78,7 @@ def prepare(space: Space) -> Prepared:
     if space.budget.get("unit") == "litert" and keras.backend.backend() != "tensorflow":
         raise space.error("budget.unit", f"'litert' measures LiteRT files, which Keras exports on the tensorflow "
                                          f"backend only (this run: {keras.backend.backend()!r}); use unit: stored")
+    builders.importable_beside(space)  # a user's models.py next to the YAML (trials inherit it: PYTHONPATH)
     data = builders.load_data(space.data, space.where)
     keras.utils.set_random_seed(space.search["seed"])
     model = builders.build_model(space.model, data, space.where)
