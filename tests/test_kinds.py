@@ -167,6 +167,39 @@ def test_a_gru_and_conv1d_model_round_trips(tmp_path):
     assert [k.state for k in mutate.compressible(loaded)] == ["spliced"] * 4 + ["dense"]
 
 
+def test_kernels_inside_a_nested_sequential_and_rnn_wrappers_reload_and_keep_their_addresses(tmp_path):
+    """Keras gives a layer the path of the scope it is built in: `inner/h1` when the model is built, `h1` when
+    it is reloaded from a file (also `bi/forward_lstm` -> `forward_lstm`, `td/td_dense` -> `td_dense`). A
+    compressed model's file still loads (mid-blend and spliced), and the reloaded kernels still answer to the
+    addresses they were compressed under (densify, a further compress: what a search does after a restore)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5, 4))
+    inner = keras.Sequential([keras.layers.Dense(8, activation="relu", name="h1"),
+                              keras.layers.Dense(8, name="h2")], name="inner")
+    h = keras.layers.TimeDistributed(keras.layers.Dense(6, name="td_dense"), name="td")(inner(inp))
+    h = keras.layers.Bidirectional(keras.layers.LSTM(3, name="lstm"), name="bi")(h)
+    model = keras.Model(inp, keras.layers.Dense(3, name="head")(h))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 5, 4)).astype("float32"), rng.integers(0, 3, 32)
+    mutate.compress(model, {"inner/h1": ("low_rank", {"rank": 2}), "td/td_dense": ("pruning", {"sparsity": 0.5}),
+                            "bi/forward_lstm": ("kmeans", {"k": 4})}, mutate.Schedule(0, 6, 2))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])  # mid-blend
+    for name in ("blend", "spliced"):
+        model.save(tmp_path / f"{name}.keras")
+        loaded = keras.saving.load_model(tmp_path / f"{name}.keras")
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+        states = {k.structural: k.state for k in mutate.compressible(loaded)}
+        assert states == {k.structural: k.state for k in mutate.compressible(model)}, states
+        assert states["inner/h1"] == ("blending" if name == "blend" else "spliced"), states
+        if name == "blend":
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+            mutate.strip(model)
+    mutate.densify(loaded, "inner/h1")
+    mutate.compress(loaded, {"inner/h2": ("pruning", {"sparsity": 0.5})}, mutate.Schedule(0, 2, 1))
+    assert {k.structural: k.state for k in mutate.compressible(loaded)}["inner/h2"] == "blending"
+
+
 class Recurrent(keras.Model):
     """A subclassed model whose call takes no ``training`` around RNNs, whose calls default to training=False."""
 

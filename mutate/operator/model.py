@@ -44,24 +44,22 @@ class CompressedModel:
         return parent.from_config(config) if custom_objects is None else parent.from_config(config, custom_objects)
 
     def save_own_variables(self, store: Any) -> None:
-        from mutate.operator.surgery import compressible
+        from mutate.operator.surgery import compressible, structural_paths
 
         for i, v in enumerate(self._trainable_variables + self._non_trainable_variables):
             store[str(i)] = v
         plan: dict[str, dict[str, Any]] = {}
+        structure = structural_paths(self)  # the address a reload keeps (files before 2026-12 used layer.path)
         for k in compressible(self):
             if k.state != "dense":
-                plan.setdefault(relative_layer_path(self, k.layer), {})[k.slot.name] = \
-                    getattr(k.layer, state_attr(k.slot)).spec()
+                plan.setdefault(structure[id(k.layer)], {})[k.slot.name] = getattr(k.layer, state_attr(k.slot)).spec()
         store["mutate"] = np.frombuffer(json.dumps(plan).encode(), dtype=np.uint8)
 
     def load_own_variables(self, store: Any) -> None:
-        from mutate.operator.surgery import walk
-
         keys = list(store.keys())
         if "mutate" in keys:
             plan = json.loads(bytes(np.asarray(store["mutate"], dtype=np.uint8)).decode())
-            layers = {relative_layer_path(self, layer): layer for layer, _ in walk(self) if layer is not self}
+            layers = _layers_by_address(self)
             attached = False
             for path, slots in plan.items():
                 layer = layers.get(path)
@@ -83,6 +81,21 @@ class CompressedModel:
         own = self._trainable_variables + self._non_trainable_variables
         for i, v in enumerate(own):
             v.assign(store[str(i)])
+
+
+def _layers_by_address(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """The layers a saved plan's keys may name: each layer's structural address
+    (`mutate.operator.surgery.structural_paths`: what files are keyed by), else its path when no other layer
+    has it (what earlier files were keyed by). Keras' path is not kept by a reload: a nested Sequential's
+    layer built in place is ``inner/h1``, reloaded ``h1``; its structural address is ``inner/h1`` in both."""
+    from mutate.operator.surgery import structural_paths, walk
+
+    layers = [layer for layer, _ in walk(model) if layer is not model]
+    paths = [relative_layer_path(model, layer) for layer in layers]
+    structure = structural_paths(model)
+    out = {p: layer for p, layer in zip(paths, layers) if paths.count(p) == 1}
+    out.update({structure[id(layer)]: layer for layer in layers})
+    return out
 
 
 def rebuild_optimizer(model: keras.Model) -> None:

@@ -3,7 +3,10 @@
 Kernels are addressed by the layer's path inside the model (``layer.path`` less the model's own name, e.g.
 ``block/mha/query`` in a subclassed model, ``fc1`` in a Sequential one), or by the layer's name; a
 secondary kernel adds its slot (``lstm/recurrent_kernel``, ``sep/depthwise_kernel``). Plan keys and YAML
-``layers`` may be globs over either. The model and its layer objects are kept: recompile after each call
+``layers`` may be globs over either. Keras sets ``layer.path`` where a layer is built, so a layer of a nested
+Sequential (or a Bidirectional/TimeDistributed wrapper) is ``inner/h1`` when built in its model and ``h1``
+once the model is reloaded from a file; every kernel therefore also answers to its **structural** address
+(its ancestors' names down from the model, ``inner/h1``), which a reload keeps. The model and its layer objects are kept: recompile after each call
 (the trainable variables change), as after Keras' own ``quantize``.
 """
 
@@ -51,6 +54,7 @@ class Kernel:
     shape: tuple[int, ...]
     matrix: tuple[int, int]
     state: str
+    structural: str = ""
 
     @property
     def params(self) -> int:
@@ -64,10 +68,11 @@ class Kernel:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every string a pattern may match: the path, and the layer's name (plus the slot when secondary)."""
+        """Every string a pattern may match: the path, the layer's name (plus the slot when secondary), and the
+        structural address (see the module's doc)."""
         primary = self.slot is self.kind.slots[0]
         own = self.layer.name if primary else f"{self.layer.name}/{self.slot.name}"
-        return (self.path, own) if own != self.path else (self.path,)
+        return tuple(dict.fromkeys(n for n in (self.path, own, self.structural) if n))
 
     def __str__(self) -> str:
         m, n = self.matrix
@@ -91,12 +96,25 @@ def walk(layer: keras.layers.Layer) -> Iterator[tuple[keras.layers.Layer, keras.
 relative_path = relative_layer_path
 
 
+def structural_paths(model: keras.layers.Layer) -> dict[int, str]:
+    """``id(layer) -> "ancestor/.../name"`` for every layer under ``model`` (the model itself excluded): the
+    address a reload keeps, where Keras' ``layer.path`` follows where the layer was built."""
+    out: dict[int, str] = {}
+    for layer, parent in walk(model):
+        if layer is model:
+            continue
+        above = out.get(id(parent)) if parent is not None and parent is not model else None
+        out[id(layer)] = f"{above}/{layer.name}" if above else layer.name
+    return out
+
+
 def compressible(model: keras.Model) -> list[Kernel]:
     """Every compressible kernel of ``model`` (nested and subclassed models included), in layer order.
 
     Compressed kernels are listed too, with their state; an RNN's cell is reached through its RNN layer.
     """
     out = []
+    structure = structural_paths(model)
     for layer, _ in walk(model):
         kind = kind_of(layer)
         if kind is None or layer is model or not layer.built:
@@ -112,8 +130,9 @@ def compressible(model: keras.Model) -> list[Kernel]:
                 view, status = view_of(layer, slot), "dense"
             else:
                 continue
-            address = path if slot is kind.slots[0] else f"{path}/{slot.name}"
-            out.append(Kernel(address, layer, slot, kind, view.shape, (view.m, view.n), status))
+            suffix = "" if slot is kind.slots[0] else f"/{slot.name}"
+            out.append(Kernel(path + suffix, layer, slot, kind, view.shape, (view.m, view.n), status,
+                              structure[id(layer)] + suffix))
     return out
 
 
