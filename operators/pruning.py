@@ -63,7 +63,7 @@ class Pruning(Compressor):
         m, n = a.shape
         keep = kept_count(int(m), int(n), float(self.sparsity))
         idx = ops.top_k(ops.reshape(ops.abs(a), (-1,)), keep, sorted=False)[1]
-        mask = ops.reshape(ops.scatter(ops.expand_dims(idx, 1), ops.ones((keep,), "float32"), (int(m) * int(n),)),
+        mask = ops.reshape(ops.scatter(ops.expand_dims(idx, 1), ops.ones((keep,), a.dtype), (int(m) * int(n),)),
                            (int(m), int(n)))
         return {"values": a * mask, "mask": mask}
 
@@ -86,7 +86,8 @@ class Pruning(Compressor):
             flat = scatter_at(self._held_kept(packed["bitmask"], mask, m, n), packed["values"], m * n)
         else:
             flat = scatter_kept(mask, packed["values"])
-        return {"values": ops.reshape(flat, (m, n)), "mask": ops.reshape(ops.cast(mask, "float32"), (m, n))}
+        # the mask in the values' dtype: float16/bfloat16 when a mixed precision policy reads them so
+        return {"values": ops.reshape(flat, (m, n)), "mask": ops.reshape(ops.cast(mask, flat.dtype), (m, n))}
 
     # -- in a stack: the kept values as a vector (keep,) that the next stage compresses --------------------
     stack_inputs = ("values",)

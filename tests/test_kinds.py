@@ -267,6 +267,34 @@ def test_regularizers_constraints_and_mixed_precision_survive_compress_strip_sav
     assert fc.get_config() == config and len(fc.losses) == 2
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16"])  # mixed_bfloat16 behaves alike (checked by hand)
+def test_every_operator_splices_and_trains_on_under_mixed_precision(policy):
+    """A spliced kernel computes in the layer's compute dtype: pruning's mask once came back float32 next to
+    float16 values (TensorFlow refused the product), in the blend's in-graph refresh and after `strip`."""
+    plans = {"pruning": ("pruning", {"sparsity": 0.5}), "kmeans": ("kmeans", {"k": 4}),
+             "low_rank": ("low_rank", {"rank": 2}), "stack": [("pruning", {"sparsity": 0.5}), ("kmeans", {"k": 4})]}
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 6, 8)).astype("float32"), rng.integers(0, 3, 32)
+    for name, plan in plans.items():
+        keras.config.set_dtype_policy(policy)
+        try:
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((6, 8)), keras.layers.Conv1D(8, 3, name="conv"),
+                                      keras.layers.LSTM(8, name="lstm"), keras.layers.Dense(3, dtype="float32", name="head")])
+        finally:
+            keras.config.set_dtype_policy("float32")
+        mutate.compress(model, {"conv": plan, "lstm": plan}, mutate.Schedule(0, 2, 1), refresh=True)
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        fit = dict(batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+        model.fit(x, y, **fit)
+        model.fit(x, y, **fit)  # alpha reached 0 at step 2
+        mutate.strip(model)
+        assert [k.state for k in mutate.compressible(model) if k.path in ("conv", "lstm")] == ["spliced"] * 2, name
+        before = model.predict(x, verbose=0)
+        model.fit(x, y, **fit)  # the spliced factors train on
+        assert np.isfinite(before).all() and not np.allclose(model.predict(x, verbose=0), before), name
+
+
 def test_mobilenet_v2_convolutions_compress_splice_and_save(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=4)
