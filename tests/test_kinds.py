@@ -267,6 +267,40 @@ def test_regularizers_constraints_and_mixed_precision_survive_compress_strip_sav
     assert fc.get_config() == config and len(fc.losses) == 2
 
 
+def test_a_frozen_layer_stays_frozen_once_compressed(tmp_path):
+    """`layer.trainable = False` before `compress`: its factors are not trained (the blend still moves alpha),
+    the spliced layer is not trained, a reloaded file keeps it frozen, and unfreezing reaches the factors."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="fc"),
+                              keras.layers.Dense(3, name="head")])
+    model.get_layer("fc").trainable = False
+    mutate.compress(model, {"fc": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 2, 1))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 6)).astype("float32"), rng.integers(0, 3, 32)
+
+    def fit(m):
+        m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[mutate.CompressionCallback()])
+
+    def fc_weights(m):
+        return [keras.ops.convert_to_numpy(w).copy() for w in m.get_layer("fc").weights]
+
+    assert not any("/fc/" in v.path for v in model.trainable_variables)
+    fit(model)
+    mutate.strip(model)
+    before = fc_weights(model)
+    fit(model)
+    assert all(np.array_equal(a, b) for a, b in zip(before, fc_weights(model)))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert not loaded.get_layer("fc").trainable and not loaded.get_layer("fc").trainable_weights
+    loaded.get_layer("fc").trainable = True
+    assert loaded.get_layer("fc").trainable_weights  # the spliced factors train again
+    before = fc_weights(loaded)
+    fit(loaded)
+    assert not all(np.array_equal(a, b) for a, b in zip(before, fc_weights(loaded)))
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16"])  # mixed_bfloat16 behaves alike (checked by hand)
 def test_every_operator_splices_and_trains_on_under_mixed_precision(policy):
     """A spliced kernel computes in the layer's compute dtype: pruning's mask once came back float32 next to

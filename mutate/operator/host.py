@@ -283,6 +283,10 @@ def attach(layer: keras.layers.Layer, slot: Slot, spec: dict[str, Any], *, swap_
         for part in (layer.path or layer.name).split("/") if scoped else ():
             scopes.enter_context(keras.name_scope(part))
         state = KernelState(spec, view, host=layer.name, name=state_attr(slot), dtype=layer.dtype_policy)
+    if not (layer.trainable and holder.trainable):
+        # Keras hands `trainable=False` to the sublayers a layer has when it is set: a frozen layer's
+        # factors stay frozen (and `layer.trainable = True` later reaches them like any sublayer)
+        state.trainable = False
     if isinstance(old, KernelState):
         state._a_meta = getattr(old, "_a_meta", None)
         _remove_state(layer, slot)
