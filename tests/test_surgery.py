@@ -208,6 +208,23 @@ def test_bad_plans_name_the_value(plan, exc, match):
     assert not [k for k in mutate.compressible(model) if k.state != "dense"]  # nothing half-done
 
 
+def test_a_compress_that_fails_on_a_later_kernel_changes_nothing():
+    """The first kernel is attached before the second fails (trainable_factors names a factor pruning lacks):
+    the first is rolled back, the model keeps its class, weights and predictions, and trains without the
+    callback as before."""
+    model = mlp()
+    x = np.random.default_rng(0).standard_normal((8, model.input_shape[-1])).astype("float32")
+    before, weights = model.predict(x, verbose=0), [w.numpy().copy() for w in model.weights]
+    classes = [type(layer) for layer in model.layers]
+    with pytest.raises(ValueError, match="trainable_factors names \\['right'\\]"):
+        mutate.compress(model, {"dense_1": ("low_rank", {"rank": 2}), "dense_2": ("pruning", {"sparsity": 0.5})},
+                        mutate.Schedule(0, 4, 1), trainable_factors={"right": False})
+    assert [k.state for k in mutate.compressible(model)] == ["dense"] * len(mutate.compressible(model))
+    assert [type(layer) for layer in model.layers] == classes and "mutate" not in type(model).__module__
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(weights, model.weights))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+
+
 def test_non_compressible_and_already_compressed_layers_are_refused_by_path():
     inp = keras.Input((6, 4))
     h = keras.layers.LayerNormalization(name="norm")(inp)

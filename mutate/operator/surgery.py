@@ -300,10 +300,17 @@ def compress(model: keras.Model, plan: Mapping[str, PlanValue], schedule: Schedu
     if not isinstance(schedule, Schedule):
         raise TypeError(f"`schedule` must be a mutate.Schedule, but got {schedule!r}.")
     resolved = resolve_plan(model, plan)
-    for k, op in resolved:
-        host.attach(k.layer, k.slot, {"operator": op.name, "params": op.get_config(),
-                                      "schedule": schedule.get_config(), "refresh": bool(refresh),
-                                      "trainable_factors": dict(trainable_factors or {}), "spliced": False})
+    attached: list[Kernel] = []
+    try:
+        for k, op in resolved:
+            host.attach(k.layer, k.slot, {"operator": op.name, "params": op.get_config(),
+                                          "schedule": schedule.get_config(), "refresh": bool(refresh),
+                                          "trainable_factors": dict(trainable_factors or {}), "spliced": False})
+            attached.append(k)
+    except BaseException:  # e.g. trainable_factors naming a factor one operator lacks: nothing is changed
+        for k in reversed(attached):
+            host.detach(k.layer, k.slot)
+        raise
     mark_model(model, True)
     _retrace(model)
     return model
