@@ -291,3 +291,16 @@ def test_strip_rebuilds_the_optimizer_so_a_saved_model_loads_its_state(tmp_path)
     for a, b in zip(loaded.optimizer.variables, m.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)  # trains on without recompiling
+
+
+def test_lora_on_a_compressed_layer_is_refused_and_works_again_once_densified():
+    """Keras' LoRA adds to a kernel a compressed layer no longer computes with: refused in words, not a no-op."""
+    model = mlp()
+    mutate.compress(model, {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 4, 1))
+    layer = model.get_layer("dense_1")
+    with pytest.raises(ValueError, match="'dense_1' is compressed by mutate .*densify"):
+        layer.enable_lora(2)
+    assert not getattr(layer, "lora_enabled", False)
+    mutate.densify(model, "dense_1")
+    layer.enable_lora(2)
+    assert layer.lora_enabled

@@ -123,6 +123,12 @@ class Compressed:
             for holder, attr, var in reversed(swapped):
                 object.__setattr__(holder, attr, var)
 
+    def enable_lora(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: Keras' LoRA adds to the kernel this layer no longer computes with (its calls read the
+        blend or the spliced factors), so the adapters would do nothing. Densify the layer first."""
+        raise ValueError(f"layer {self.name!r} is compressed by mutate ({', '.join(s.name for s, _ in states(self))}); "
+                         "LoRA would not reach its compressed kernel: `mutate.densify(model, path)` first.")
+
     # -- saving -----------------------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()  # type: ignore[misc]
