@@ -282,9 +282,11 @@ class Compressor(abc.ABC):
 
     # -- configuration -------------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """The ``__init__`` parameters, so that ``operators.get(name, **config)`` rebuilds this operator."""
+        """The ``__init__`` parameters, so that ``operators.get(name, **config)`` rebuilds this operator; NumPy
+        scalars (``rank=np.int64(4)``) come back as Python numbers, so the config is JSON (a saved model's)."""
         params = inspect.signature(type(self).__init__).parameters
-        return {p: getattr(self, p) for p in params if p != "self" and params[p].kind is not params[p].VAR_KEYWORD}
+        return {p: plain(getattr(self, p)) for p in params
+                if p != "self" and params[p].kind is not params[p].VAR_KEYWORD}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -321,6 +323,17 @@ class TwoFactor(Compressor):
         from keras import ops
 
         return ops.matmul(take_rows(factors[self.left_name], ids), factors[self.right_name])
+
+
+def plain(value: Any) -> Any:
+    """``value`` with NumPy scalars turned into Python numbers, inside lists, tuples and dicts too."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 def check_int(name: str, value: Any, low: int, high: float = math.inf, *, shape: str = "") -> None:

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from operators._base import Compressor, FactorSpec, Factors, array_bits
+from operators._base import Compressor, FactorSpec, Factors, array_bits, plain
 from operators._registry import get, register
 
 SEP = "__"
@@ -252,7 +252,7 @@ class Stack(Compressor):
                               code_bits(streams[k][1])) for k, c in coded.items()}
 
     def get_config(self) -> dict[str, Any]:
-        return {"stages": [[n, dict(p)] for n, p in self.stages]}
+        return {"stages": [[n, plain(dict(p))] for n, p in self.stages]}
 
 
 def _label(op: Compressor) -> str:

@@ -304,3 +304,18 @@ def test_lora_on_a_compressed_layer_is_refused_and_works_again_once_densified():
     mutate.densify(model, "dense_1")
     layer.enable_lora(2)
     assert layer.lora_enabled
+
+
+def test_numpy_scalar_parameters_are_taken_as_numbers_and_the_model_saves(tmp_path):
+    """rank=np.int64(2) (say from a NumPy grid) passes the checks; the saved config must still be JSON."""
+    model = mlp()
+    schedule = mutate.Schedule(np.int64(0), np.int64(4), np.int32(1))
+    assert schedule == mutate.Schedule(0, 4, 1)
+    mutate.compress(model, {"dense_1": ("low_rank", {"rank": np.int64(2)}),
+                            "dense_2": [("pruning", {"sparsity": np.float32(0.5)}), ("kmeans", {"k": np.int64(4)})]},
+                    schedule)
+    assert type(operators.get("low_rank", rank=np.int64(2)).get_config()["rank"]) is int
+    model.save(tmp_path / "m.keras")
+    model.save_weights(tmp_path / "m.weights.h5")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert [k.state for k in mutate.compressible(loaded)] == [k.state for k in mutate.compressible(model)]

@@ -10,6 +10,8 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
+
 _ALIASES = {"begin_compression_step": "begin_step", "end_compression_step": "end_step",
             "compression_frequency": "frequency", "alpha_decrement_value": "alpha_decrement"}
 # graph_compression hparams that carry no schedule information: accepted and reported, never fatal.
@@ -141,6 +143,8 @@ class Schedule:
 
 
 def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, np.generic):  # np.int64(16) as 16, np.float64(16.0) as 16.0
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
         raise TypeError(f"`{name}` must be an int, but got {name}={value!r}.")
     if value < low:
