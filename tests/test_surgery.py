@@ -99,7 +99,7 @@ def test_strip_refuses_a_kernel_still_blending_unless_forced():
     x, y = data()
     c = compile_(mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 3})}, mutate.Schedule(0, 20, 4)))
     fit(c, x, y)
-    with pytest.raises(ValueError, match=r"'dense_1' is still blending \(alpha=0.8333 at its step 4; .* step 20\)"):
+    with pytest.raises(ValueError, match=r"'dense_1' is still blending \(alpha=0.8333 after 4 training batches; .* step 20, .*17 more batches\)"):
         mutate.strip(c)
     mutate.strip(c, force=True)
     assert state(c, "dense_1").spliced
@@ -200,6 +200,8 @@ def test_mid_blend_save_resumes_the_schedule_exactly(tmp_path):
     ({"dense_1": 16}, TypeError, "plan\\['dense_1'\\] must be"),
     ({"dense_*": ("low_rank", {"rank": 2}), "dense_1": "pruning"}, mutate.PlanError, "more than one plan key"),
     ({}, mutate.PlanError, "plan is empty"),
+    ([("dense_1", "low_rank")], TypeError, "must map layer paths or globs to operators.*got a list"),
+    ({1: "low_rank"}, TypeError, "plan key 1 must be a layer path, name or glob"),
 ])
 def test_bad_plans_name_the_value(plan, exc, match):
     model = mlp()
@@ -319,3 +321,19 @@ def test_numpy_scalar_parameters_are_taken_as_numbers_and_the_model_saves(tmp_pa
     model.save_weights(tmp_path / "m.weights.h5")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert [k.state for k in mutate.compressible(loaded)] == [k.state for k in mutate.compressible(model)]
+
+
+def test_strip_says_how_many_more_batches_a_blend_needs():
+    """Schedule(0, 8, 2): updates at steps 0, 2, ..., 8; after 8 batches alpha is 0.2 and the update at step 8
+    runs in the next batch."""
+    model = mlp()
+    mutate.compress(model, {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 8, 2))
+    x, y = data(n=64)
+    compile_(model)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    with pytest.raises(ValueError, match=r"alpha=0.2 after 8 training batches; its last update, at step 8, sets "
+                                         r"alpha=0: 1 more batch\)"):
+        mutate.strip(model)
+    model.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    mutate.strip(model)
+    assert {k.path: k.state for k in mutate.compressible(model)}["dense_1"] == "spliced"

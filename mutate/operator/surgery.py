@@ -166,6 +166,13 @@ def resolve_plan(model: keras.Model, plan: Mapping[str, PlanValue]) -> list[tupl
             a kernel's shape.
         TypeError: a plan value is malformed.
     """
+    if not isinstance(plan, Mapping):
+        raise TypeError("the compression plan must map layer paths or globs to operators, e.g. {'dense_1': "
+                        f"('low_rank', {{'rank': 16}})}}, but got a {type(plan).__name__}: {plan!r:.200}")
+    bad = [key for key in plan if not isinstance(key, str)]
+    if bad:
+        raise TypeError(f"plan key {bad[0]!r} must be a layer path, name or glob (a str); `mutate.compressible(model)` "
+                        "lists the paths.")
     if not plan:
         raise PlanError("the compression plan is empty; map layer paths or globs to operators.")
     kernels = compressible(model)
@@ -361,10 +368,12 @@ def strip(model: keras.Model, *, force: bool = False, finished_only: bool = Fals
         if not state.finished() and not force:
             if finished_only:
                 continue
+            seen, last = state.current_step(), state.schedule.final_step
+            more = max(1, last + 1 - seen)  # the update due at step s runs in the batch that step counts
             raise ValueError(
-                f"{k.path!r} is still blending (alpha={state.current_alpha():.4g} at its step "
-                f"{state.current_step()}; its schedule reaches alpha=0 at step {state.schedule.final_step}): train "
-                "on with CompressionCallback, or pass force=True to splice its current factors anyway.")
+                f"{k.path!r} is still blending (alpha={state.current_alpha():.4g} after {seen} training batches; "
+                f"its last update, at step {last}, sets alpha=0: {more} more batch{'es' if more > 1 else ''}): "
+                "train on with CompressionCallback, or pass force=True to splice its current factors anyway.")
         chosen.append((k, state))
     for k, state in chosen:
         if not state.is_factored():
