@@ -302,11 +302,11 @@ def test_a_frozen_layer_stays_frozen_once_compressed(tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16"])  # mixed_bfloat16 behaves alike (checked by hand)
-def test_every_operator_splices_and_trains_on_under_mixed_precision(policy):
+def test_pruning_splices_and_trains_on_under_mixed_precision(policy):
     """A spliced kernel computes in the layer's compute dtype: pruning's mask once came back float32 next to
     float16 values (TensorFlow refused the product), in the blend's in-graph refresh and after `strip`."""
-    plans = {"pruning": ("pruning", {"sparsity": 0.5}), "kmeans": ("kmeans", {"k": 4}),
-             "low_rank": ("low_rank", {"rank": 2}), "stack": [("pruning", {"sparsity": 0.5}), ("kmeans", {"k": 4})]}
+    # (low_rank under mixed precision: the test above; k-means gathers from a codebook of the values' dtype)
+    plans = {"pruning": ("pruning", {"sparsity": 0.5}), "stack": [("pruning", {"sparsity": 0.5}), ("kmeans", {"k": 4})]}
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((32, 6, 8)).astype("float32"), rng.integers(0, 3, 32)
     for name, plan in plans.items():

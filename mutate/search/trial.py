@@ -60,7 +60,8 @@ def _float_weights(model: keras.Model, layers: list[str] | None) -> list[tuple[s
     if layers is None:
         chosen = [la for la, _ in walk(model) if la is not model]
     else:
-        by_path = {k.path: k.layer for k in compressible(model)}
+        # a restored model's nested layers answer to their structural address too (surgery's module doc)
+        by_path = {name: k.layer for k in compressible(model) for name in (k.structural, k.path)}
         chosen = [by_path[n] for n in layers]
     for layer in chosen:
         for w in list(layer._trainable_variables) + list(layer._non_trainable_variables) + \
