@@ -195,6 +195,9 @@ def test_kernels_inside_a_nested_sequential_and_rnn_wrappers_reload_and_keep_the
         if name == "blend":
             model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
             mutate.strip(model)
+    from mutate.search.trial import nonfinite_weights  # a search trial's check, on a restored model
+
+    assert nonfinite_weights(loaded, ["inner/h1", "bi/forward_lstm"]) == ""
     mutate.densify(loaded, "inner/h1")
     mutate.compress(loaded, {"inner/h2": ("pruning", {"sparsity": 0.5})}, mutate.Schedule(0, 2, 1))
     assert {k.structural: k.state for k in mutate.compressible(loaded)}["inner/h2"] == "blending"
