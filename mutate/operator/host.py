@@ -126,8 +126,9 @@ class Compressed:
     def enable_lora(self, *args: Any, **kwargs: Any) -> None:
         """Refused: Keras' LoRA adds to the kernel this layer no longer computes with (its calls read the
         blend or the spliced factors), so the adapters would do nothing. Densify the layer first."""
-        raise ValueError(f"layer {self.name!r} is compressed by mutate ({', '.join(s.name for s, _ in states(self))}); "
-                         "LoRA would not reach its compressed kernel: `mutate.densify(model, path)` first.")
+        slots = ", ".join(slot.name for slot, _ in states(self))
+        raise ValueError(f"layer {self.name!r} is compressed by mutate ({slots}); LoRA would not reach its "
+                         "compressed kernel: `mutate.densify(model, path)` first.")
 
     # -- saving -----------------------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

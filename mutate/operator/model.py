@@ -52,7 +52,8 @@ class CompressedModel:
         structure = structural_paths(self)  # the address a reload keeps (files before 2026-12 used layer.path)
         for k in compressible(self):
             if k.state != "dense":
-                plan.setdefault(structure[id(k.layer)], {})[k.slot.name] = getattr(k.layer, state_attr(k.slot)).spec()
+                spec = getattr(k.layer, state_attr(k.slot)).spec()
+                plan.setdefault(structure[id(k.layer)], {})[k.slot.name] = spec
         store["mutate"] = np.frombuffer(json.dumps(plan).encode(), dtype=np.uint8)
 
     def load_own_variables(self, store: Any) -> None:

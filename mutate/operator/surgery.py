@@ -6,8 +6,9 @@ secondary kernel adds its slot (``lstm/recurrent_kernel``, ``sep/depthwise_kerne
 ``layers`` may be globs over either. Keras sets ``layer.path`` where a layer is built, so a layer of a nested
 Sequential (or a Bidirectional/TimeDistributed wrapper) is ``inner/h1`` when built in its model and ``h1``
 once the model is reloaded from a file; every kernel therefore also answers to its **structural** address
-(its ancestors' names down from the model, ``inner/h1``), which a reload keeps. The model and its layer objects are kept: recompile after each call
-(the trainable variables change), as after Keras' own ``quantize``.
+(its ancestors' names down from the model, ``inner/h1``), which a reload keeps. The model and its layer
+objects are kept: recompile after each call (the trainable variables change), as after Keras' own
+``quantize``.
 """
 
 from __future__ import annotations

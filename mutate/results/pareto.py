@@ -9,7 +9,6 @@ both recorded it, else the first reported.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 

@@ -185,9 +185,10 @@ class _Points(tune.Callback):
         _emit(self.line(trials))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        # pid: the actor process that trained it (a reused actor keeps it); val_loss breaks front ties
         keys = ("step", "bytes", "ratio", "fits_budget", "score", "genome", "genome_summary", "val_accuracy",
                 "val_loss", "val_perplexity", "checkpoint", "train_seconds", "backend", "unit", "litert_seconds",
-                "learning_rate", "target", "pid", "actor_setup_s")  # pid: the actor process that trained it (a reused actor keeps it)
+                "learning_rate", "target", "pid", "actor_setup_s")
         row = {"trial": trial.trial_id, **{k: result[k] for k in keys if k in result},
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
