@@ -97,6 +97,15 @@ def test_keras_and_saved_model_formats_and_what_is_refused(tmp_path):
     np.testing.assert_array_equal(keras.saving.load_model(k.path).predict(x, verbose=0), model.predict(x, verbose=0))
     s = mutate.export_model(model, tmp_path / "saved", "saved_model")
     assert (s.path / "saved_model.pb").is_file() and s.bytes > 0
+    assert mutate.export_model(model, tmp_path / "saved", "saved_model").bytes > 0  # a SavedModel is replaced
+    # any other folder is never replaced (as `export --force --out .` once deleted the working directory)
+    (tmp_path / "mine" / "sub").mkdir(parents=True)
+    (tmp_path / "mine" / "keep.txt").write_text("keep")
+    (tmp_path / "dir.keras").mkdir()
+    for folder, fmt in [(tmp_path / "mine", "saved_model"), (tmp_path / "dir.keras", None)]:
+        with pytest.raises(BadInput, match="is a folder.*refusing to replace it"):
+            mutate.export_model(model, folder, fmt)
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "keep" and (tmp_path / "dir.keras").is_dir()
     with pytest.raises(BadInput, match="must end in .tflite"):
         mutate.export_model(model, tmp_path / "m.bin", "litert")
     with pytest.raises(MetricMismatch, match="differ from Keras'"):

@@ -129,6 +129,10 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     fmt = format_for(path, format)
     if arrays not in ARRAYS:
         raise BadInput(f"{path}: arrays={arrays!r}: choose one of {', '.join(ARRAYS)}")
+    if path.is_dir() and not (fmt == "saved_model" and (path / "saved_model.pb").is_file()):
+        # only a SavedModel is a folder this writes: never replace another folder (`--out .` with --force)
+        raise BadInput(f"{path}: is a folder{' that is not a SavedModel' if fmt == 'saved_model' else ''}; "
+                       "refusing to replace it (choose another --out)")
     blending = _blending(model) if fmt != "keras" else []  # a .keras file may hold a blending model
     if blending:
         raise BadInput(f"{path}: {', '.join(blending)} still blending; splice first (mutate.strip), or export "
