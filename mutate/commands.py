@@ -55,6 +55,9 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     from mutate.search import policy
     from mutate.cli import quiet_tensorflow_import
 
+    if resume is not None and (overrides or strategy):
+        raise BadInput(f"{resume}: --set and --strategy cannot be combined with --resume (a resumed search "
+                       "continues with the space it was started with)")
     if resume is None:  # the YAML is checked before anything heavy is imported: a typo costs no TF import
         extra = [f"search.strategy={strategy}"] if strategy else []
         space = spaces.load(path, [*overrides, *extra],  # type: ignore[arg-type]
@@ -73,8 +76,15 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     with _run_dir_context(run_dir):
         if resume is not None:
             prepared = driver.prepare(space)
-        return _run(space, run_dir, prepared, resume=resume is not None, address=address, verbose=verbose,
-                    progress=progress)
+        try:
+            return _run(space, run_dir, prepared, resume=resume is not None, address=address, verbose=verbose,
+                        progress=progress)
+        except BadInput:  # found once the run directory existed (no Ray cluster there, resources it lacks)
+            if resume is None and not rundirs.read_points(run_dir):
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written: no trial ran
+            raise
 
 
 def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
@@ -101,6 +111,15 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
                                                                       resume, address, verbose, out)
     summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
                          address=address, verbose=verbose, interval=progress, strategy=strategy, out=out)
+    unfinished, limit = summary.get("unfinished", 0), s["time_budget_s"]
+    if unfinished and not (limit is not None and summary["wall_s"] >= limit):
+        # Ray Tune caught Ctrl-C and stopped the trials: the search did not end, so no test evaluation
+        print(f"\ninterrupted: {unfinished} of {summary['trials']} trials unfinished, {summary['points']} points "
+              f"kept; `mutate search --resume {run_dir}` continues it", flush=True)
+        raise KeyboardInterrupt
+    if unfinished:
+        print(f"\nstopped by search.time_budget_s ({limit:g} s): {unfinished} of {summary['trials']} trials "
+              "unfinished; the front below is of what they reported", flush=True)
     # the overhead counts Ray's start in full, although it ran while the sensitivity table was measured
     summary["wall_s"] += ray_start_s
     wall, compute = summary["wall_s"], summary["compute_s"]
@@ -128,10 +147,11 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
                          **({"actor_setup_s": sum(setups) / len(setups), "actors": len(setups)} if setups else {}))
     print(f"  before and after Ray: sensitivity table {sensitivity_s:.1f}s (while Ray started, {ray_start_s:.1f}s), "
           f"test set {test_s:.1f}s; total {time.perf_counter() - t0:.0f}s")
-    kept, disk = rundirs.prune_checkpoints(run_dir)
-    print(f"  disk: {disk / 2**20:.1f} MiB in {run_dir} ({kept} model checkpoint(s) kept: the validation front)")
+    kept, _ = rundirs.prune_checkpoints(run_dir)
     print()
     pareto([run_dir])
+    disk = rundirs.disk_bytes(run_dir)  # after pareto.* are written (the interactive page is most of a small run)
+    print(f"disk: {disk / 2**20:.1f} MiB in {run_dir} ({kept} model checkpoint(s) kept: the validation front)")
     if failed and len(failed) >= trials:
         from mutate.errors import SearchFailed
 

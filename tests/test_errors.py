@@ -217,3 +217,25 @@ def test_a_builder_module_next_to_the_space_file_is_importable(tmp_path, monkeyp
     builders.import_user_modules(space)  # idempotent
     assert sys.path.count(str(tmp_path)) == 1 and os.environ["PYTHONPATH"].count(str(tmp_path)) == 1
     assert builders.import_callable("beside_models_x:build", "model.builder", space.where) is builders.mlp
+
+
+def test_resume_refuses_overrides_and_a_trial_asking_for_more_than_the_machine_has_is_one_line(tmp_path, capfd):
+    """--resume with --set/--strategy silently ignored them; resources.gpus=1 on a machine without a GPU left
+    every trial PENDING forever."""
+    from types import SimpleNamespace
+
+    from mutate import commands
+    from mutate.search import runner
+
+    with pytest.raises(BadInput, match="--set and --strategy cannot be combined with --resume"):
+        commands.search(None, overrides=["training.steps=800"], resume=tmp_path)
+    with pytest.raises(BadInput, match="--set and --strategy cannot be combined with --resume"):
+        commands.search(None, strategy="greedy", resume=tmp_path)
+    space = SimpleNamespace(resources={"cpus": 1, "gpus": 1, "tpu": 0}, where="s.yaml")
+    with pytest.raises(BadInput, match=r"^s.yaml: resources.gpus: 1 per trial, but the Ray node on this machine "
+                                       r"has 0 GPU: no trial could start$"):
+        runner._check_resources(space, {"CPU": 2.0}, embedded=True)
+    runner._check_resources(space, {"CPU": 2.0}, embedded=False)  # a cluster may grow: a warning only
+    assert "resources.gpus: 1 per trial, but the Ray cluster has 0 GPU" in capfd.readouterr().err
+    runner._check_resources(SimpleNamespace(resources={"cpus": 2, "gpus": 0, "tpu": 0}, where="s.yaml"),
+                            {"CPU": 2.0}, embedded=True)

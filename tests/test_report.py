@@ -90,6 +90,26 @@ def test_compare_two_runs(run_dir, tmp_path, capsys):
     assert (tmp_path / "compare_toy_vs_other.html").is_file()
 
 
+def test_choosing_a_point_takes_exactly_one_rule_and_a_printed_accuracy_selects_its_point(run_dir):
+    """`Run.export()` with no rule crashed (TypeError); a --min-accuracy copied from the table (4 decimals)
+    refused the very point it was printed for when the stored value was 0.92996..."""
+    from mutate.errors import BadInput
+    from mutate.results.export import choose
+
+    run = report.load_run(run_dir)
+    for kwargs in ({}, {"point": 0, "max_size": 100}):
+        with pytest.raises(BadInput, match="exactly one of point, max_size or min_accuracy"):
+            choose(run, **{"point": None, "max_size": None, "min_accuracy": None, **kwargs})
+    rows = run_dir / "points.jsonl"
+    rows.write_text("".join(line + "\n" for line in rows.read_text().splitlines()[:-1]))  # drop the torn line
+    append_point(run_dir, {"trial": "t9", "step": 1, "bytes": 120, "ratio": 0.12, "val_accuracy": 0.92996,
+                           "genome": [], "genome_summary": "z", "checkpoint": "models/z"})
+    run = report.load_run(run_dir)
+    assert choose(run, point=None, max_size=None, min_accuracy=0.9300).checkpoint == "models/z"  # table: 0.9300
+    with pytest.raises(BadInput, match="the best front point reaches 0.95$"):
+        choose(run, point=None, max_size=None, min_accuracy=0.951)
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

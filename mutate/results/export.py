@@ -27,6 +27,11 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
     Raises:
         BadInput: no such point.
     """
+    given = [name for name, v in (("point", point), ("max_size", max_size), ("min_accuracy", min_accuracy))
+             if v is not None]
+    if len(given) != 1:
+        raise BadInput(f"{run.dir}: choose the front point by exactly one of point, max_size or min_accuracy "
+                       f"(got {', '.join(given) or 'none'})")
     fr = run.pareto_front()
     if not fr:
         raise BadInput(f"{run.dir}: the run has no points yet")
@@ -40,9 +45,12 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
         if not fits:
             raise BadInput(f"{run.dir}: --max-size {max_size}: the smallest front point has {fr[0].size:,} bytes")
         return fits[-1]
-    ok = [p for p in fr if (p.metric >= min_accuracy if not run.lm else p.metric <= min_accuracy)]  # type: ignore[operator]
+    # a value copied from the table (4 decimals) selects the point it was printed for
+    half = 5e-5
+    ok = [p for p in fr if (p.metric >= min_accuracy - half if not run.lm  # type: ignore[operator]
+                            else p.metric <= min_accuracy + half)]  # type: ignore[operator]
     if not ok:
-        raise BadInput(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.4f}")
+        raise BadInput(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.6g}")
     return ok[0]
 
 

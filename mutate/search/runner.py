@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 from ray.tune.search import BasicVariantGenerator
 
-from mutate.errors import NonFiniteLoss
+from mutate.errors import BadInput, NonFiniteLoss
 from mutate.search.genome import from_json, to_json
 from mutate.results.pareto import Point, dominates
 from mutate.results.runs import append_point, divergence, read_points, record_divergence
@@ -261,14 +262,13 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
     if not verbose:  # failures are reported by our own one-line progress output
         for name in ("ray", "ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    named = "--address" if address is not None else f"{space.where}: ray.address"
     address = address if address is not None else space.ray["address"]
     if address:
         try:
             ray.init(address=address, logging_level=level, log_to_driver=verbose, runtime_env=_runtime_env())
         except (ConnectionError, ValueError, TimeoutError) as e:  # no cluster there: the user's address
-            from mutate.errors import BadInput
-
-            raise BadInput(f"--address {address}: cannot join a Ray cluster ({str(e).splitlines()[0]})") from None
+            raise BadInput(f"{named} {address}: cannot join a Ray cluster ({str(e).splitlines()[0]})") from None
     else:  # an embedded Ray on loopback, dashboard off unless asked for
         # Its processes inherit this environment, so trials get the backend without a runtime_env: a job
         # runtime_env makes Ray start a fresh worker per actor (about 0.7 s more on 2 cores) where it
@@ -277,6 +277,25 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
         with _loopback_only():
             ray.init(include_dashboard=space.ray["dashboard"], dashboard_host="127.0.0.1", logging_level=level,
                      log_to_driver=verbose, _node_ip_address="127.0.0.1", configure_logging=True)
+    _check_resources(space, ray.cluster_resources(), embedded=not address)
+
+
+def _check_resources(space: Space, have: dict[str, float], embedded: bool) -> None:
+    """A trial asking for more than the Ray cluster has would wait forever (Tune keeps it PENDING): say so.
+    On a cluster joined by address, an autoscaler may still add nodes, so only a warning line is printed.
+
+    Raises:
+        BadInput: an embedded Ray (this machine) lacks what one trial asks for.
+    """
+    r = space.resources
+    asked = {"cpus": ("CPU", r["cpus"]), "gpus": ("GPU", r["gpus"]), "tpu": ("TPU", r["tpu"])}
+    for key, (name, want) in asked.items():
+        if want and want > have.get(name, 0):
+            where = "node on this machine" if embedded else "cluster"
+            message = f"resources.{key}: {want!r} per trial, but the Ray {where} has {have.get(name, 0):g} {name}"
+            if embedded:
+                raise BadInput(f"{space.where}: {message}: no trial could start")
+            print(f"mutate: warning: {message}; trials wait until the cluster grows", file=sys.__stderr__, flush=True)
 
 
 def _runtime_env() -> dict[str, Any]:
@@ -508,8 +527,10 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
 
     Returns:
         ``wall_s``, ``compute_s``, ``points`` (reported points in the run), ``trials`` (how many),
-        ``failed``: (trial id, one-line reason) for each trial that ended in error after its retries, and
-        ``actor_setup_s``: each actor's start in seconds (imports, data, first model; outside ``compute_s``).
+        ``failed``: (trial id, one-line reason) for each trial that ended in error after its retries,
+        ``actor_setup_s``: each actor's start in seconds (imports, data, first model; outside ``compute_s``),
+        and ``unfinished``: trials stopped before their last step (Ctrl-C, or ``search.time_budget_s``).
+        On resume, ``compute_s`` and ``actor_setup_s`` count this session's reports only.
     """
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
@@ -518,6 +539,7 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     _OUT[0] = out
     _STRATEGY[0] = strategy
     _PBT[0] = None
+    earlier = len(read_points(run_dir)) if resume else 0  # a resumed run's earlier sessions are not timed here
     t0 = time.time()
     if verbose:
         _init_ray(space, address, verbose)
@@ -531,7 +553,11 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     points = read_points(run_dir)
     failed = [(Path(r.path).name.removeprefix("trial_") if r.path else "?", reason(r.error))
               for r in results if r.error is not None]
-    compute = sum(p.get("time_this_iter_s") or 0.0 for p in points)
-    setups = [p["actor_setup_s"] for p in points if "actor_setup_s" in p]
+    compute = sum(p.get("time_this_iter_s") or 0.0 for p in points[earlier:])
+    setups = [p["actor_setup_s"] for p in points[earlier:] if "actor_setup_s" in p]
+    # Tune stops gracefully on Ctrl-C (its own SIGINT handler) and at time_budget_s: fit() returns either way
+    iters = space.training["steps"] // space.training["report_every"]
+    unfinished = sum(1 for r in results
+                     if r.error is None and int((r.metrics or {}).get("training_iteration") or 0) < iters)
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed,
-            "actor_setup_s": setups}
+            "actor_setup_s": setups, "unfinished": unfinished}
