@@ -87,9 +87,11 @@ def test_yaml_tags_are_refused(tmp_path):
         spaces.load(write(tmp_path, "name: !!python/object/apply:os.system ['true']\n"))
 
 
-def test_missing_file():
+def test_missing_file_and_a_folder():
     with pytest.raises(SpaceError, match="no such search space file"):
         spaces.load("nowhere.yaml")
+    with pytest.raises(SpaceError, match="search_spaces: is a folder; give a search space's YAML file"):
+        spaces.load(ROOT / "search_spaces")
 
 
 def test_set_overrides_any_key_and_parses_yaml(tmp_path):

@@ -136,6 +136,8 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         SpaceError: the file is missing, is not valid YAML, or does not follow the schema.
     """
     p = Path(path).resolve()
+    if p.is_dir():
+        raise SpaceError(f"{path}: is a folder; give a search space's YAML file (e.g. search_spaces/digits_mlp.yaml)")
     if not p.is_file():
         raise SpaceError(f"{path}: no such search space file")
     try:
