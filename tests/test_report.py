@@ -106,7 +106,7 @@ def test_choosing_a_point_takes_exactly_one_rule_and_a_printed_accuracy_selects_
                            "genome": [], "genome_summary": "z", "checkpoint": "models/z"})
     run = report.load_run(run_dir)
     assert choose(run, point=None, max_size=None, min_accuracy=0.9300).checkpoint == "models/z"  # table: 0.9300
-    with pytest.raises(BadInput, match="the best front point reaches 0.95$"):
+    with pytest.raises(BadInput, match="the best front point reaches 0.9500$"):
         choose(run, point=None, max_size=None, min_accuracy=0.951)
 
 

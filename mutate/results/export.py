@@ -50,7 +50,7 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
     ok = [p for p in fr if (p.metric >= min_accuracy - half if not run.lm  # type: ignore[operator]
                             else p.metric <= min_accuracy + half)]  # type: ignore[operator]
     if not ok:
-        raise BadInput(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.6g}")
+        raise BadInput(f"{run.dir}: --min-accuracy {min_accuracy}: the best front point reaches {fr[-1].metric:.4f}")
     return ok[0]
 
 
