@@ -147,7 +147,7 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
                          **({"actor_setup_s": sum(setups) / len(setups), "actors": len(setups)} if setups else {}))
     print(f"  before and after Ray: sensitivity table {sensitivity_s:.1f}s (while Ray started, {ray_start_s:.1f}s), "
           f"test set {test_s:.1f}s; total {time.perf_counter() - t0:.0f}s")
-    kept, _ = rundirs.prune_checkpoints(run_dir)
+    kept = rundirs.prune_checkpoints(run_dir)
     print()
     pareto([run_dir])
     disk = rundirs.disk_bytes(run_dir)  # after pareto.* are written (the interactive page is most of a small run)

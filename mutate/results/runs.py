@@ -137,14 +137,14 @@ def disk_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
-def prune_checkpoints(run_dir: Path, keep: set[str] | None = None) -> tuple[int, int]:
+def prune_checkpoints(run_dir: Path, keep: set[str] | None = None) -> int:
     """Delete the model checkpoints (``models/TRIAL/step_*``) of every point not on the validation front (or
     not in ``keep``), and every Ray trial checkpoint but each trial's latest (for ``--resume``). Call it after
     the search: while it runs, PBT may clone any trial's latest checkpoint. A point that left the front never
     returns to it (the front only improves), so its model checkpoint is never needed again.
 
     Returns:
-        (checkpoints kept, bytes the run directory uses afterwards).
+        the model checkpoints kept (`disk_bytes` measures the run afterwards).
     """
     import shutil
 
@@ -165,4 +165,4 @@ def prune_checkpoints(run_dir: Path, keep: set[str] | None = None) -> tuple[int,
             kept += 1
         else:
             shutil.rmtree(folder, ignore_errors=True)
-    return kept, disk_bytes(run_dir)
+    return kept

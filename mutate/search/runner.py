@@ -26,7 +26,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from mutate.errors import BadInput, NonFiniteLoss
 from mutate.search.genome import from_json, to_json
-from mutate.results.pareto import Point, dominates
+from mutate.results.pareto import Point, front
 from mutate.results.runs import append_point, divergence, read_points, record_divergence
 from mutate.search.space import Space, from_dict
 from mutate.search.strategies import Strategy, settled, table_metric
@@ -207,12 +207,9 @@ class _Points(tune.Callback):
     def _track(self, p: Point, delete: bool) -> None:
         """Keep the validation front; remove the checkpoints of points that are not (or no longer) on it."""
         lm = "val_perplexity" in p.row
-        if any(dominates(q, p, not lm) or (q.size == p.size and q.metric == p.metric and not dominates(p, q, not lm))
-               for q in self.front):
-            dropped = [p]
-        else:
-            dropped = [q for q in self.front if dominates(p, q, not lm)]
-            self.front = [q for q in self.front if q not in dropped] + [p]
+        candidates = [*self.front, p]  # `front` keeps the earlier of equals (or the lower validation loss)
+        self.front = front(candidates, higher_is_better=not lm)
+        dropped = [q for q in candidates if not any(q is r for r in self.front)]
         if delete:
             for q in dropped:
                 if q.checkpoint:
