@@ -161,7 +161,8 @@ def test_a_user_builder_is_bad_input_but_a_builtin_one_failing_is_a_bug(monkeypa
         builders.build_model({"builder": "tests.test_errors:nope"}, data, "x.yaml")
     with pytest.raises(BadInput, match="x.yaml: model.builder: tests.test_errors:not_a_model returned str, not a "):
         builders.build_model({"builder": "tests.test_errors:not_a_model"}, data, "x.yaml")
-    with pytest.raises(BadInput, match=r"x.yaml: model.builder: mlp raised ValueError: "):
+    with pytest.raises(BadInput, match=r"x.yaml: model.builder: mlp raised ValueError: .* \(called with "
+                                       r"model.activation='no_such_activation'\)$"):
         builders.build_model({"builder": "mlp", "activation": "no_such_activation"}, data, "x.yaml")
     monkeypatch.setitem(builders.BUILTIN, "mlp", raiser(KeyError("internal")))
     with pytest.raises(KeyError, match="internal"):

@@ -1,5 +1,7 @@
 """export_model: .keras, SavedModel and LiteRT files of spliced models; LiteRT keeps the packed factors."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -92,9 +94,25 @@ def constant_bytes(path) -> int:
 
 
 def test_keras_and_saved_model_formats_and_what_is_refused(tmp_path):
-    model, x, _ = spliced("pruning", {"sparsity": 0.5})
+    model, x, y = spliced("pruning", {"sparsity": 0.5})
     k = mutate.export_model(model, tmp_path / "m.keras")
     np.testing.assert_array_equal(keras.saving.load_model(k.path).predict(x, verbose=0), model.predict(x, verbose=0))
+    # compiled only to evaluate (as `mutate export` does): the unbuilt optimizer is not saved, so the file loads
+    # uncompiled without Keras' "Skipping variable loading for optimizer" warning; the model stays compiled
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.evaluate(x, y, verbose=0)
+    mutate.export_model(model, tmp_path / "e.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert not keras.saving.load_model(tmp_path / "e.keras").compiled
+    assert model.compiled and model.evaluate(x, y, verbose=0)
+    # a trained optimizer is kept, to resume training from the file
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0)
+    mutate.export_model(model, tmp_path / "t.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert keras.saving.load_model(tmp_path / "t.keras").optimizer.iterations.numpy() == model.optimizer.iterations.numpy()
     s = mutate.export_model(model, tmp_path / "saved", "saved_model")
     assert (s.path / "saved_model.pb").is_file() and s.bytes > 0
     assert mutate.export_model(model, tmp_path / "saved", "saved_model").bytes > 0  # a SavedModel is replaced

@@ -141,7 +141,7 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         staged = Path(tmp) / path.name
         if fmt == "keras":
-            model.save(staged)
+            _save_keras(model, staged)
             report = Exported(path, fmt, _bytes(staged))
         elif fmt == "saved_model":
             _convert(model, staged, fmt, packed=True, named=path)
@@ -166,6 +166,21 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         staged.replace(path)
     return report
+
+
+def _save_keras(model: keras.Model, path: Path) -> None:
+    """Save ``model`` as .keras; a compile whose optimizer never trained (an evaluation's, e.g. `mutate
+    export`'s) is left out, so the file loads uncompiled instead of with an unbuilt default optimizer whose
+    variables Keras then skips with a warning. A trained optimizer is kept (to resume training)."""
+    optimizer = getattr(model, "optimizer", None)
+    if not getattr(model, "compiled", False) or (optimizer is not None and optimizer.built):
+        model.save(path)
+        return
+    model.compiled, model.optimizer = False, None
+    try:
+        model.save(path)
+    finally:
+        model.compiled, model.optimizer = True, optimizer
 
 
 def _refuse_flex(blob: bytes, path: Path) -> None:

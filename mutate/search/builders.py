@@ -190,7 +190,10 @@ def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> 
     except Exception as e:  # noqa: BLE001 - a user builder may raise anything; report it on one line
         if not (user or isinstance(e, ValueError)):
             raise
-        raise BadInput(f"{where}: model.builder: {name} raised {type(e).__name__}: {e}") from None
+        # a built-in builder's ValueError is about the values given: name them (a user's message is their own)
+        called = "" if user or not kwargs else \
+            f" (called with model.{', model.'.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+        raise BadInput(f"{where}: model.builder: {name} raised {type(e).__name__}: {e}{called}") from None
     if not isinstance(model, keras.Model):
         raise BadInput(f"{where}: model.builder: {name} returned {type(model).__name__}, not a keras.Model")
     return model
