@@ -4,7 +4,8 @@ Core API: `compressible` lists every kernel of a Keras model that can be compres
 subclassed models included); `compress` makes the planned kernels blend into their operator's factors in
 place (the layer objects stay); `CompressionCallback` drives their alpha schedules during `fit`; `strip`
 splices finished ones (A is gone); `densify` makes a kernel plain again; `model_size` counts the bits a
-model really stores. `load_run` opens a search's run directory.
+model really stores. `run_search` runs a search from Python (what ``mutate search`` does) and
+`load_run` opens a search's run directory.
 
 ``import mutate`` is cheap: the Keras parts load on first use. The compressed classes are registered with
 Keras as soon as Keras is imported (before or after mutate), so ``keras.saving.load_model`` opens mutate
@@ -27,6 +28,7 @@ _EXPORTS = {
     "model_size": "mutate.operator.size", "compress": "mutate.operator", "strip": "mutate.operator",
     "densify": "mutate.operator", "compressible": "mutate.operator", "kernel": "mutate.operator", "Kernel": "mutate.operator",
     "PlanError": "mutate.operator", "export_model": "mutate.results.formats", "load_run": "mutate.results.report", "Run": "mutate.results.report",
+    "run_search": "mutate.commands",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -87,6 +87,48 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
             raise
 
 
+def run_search(space: str | Path | None = None, *, overrides: dict[str, Any] | list[str] | None = None,
+               strategy: str | None = None, address: str | None = None, resume: str | Path | None = None,
+               verbose: bool = False, progress: float = 10.0) -> Any:
+    """Run a search from Python (a notebook, a script): what ``mutate search`` does, returning its `Run`.
+
+    Args:
+        space: the search space's YAML file (None with ``resume``).
+        overrides: keys of the space to change, as ``{"search.population": 8, "model.hidden": [64, 32]}``
+            or as ``--set`` strings (``["search.population=8"]``).
+        strategy: ``pbt``, ``greedy``, ``random`` or ``uniform`` (overrides ``search.strategy``).
+        address: join a Ray cluster (``auto`` or ``HOST:PORT``); None starts an embedded Ray.
+        resume: a run directory to continue (no ``space``, ``overrides`` or ``strategy`` then).
+        progress: seconds between progress lines (0: none).
+
+    Returns:
+        `mutate.Run` of the run directory: ``run.points()``, ``run.pareto_front()``, ``run.export(...)``.
+
+    Raises:
+        BadInput: the space or an argument is invalid (nothing is written).
+        SearchFailed: every trial failed.
+        KeyboardInterrupt: the search was interrupted (Ctrl-C); ``run_search(resume=RUN_DIR)`` continues it.
+    """
+    import json
+
+    from mutate.results.report import Run
+
+    if isinstance(overrides, dict):
+        sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # JSON is YAML: the values keep their types
+    elif overrides is None:
+        sets = []
+    elif isinstance(overrides, (list, tuple)) and all(isinstance(o, str) for o in overrides):
+        sets = list(overrides)
+    else:
+        raise BadInput(f"overrides={overrides!r}: give a dict of key paths to values or a list of "
+                       "'KEY.PATH=VALUE' strings")
+    if (space is None) == (resume is None):
+        raise BadInput("run_search: give a space's YAML file, or resume=RUN_DIR (not both)")
+    run_dir = search(None if space is None else Path(space), overrides=sets, strategy=strategy, address=address,
+                     resume=None if resume is None else Path(resume), verbose=verbose, progress=progress)
+    return Run(run_dir)
+
+
 def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
          address: str | None, verbose: bool, progress: float) -> Path:
     """The search proper, once the space is checked and the run directory exists; see `search`."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import mutate
 from mutate import cli, commands
 
 from mutate.results import report, runs
@@ -232,6 +233,15 @@ def test_resume_refuses_overrides_and_a_trial_asking_for_more_than_the_machine_h
         commands.search(None, overrides=["training.steps=800"], resume=tmp_path)
     with pytest.raises(BadInput, match="--set and --strategy cannot be combined with --resume"):
         commands.search(None, strategy="greedy", resume=tmp_path)
+    # the same from Python (`mutate.run_search`)
+    with pytest.raises(BadInput, match="give a dict of key paths to values or a list of 'KEY.PATH=VALUE'"):
+        mutate.run_search("s.yaml", overrides=5)
+    with pytest.raises(BadInput, match="give a space's YAML file, or resume=RUN_DIR"):
+        mutate.run_search()
+    with pytest.raises(BadInput, match="--set and --strategy cannot be combined with --resume"):
+        mutate.run_search(resume=tmp_path, overrides={"training.steps": 800})
+    with pytest.raises(BadInput, match=r"nope.yaml: no such search space file"):
+        mutate.run_search(tmp_path / "nope.yaml", overrides={"training.steps": 800})
     space = SimpleNamespace(resources={"cpus": 1, "gpus": 1, "tpu": 0}, where="s.yaml")
     with pytest.raises(BadInput, match=r"^s.yaml: resources.gpus: 1 per trial, but the Ray node on this machine "
                                        r"has 0 GPU: no trial could start$"):

@@ -182,12 +182,26 @@ def test_pbt_with_room_for_every_trial_keeps_one_actor_per_trial_and_never_swaps
     assert out["exploits"] >= 1 and out["resumes"] == 0 and len(out["pids"]) == 2, out
 
 
-def test_seeded_random_strategy_with_one_trial_is_reproducible(tmp_path):
+# the same search as SMALL + a random strategy, started from Python (`mutate.run_search`, dict overrides)
+API_SEARCH = """
+import sys, mutate
+sets = {"training.steps": 300, "training.report_every": 50, "search.population": 1, "model.hidden": [32, 32],
+        "mutations.warmup_steps": 50, "mutations.window": 50, "search.perturbation_interval": 100,
+        "budget.ratio": 0.5, "search.seed": 3, "storage": sys.argv[2]}
+run = mutate.run_search(sys.argv[1], overrides=sets, strategy="random", progress=5)
+print("RUN", run.dir, len(run.points()), len(run.pareto_front()))
+"""
+
+
+def test_seeded_random_strategy_with_one_trial_is_reproducible_from_the_cli_and_python(tmp_path):
     args = ["search", str(SPACE), *SMALL, "--strategy", "random", "--set", "search.population=1",
-            "--set", "search.seed=3"]
+            "--set", "search.seed=3", "--set", f"storage={tmp_path / 'a'}"]
     # the two searches run at once (each starts its own embedded Ray), as two users' searches on one machine
-    first, second = [finish(p) for p in [start([*args, "--set", f"storage={tmp_path / name}"]) for name in "ab"]]
+    api = subprocess.Popen([sys.executable, "-c", API_SEARCH, str(SPACE), str(tmp_path / "b")], cwd=ROOT, env=ENV,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, second = finish(start(args)), finish(api)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    assert f"RUN {tmp_path / 'b' / 'digits_mlp'}" in second.stdout and "search done in" in second.stdout
     keys = ("step", "bytes", "genome", "val_accuracy")
     a = [{k: p[k] for k in keys} for p in rows(tmp_path / "a" / "digits_mlp")]
     b = [{k: p[k] for k in keys} for p in rows(tmp_path / "b" / "digits_mlp")]
