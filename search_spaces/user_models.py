@@ -25,7 +25,7 @@ class RowsAttentionGRU(keras.Model):
         self.embed = keras.layers.Dense(width, activation="relu", name="embed")
         self.attention = keras.layers.MultiHeadAttention(heads, width // heads, name="attention")
         self.norm = keras.layers.LayerNormalization(name="norm")
-        # unroll: 8 rows; LiteRT then converts the loop to builtin ops (a rolled Keras RNN needs Flex ops)
+        # unroll: 8 rows, a short fixed loop (mutate's LiteRT export would unroll a rolled one for the conversion)
         self.gru = keras.layers.GRU(units, unroll=True, name="gru")
         self.head = keras.layers.Dense(classes, name="head")
 

@@ -57,7 +57,7 @@ def test_smallest_litert_arrays_keeps_the_smaller_of_packed_and_folded(tmp_path,
         mutate.export_model(model, tmp_path / "n.tflite", arrays="dense")
 
 
-def test_a_loaded_subclassed_model_exports_and_an_rnn_needing_flex_ops_is_refused(tmp_path):
+def test_a_loaded_subclassed_model_exports_and_an_rnn_is_unrolled_for_litert_or_refused(tmp_path):
     from tests.test_kinds import net, seqs
 
     x, _ = seqs()
@@ -72,10 +72,20 @@ def test_a_loaded_subclassed_model_exports_and_an_rnn_needing_flex_ops_is_refuse
     out = mutate.export_model(loaded, tmp_path / "m.tflite", x=x)
     assert out.max_diff < 1e-4
 
-    inp = keras.Input((6, 4))
-    rnn = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GRU(3, name="gru")(inp)))
-    with pytest.raises(BadInput, match=r"r.tflite: LiteRT would need TensorFlow's select ops \(Flex\) for \w+.*unroll=True"):
-        mutate.export_model(rnn, tmp_path / "r.tflite")
+    # Keras' RNN loop converts to Flex ops: with a fixed number of timesteps it is unrolled for the conversion
+    # (builtin ops, same outputs; the layers are not left unrolled); with a variable one it is refused
+    def rnn(steps):
+        inp = keras.Input((steps, 4))
+        seq = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True), name="bi")(inp)
+        return keras.Model(inp, keras.layers.Dense(2)(keras.layers.GRU(3, name="gru")(seq)))
+
+    fixed, xs = rnn(6), np.random.default_rng(0).normal(size=(8, 6, 4)).astype("float32")
+    out = mutate.export_model(fixed, tmp_path / "f.tflite", x=xs)
+    assert out.max_diff < 1e-4 and out.bytes == (tmp_path / "f.tflite").stat().st_size
+    assert not any(layer.unroll for layer in fixed._flatten_layers() if isinstance(layer, keras.layers.RNN))
+    with pytest.raises(BadInput, match=r"r.tflite: LiteRT would need TensorFlow's select ops \(Flex\) for \w+.*"
+                                       r"unrolled for LiteRT when its number of timesteps is fixed"):
+        mutate.export_model(rnn(None), tmp_path / "r.tflite")
     assert not (tmp_path / "r.tflite").exists()
 
 

@@ -148,11 +148,7 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
             report = Exported(path, fmt, _bytes(staged))
         else:
             forms = ("packed", "folded") if arrays == "smallest" else (arrays,)
-            blobs = {}
-            for form in forms:
-                out = Path(tmp) / form / path.name
-                _convert(model, out, fmt, packed=form == "packed", named=path)
-                blobs[form] = out.read_bytes()
+            blobs = _litert_blobs(model, Path(tmp), forms, path)
             form = min(forms, key=lambda f: (len(blobs[f]), f != "packed"))  # a tie keeps the packed form
             blob = blobs[form]
             _refuse_flex(blob, path)
@@ -183,10 +179,37 @@ def _save_keras(model: keras.Model, path: Path) -> None:
         model.compiled, model.optimizer = True, optimizer
 
 
-def _refuse_flex(blob: bytes, path: Path) -> None:
-    """A LiteRT file that needs TensorFlow's select ops (Flex: the converter's fallback, e.g. for an RNN's
-    while loop) is refused in one line naming them: the builtin runtime cannot run it, so neither can the
-    check, and mutate exports builtin ops only."""
+def _litert_blobs(model: keras.Model, tmp: Path, forms: tuple[str, ...], path: Path) -> dict[str, bytes]:
+    """The LiteRT file of each form. When one needs TensorFlow's select ops (Flex) and the model has Keras RNN
+    layers (their while loop is what converts to Flex), they are converted again unrolled (``unroll=True`` for
+    the conversion only: the same maths, builtin ops); if that fails (a sequence length not fixed), the first
+    files stand and `_refuse_flex` names the ops."""
+    def convert(into: Path) -> dict[str, bytes]:
+        blobs = {}
+        for form in forms:
+            out = into / form / path.name
+            _convert(model, out, "litert", packed=form == "packed", named=path)
+            blobs[form] = out.read_bytes()
+        return blobs
+
+    blobs = convert(tmp)
+    rnns = [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.RNN) and not layer.unroll]
+    if not rnns or not any(_flex_ops(b) is not None for b in blobs.values()):
+        return blobs
+    for layer in rnns:
+        layer.unroll = True
+    try:
+        return convert(tmp / "unrolled")
+    except Exception:  # noqa: BLE001 - e.g. Keras' "Cannot unroll a RNN if the time dimension is undefined"
+        return blobs
+    finally:
+        for layer in rnns:
+            layer.unroll = False
+
+
+def _flex_ops(blob: bytes) -> list[str] | None:
+    """The select TensorFlow ops (Flex) a LiteRT file needs, or None when the builtin runtime runs it."""
     import re
 
     try:
@@ -194,10 +217,19 @@ def _refuse_flex(blob: bytes, path: Path) -> None:
     except RuntimeError as e:
         if "Select TensorFlow op" not in str(e):
             raise
-        ops_ = sorted(set(re.findall(r"\(Flex(\w+)\)", str(e))))
+        return sorted(set(re.findall(r"\(Flex(\w+)\)", str(e))))
+    return None
+
+
+def _refuse_flex(blob: bytes, path: Path) -> None:
+    """A LiteRT file that needs TensorFlow's select ops (Flex: the converter's fallback, e.g. for an RNN's
+    while loop) is refused in one line naming them: the builtin runtime cannot run it, so neither can the
+    check, and mutate exports builtin ops only."""
+    ops_ = _flex_ops(blob)
+    if ops_ is not None:
         raise BadInput(f"{path}: LiteRT would need TensorFlow's select ops (Flex) for {', '.join(ops_) or 'some ops'}"
-                       "; mutate exports builtin ops only (a Keras RNN layer converts to builtin ops with "
-                       "unroll=True); export .keras or a SavedModel instead; nothing written") from None
+                       "; mutate exports builtin ops only (a Keras RNN layer is unrolled for LiteRT when its "
+                       "number of timesteps is fixed); export .keras or a SavedModel instead; nothing written")
 
 
 def _called(model: keras.Model) -> None:
