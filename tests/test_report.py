@@ -46,6 +46,9 @@ def test_front_table_files_and_hypervolume(run_dir, capsys):
     assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (run_dir / "pareto.html").read_text()
     assert "mutate export" in html and not re.search(r"<script[^>]+src=\"https?://", html), "must work offline"
+    assert len(html) < 50_000  # inline SVG (plotly's inlined page was 4.6 MiB)
+    tips = re.findall(r'class="point front"[^>]*data-tip="([^"]*)"', html)
+    assert len(tips) == 3 and "dense_1:low_rank(r=8)" in tips[1] and "--point 1 --out" in tips[1]
 
 
 def test_selection_never_reads_test_metrics(run_dir):
@@ -122,5 +125,5 @@ def test_html_renders_every_point_without_console_errors(run_dir):
     assert res.returncode == 0, res.stderr[-2000:]
     console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
-    drawn = len(re.findall(r'class="point"', res.stdout))
-    assert drawn == len(ROWS) + 3  # every point in grey, plus the three front points
+    drawn = re.findall(r'class="point (all|front)"', res.stdout)
+    assert drawn.count("all") == len(ROWS) and drawn.count("front") == 3  # every point in grey, the front on top
