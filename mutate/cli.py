@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: an embedded Ray)")
     search.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted search")
     search.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
-                        help="seconds between progress lines (default 10)")
+                        help="seconds between progress lines (default 10; 0: none)")
 
     pareto = sub.add_parser("pareto", help="print and plot the size/accuracy front of one or more runs")
     pareto.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")

@@ -76,6 +76,8 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     with _run_dir_context(run_dir):
         if resume is not None:
             prepared = driver.prepare(space)
+        from mutate.search import runner
+
         try:
             return _run(space, run_dir, prepared, resume=resume is not None, address=address, verbose=verbose,
                         progress=progress)
@@ -85,6 +87,8 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
 
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written: no trial ran
             raise
+        finally:
+            runner.stop_ray()
 
 
 def run_search(space: str | Path | None = None, *, overrides: dict[str, Any] | list[str] | None = None,
@@ -95,7 +99,9 @@ def run_search(space: str | Path | None = None, *, overrides: dict[str, Any] | l
     Args:
         space: the search space's YAML file (None with ``resume``).
         overrides: keys of the space to change, as ``{"search.population": 8, "model.hidden": [64, 32]}``
-            or as ``--set`` strings (``["search.population=8"]``).
+            (a nested mapping, ``{"search": {"population": 8}}``, sets the keys it names and keeps the
+            section's others; paths and NumPy values are taken as their text and Python values) or as
+            ``--set`` strings (``["search.population=8"]``).
         strategy: ``pbt``, ``greedy``, ``random`` or ``uniform`` (overrides ``search.strategy``).
         address: join a Ray cluster (``auto`` or ``HOST:PORT``); None starts an embedded Ray.
         resume: a run directory to continue (no ``space``, ``overrides`` or ``strategy`` then).
@@ -114,7 +120,8 @@ def run_search(space: str | Path | None = None, *, overrides: dict[str, Any] | l
     from mutate.results.report import Run
 
     if isinstance(overrides, dict):
-        sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # JSON is YAML: the values keep their types
+        sets = [f"{k}={json.dumps(v, default=_plain(k))}"  # JSON is YAML: the values keep their types
+                for k, v in _dotted(overrides)]
     elif overrides is None:
         sets = []
     elif isinstance(overrides, (list, tuple)) and all(isinstance(o, str) for o in overrides):
@@ -127,6 +134,33 @@ def run_search(space: str | Path | None = None, *, overrides: dict[str, Any] | l
     run_dir = search(None if space is None else Path(space), overrides=sets, strategy=strategy, address=address,
                      resume=None if resume is None else Path(resume), verbose=verbose, progress=progress)
     return Run(run_dir)
+
+
+def _dotted(overrides: dict[Any, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"search": {"population": 8}}`` as ``[("search.population", 8)]``: a nested mapping sets the keys it
+    names and keeps the section's others (as ``--set search.population=8`` does)."""
+    out: list[tuple[str, Any]] = []
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key:
+            raise BadInput(f"overrides: key {key!r} is not a key path such as 'search.population'")
+        if isinstance(value, dict) and value:
+            out += _dotted(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _plain(key: str) -> Any:
+    """JSON's fallback for an override's value: a path as its text, NumPy scalars and arrays as Python's."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if hasattr(value, "tolist") and callable(value.tolist):  # np.int64(8), np.array([64, 32])
+            return value.tolist()
+        if isinstance(value, (set, frozenset, tuple)):
+            return list(value)
+        raise BadInput(f"overrides: {key}={value!r}: not a value a YAML space can hold ({type(value).__name__})")
+    return convert
 
 
 def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
@@ -145,12 +179,22 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     print("  compressible kernels (path, layer kind, kernel shape as the m x n matrix the operators factor):")
     for line in kernels:
         print(f"    {line}")
-    print(f"  dense model {dense_bytes:,} B; budget {budget:,} B; mutable layers: "
+    lite = None
+    if space.budget.get("unit") == "litert":  # the budget is of LiteRT files: the dense model's, as trials measure it
+        from mutate.search.trial import TrialRunner
+
+        lite = TrialRunner(space, seed=s["seed"] * 1000)
+        budget = lite.budget
+        sizes_line = (f"dense model {dense_bytes:,} B counted, its LiteRT file {lite.dense_bytes:,} B; budget "
+                      f"{budget:,} B of LiteRT file (budget.unit litert)")
+    else:
+        sizes_line = f"dense model {dense_bytes:,} B; budget {budget:,} B"
+    print(f"  {sizes_line}; mutable layers: "
           + ", ".join(f"{k} [{'/'.join(v)}]" for k, v in allowed.items()), flush=True)
     t0 = time.perf_counter()
     out = lambda line: print(line, file=console, flush=True)  # noqa: E731 (Ray's start redirects stdout)
     strategy, sensitivity_s, ray_start_s = _strategy_while_ray_starts(space, run_dir, allowed, budget, sizes,
-                                                                      resume, address, verbose, out)
+                                                                      resume, address, verbose, out, lite)
     summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
                          address=address, verbose=verbose, interval=progress, strategy=strategy, out=out)
     unfinished, limit = summary.get("unfinished", 0), s["time_budget_s"]
@@ -203,7 +247,7 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
 
 def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int,
                                sizes: object, resume: bool, address: str | None, verbose: bool,
-                               out: Any) -> tuple[object, float, float]:
+                               out: Any, lite: object = None) -> tuple[object, float, float]:
     """`_strategy` (the sensitivity table: warm-up training and evaluations) in a thread while this thread
     starts Ray (process launches and waits, which must run on the main thread). Returns the strategy, the
     table's seconds and Ray's start-up seconds."""
@@ -217,7 +261,7 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
     def table() -> None:
         t = time.perf_counter()
         try:
-            got["strategy"] = _strategy(space, run_dir, allowed, budget, sizes, resume, out)
+            got["strategy"] = _strategy(space, run_dir, allowed, budget, sizes, resume, out, lite)
         except BaseException as e:  # re-raised on the main thread
             got["error"] = e
         got["seconds"] = time.perf_counter() - t
@@ -236,7 +280,7 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
 
 
 def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, sizes: object,
-              resume: bool, out: Any = print) -> object:
+              resume: bool, out: Any = print, lite: object = None) -> object:
     """The search's strategy, with its sensitivity table: ``sizes`` (from `driver.prepare`), its metrics measured
     now when the strategy needs them (stored in the run), or the table a resumed run stored."""
     from mutate.search import sensitivity, strategies, table as tables
@@ -248,7 +292,7 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
         table = sensitivity.measure(space, allowed, sizes, out=out) if cls.needs_metrics else sizes
         table.save(run_dir)
     if space.budget.get("unit") == "litert":
-        budget = _litert_plan_budget(space, allowed, budget, table, out)
+        budget = _litert_plan_budget(space, allowed, budget, table, out, lite)
     ctx = strategies.Context(operators=mut["operators"], allowed=allowed, budget=budget, table=table,
                              max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],
                              steps=space.training["steps"], window=mut["window"], seed=s["seed"],
@@ -258,21 +302,33 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
 
 
 def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budget: int, table: object,
-                        out: Any = print) -> int:
-    """``budget.unit: litert``: strategies plan in counted bytes, and a LiteRT file adds its graph (the ops
-    that unpack the arrays). The overhead is measured once, on greedy's first genome exported as a trial
-    exports it, and the strategies plan for the budget less it."""
+                        out: Any = print, runner: Any = None) -> int:
+    """``budget.unit: litert``: ``budget`` is of LiteRT files, the strategies plan in counted bytes, and a
+    LiteRT file adds its graph (the ops that unpack the arrays). The overhead is measured once, on greedy's
+    first genome exported as a trial exports it, and the strategies plan for the budget less it.
+
+    Raises:
+        BadInput: no genome of the space fits the budget less that overhead (it would train dense models).
+    """
     from mutate.search import strategies
     from mutate.search.trial import TrialRunner
 
+    def unreachable(planned: int, why: str) -> BadInput:
+        key = "budget.bytes" if space.budget["bytes"] is not None else "budget.ratio"
+        value = space.budget["bytes"] if space.budget["bytes"] is not None else space.budget["ratio"]
+        return space.error(key, f"{value!r}: {budget:,} B of LiteRT file{why} leaves {planned:,} B for the "
+                                "arrays, below the smallest model this space can reach (budget.unit litert)")
+
     sols = strategies.greedy_solutions(table, allowed, budget, 1)  # type: ignore[arg-type]
     if not sols:
-        return budget
-    runner = TrialRunner(space, seed=space.search["seed"] * 1000)
+        raise unreachable(budget, "")
+    runner = runner if runner is not None else TrialRunner(space, seed=space.search["seed"] * 1000)
     runner.apply(tuple(m.applied(0) for m in sols[0]))
     overhead = max(0, runner.litert_bytes() - table.predicted_bytes(sols[0]))  # type: ignore[attr-defined]
     out(f"  budget.unit litert: greedy's first genome exports {overhead:,} B above its counted bytes (the "
         f"graph); the strategies plan for {budget - overhead:,} B")
+    if not strategies.greedy_solutions(table, allowed, budget - overhead, 1):  # type: ignore[arg-type]
+        raise unreachable(budget - overhead, f", less the graph's {overhead:,} B")
     return budget - overhead
 
 

@@ -250,3 +250,89 @@ def test_resume_refuses_overrides_and_a_trial_asking_for_more_than_the_machine_h
     assert "resources.gpus: 1 per trial, but the Ray cluster has 0 GPU" in capfd.readouterr().err
     runner._check_resources(SimpleNamespace(resources={"cpus": 2, "gpus": 0, "tpu": 0}, where="s.yaml"),
                             {"CPU": 2.0}, embedded=True)
+
+
+def test_a_user_dataset_is_checked_and_normalised_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """Bad user data failed mid-search as an internal error (or trained on something else): one line naming
+    the file and key, exit 2, no run directory. Legitimate variants are normalised."""
+    import sys
+
+    import numpy as np
+
+    from mutate.data import Dataset, digits
+    from mutate.search import builders
+
+    d = digits()
+    ok = builders.checked_dataset(Dataset("d", d.x_train.tolist(), d.y_train.reshape(-1, 1).astype(float),
+                                          d.x_test, d.y_test[:, None], np.int64(10)), "s.yaml: data.name: f")
+    assert ok.y_train.shape == (len(d.y_train),) and ok.y_train.dtype == np.int64 and ok.y_test.ndim == 1
+    assert type(ok.num_classes) is int and isinstance(ok.x_train, np.ndarray)  # (N, 1) labels: a classifier
+    nan = d.x_train.copy()
+    nan[3, 4] = np.nan
+    bad = {"x_train holds NaN or Inf": dict(x_train=nan),
+           "y_train holds labels 0..9, outside 0..4 \\(num_classes=5\\)": dict(num_classes=5),
+           "x_train has 1,347 rows but y_train has 1,340": dict(y_train=d.y_train[:-7]),
+           "test split has 0 row\\(s\\)": dict(x_test=d.x_test[:0], y_test=d.y_test[:0]),
+           "x_train rows have shape \\(64,\\) but x_test rows \\(63,\\)": dict(x_test=d.x_test[:, :63]),
+           "y_test holds non-integer labels": dict(y_test=d.y_test + 0.5),
+           "num_classes=2.5 is not a positive integer": dict(num_classes=2.5)}
+    for message, change in bad.items():
+        fields = {"name": "d", "x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test, "y_test": d.y_test,
+                  "num_classes": 10, **change}
+        with pytest.raises(BadInput, match=f"^s.yaml: data.name: f returned a Dataset whose {message}"):
+            builders.checked_dataset(Dataset(**fields), "s.yaml: data.name: f")
+    # through the CLI: a loader beside the YAML whose labels exceed num_classes
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "beside_data_y.py").write_text(
+        "from mutate.data import Dataset, digits\n"
+        "def five():\n    d = digits()\n    return Dataset('five', d.x_train, d.y_train, d.x_test, d.y_test, 5)\n")
+    (tmp_path / "space.yaml").write_text(
+        "model: {builder: mlp, hidden: [8]}\ndata: {name: 'beside_data_y:five'}\nstorage: runs\n"
+        "mutations: {layers: [dense_1], operators: {pruning: {sparsity: [0.5]}}}\nbudget: {ratio: 0.9}\n")
+    assert cli.main(["search", str(tmp_path / "space.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mutate: error: space.yaml: data.name: beside_data_y:five returned a Dataset whose y_train holds "
+                   "labels 0..9, outside 0..4 (num_classes=5)"], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_builtin_loaders_relative_files_resolve_against_the_yaml_and_overrides_from_python(tmp_path):
+    import numpy as np
+
+    from mutate.commands import _dotted, _plain
+    from mutate.search import space as space_mod
+
+    body = {"model": {"builder": "mlp"}, "mutations": {"layers": ["dense_1"],
+                                                       "operators": {"pruning": {"sparsity": [0.5]}}},
+            "budget": {"ratio": 0.5}}
+    here = tmp_path / "spaces" / "s.yaml"
+    s = space_mod.from_dict({**body, "data": {"name": "fashion_mnist", "data_dir": "../data"}}, path=here)
+    assert s.data["data_dir"] == str(tmp_path / "data")  # as the README says (it was the working directory's)
+    s = space_mod.from_dict({**body, "data": {"name": "shakespeare", "archive": "/abs/s.tar.gz"}}, path=here)
+    assert s.data["archive"] == "/abs/s.tar.gz"
+    s = space_mod.from_dict({**body, "data": {"name": "mine:load", "data_dir": "rel"}}, path=here)
+    assert s.data["data_dir"] == "rel"  # a user loader's arguments are its own
+    # mutate.run_search's dict overrides: nested mappings set the keys they name; paths and NumPy values convert
+    sets = {"search": {"population": np.int64(2), "strategy": "greedy"}, "storage": tmp_path / "r",
+            "model.hidden": np.array([4, 2])}
+    import json
+
+    assert [f"{k}={json.dumps(v, default=_plain(k))}" for k, v in _dotted(sets)] == [
+        "search.population=2", 'search.strategy="greedy"', f'storage="{tmp_path / "r"}"', "model.hidden=[4, 2]"]
+    with pytest.raises(BadInput, match="overrides: search.population=<object"):
+        mutate.run_search(SPACE, overrides={"search": {"population": object()}})
+    with pytest.raises(BadInput, match="digits_mlp.yaml: search.population: "):
+        mutate.run_search(SPACE, overrides={"search": {"population": 0}})  # checked before anything is written
+
+
+def test_progress_zero_prints_no_progress_lines(tmp_path, monkeypatch):
+    from mutate.search import runner
+
+    lines = []
+    monkeypatch.setattr(runner, "_emit", lines.append)
+    for interval, expect in ((0, 0), (1e-9, 2)):
+        lines.clear()
+        points = runner._Points(str(tmp_path), budget=1000, interval=interval)
+        points.on_step_end(0, [])
+        points.on_step_end(1, [])
+        assert len(lines) == expect, (interval, lines)

@@ -190,6 +190,12 @@ sets = {"training.steps": 300, "training.report_every": 50, "search.population":
         "budget.ratio": 0.5, "search.seed": 3, "storage": sys.argv[2]}
 run = mutate.run_search(sys.argv[1], overrides=sets, strategy="random", progress=5)
 print("RUN", run.dir, len(run.points()), len(run.pareto_front()))
+# a second search in the same process (a notebook) starts its own Ray: its trials see its environment and its
+# resources are checked (the first search's Ray, still up, once made this one wait forever)
+try:
+    mutate.run_search(sys.argv[1], overrides={**sets, "resources.cpus": 64}, progress=0)
+except mutate.errors.BadInput as e:
+    print("SECOND", e)
 """
 
 
@@ -202,6 +208,8 @@ def test_seeded_random_strategy_with_one_trial_is_reproducible_from_the_cli_and_
     first, second = finish(start(args)), finish(api)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     assert f"RUN {tmp_path / 'b' / 'digits_mlp'}" in second.stdout and "search done in" in second.stdout
+    assert ("SECOND digits_mlp.yaml: resources.cpus: 64 per trial, but the Ray node on this machine has "
+            in second.stdout), second.stdout[-2000:]
     keys = ("step", "bytes", "genome", "val_accuracy")
     a = [{k: p[k] for k in keys} for p in rows(tmp_path / "a" / "digits_mlp")]
     b = [{k: p[k] for k in keys} for p in rows(tmp_path / "b" / "digits_mlp")]

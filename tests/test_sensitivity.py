@@ -100,3 +100,24 @@ def test_a_litert_budget_scores_the_litert_file_of_the_genome(space, tmp_path):
     # the same file up to names (a loaded copy's tensors may be named a few characters differently)
     assert abs(row["bytes"] - mutate.export_model(copy, tmp_path / "m.tflite").bytes) < 64
     assert row["bytes"] > mutate.model_size(copy).bits // 8  # the graph's ops come on top of the arrays
+    # the dense reference, measured on the fresh model, is the trained dense model's file (the converter stores
+    # equal arrays once: the fresh model's zero biases made it smaller)
+    stored.train(10)
+    assert abs(r.dense_bytes - mutate.export_model(stored.model, tmp_path / "d.tflite").bytes) < 64
+
+
+def test_a_litert_budget_below_what_the_space_reaches_is_one_line(space, table, capsys):
+    from mutate.commands import _litert_plan_budget
+    from mutate.errors import BadInput
+
+    t, allowed = table
+    litert = spaces.load(SPACE, [*OVERRIDES, "budget.unit=litert", "budget.ratio=0.9"])
+    r = TrialRunner(litert, seed=3)
+    assert greedy_solutions(t, allowed, _litert_plan_budget(litert, allowed, r.budget, t, runner=r), 1)
+    assert "the strategies plan for" in capsys.readouterr().out
+    # at 20% of this small MLP's file, the unpacking graph alone is over the budget: refused, not a dense search
+    tight = spaces.load(SPACE, [*OVERRIDES, "budget.unit=litert"])
+    r = TrialRunner(tight, seed=3)
+    with pytest.raises(BadInput, match=r"digits_mlp.yaml: budget.ratio: 0.2: [\d,]+ B of LiteRT file, less the "
+                                       r"graph's [\d,]+ B leaves -?[\d,]+ B for the arrays, below the smallest model"):
+        _litert_plan_budget(tight, allowed, r.budget, t, runner=r)

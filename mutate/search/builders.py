@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
+import numpy as np
 
 from mutate import data as datasets
 from mutate.errors import BadInput, MissingInput
@@ -101,7 +102,62 @@ def load_data(section: dict[str, Any], where: str) -> datasets.Dataset:
         raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {e}") from None
     if not isinstance(out, datasets.Dataset):
         raise BadInput(f"{where}: data.name: {name} returned {type(out).__name__}, not a mutate.data.Dataset")
-    return out
+    return checked_dataset(out, f"{where}: data.name: {name}")
+
+
+def checked_dataset(data: datasets.Dataset, named: str) -> datasets.Dataset:
+    """``data`` with its arrays as NumPy arrays, labels of shape (N, 1) (Keras' CIFAR layout) as (N,), integral
+    float labels as int64 and ``num_classes`` as an int; what would fail mid-search (or silently train on
+    something else) is refused here.
+
+    Raises:
+        BadInput: ``named`` (the file and key) and what is wrong: a split whose x and y lengths differ, an
+            empty split, train and test features of different shapes, NaN/Inf features, labels that are not
+            integers in ``0..num_classes-1``, a ``num_classes`` that is not a positive integer.
+    """
+    import dataclasses
+
+    def fail(problem: str) -> BadInput:
+        return BadInput(f"{named} returned a Dataset whose {problem}")
+
+    k = data.num_classes
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or int(k) < 1:
+        raise fail(f"num_classes={k!r} is not a positive integer")
+    arrays = {}
+    for field in ("x_train", "y_train", "x_test", "y_test"):
+        value = getattr(data, field)
+        try:
+            arr = np.asarray(value)
+        except ValueError as e:  # ragged lists
+            raise fail(f"{field} is not an array ({e})") from None
+        if arr.dtype == object or arr.ndim == 0:
+            raise fail(f"{field} is not a numeric array (dtype {arr.dtype}, shape {arr.shape})")
+        arrays[field] = arr
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise fail(f"x_{split} has {len(x):,} rows but y_{split} has {len(y):,}")
+        if len(x) < 2:
+            raise fail(f"{split} split has {len(x)} row(s)")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise fail(f"x_{split} holds NaN or Inf values")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]  # (N, 1) class ids, as keras.datasets.cifar10 gives them: a classifier's labels
+        if np.issubdtype(y.dtype, np.floating):
+            if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+                raise fail(f"y_{split} holds non-integer labels (class ids are integers)")
+            y = y.astype(np.int64)
+        elif not np.issubdtype(y.dtype, np.integer):
+            raise fail(f"y_{split} is not integer class ids (dtype {y.dtype})")
+        if y.size and (y.min() < 0 or y.max() >= int(k)):
+            raise fail(f"y_{split} holds labels {int(y.min())}..{int(y.max())}, outside 0..{int(k) - 1} "
+                       f"(num_classes={int(k)})")
+        arrays[f"y_{split}"] = y
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise fail(f"x_train rows have shape {arrays['x_train'].shape[1:]} but x_test rows {arrays['x_test'].shape[1:]}")
+    if arrays["y_train"].shape[1:] != arrays["y_test"].shape[1:]:
+        raise fail(f"y_train rows have shape {arrays['y_train'].shape[1:]} but y_test rows {arrays['y_test'].shape[1:]}")
+    return dataclasses.replace(data, num_classes=int(k), **arrays)
 
 
 def mlp(data: datasets.Dataset, *, hidden: list[int] = (256, 256), activation: str = "relu") -> keras.Model:

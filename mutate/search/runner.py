@@ -217,7 +217,7 @@ class _Points(tune.Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.time()
-        if now - self.last >= self.interval:
+        if self.interval > 0 and now - self.last >= self.interval:  # 0: no progress lines
             self.last = now
             _emit(self.line(trials))
 
@@ -250,10 +250,18 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+_RAY: dict[str, Any] = {"started": False, "checked": None}
+"""``started``: the running Ray was started (or joined) by this process's search, and `stop_ray` ends it;
+``checked``: the space whose resources were checked against a Ray the user had started."""
+
+
 def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
     import ray
 
     if ray.is_initialized():
+        if not _RAY["started"] and _RAY["checked"] is not space:  # the user's own ray.init: used as it is
+            _RAY["checked"] = space
+            _check_resources(space, ray.cluster_resources(), embedded=False)
         return
     level = logging.INFO if verbose else logging.ERROR
     if not verbose:  # failures are reported by our own one-line progress output
@@ -274,7 +282,20 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
         with _loopback_only():
             ray.init(include_dashboard=space.ray["dashboard"], dashboard_host="127.0.0.1", logging_level=level,
                      log_to_driver=verbose, _node_ip_address="127.0.0.1", configure_logging=True)
+    _RAY["started"] = True
     _check_resources(space, ray.cluster_resources(), embedded=not address)
+
+
+def stop_ray() -> None:
+    """End the Ray a search of this process started (an embedded node) or joined, so that the next search in
+    the same process (`mutate.run_search` twice in a notebook) starts its own: its trials then see the
+    environment it set (``PYTHONPATH`` for the modules beside its YAML) and its resources are checked. A Ray
+    the user started is left running."""
+    if _RAY["started"]:
+        import ray
+
+        ray.shutdown()
+        _RAY["started"] = False
 
 
 def _check_resources(space: Space, have: dict[str, float], embedded: bool) -> None:

@@ -89,6 +89,11 @@ def _set(data: dict[str, Any], assignment: str, where: str) -> None:
     node[keys[-1]] = parsed
 
 
+DATA_PATHS = ("data_dir", "archive")
+"""Keys of a built-in loader's ``data`` section that name files (fashion_mnist's and ptb's ``data_dir``,
+shakespeare's ``archive``): a relative one resolves against the YAML file's folder."""
+
+
 def from_dict(data: Any, *, path: Path | None = None, overrides: list[str] | tuple[str, ...] = (),
               check_operator: Callable[[str, dict[str, Any]], None] | None = None) -> Space:
     """Validate a space given as plain data.
@@ -121,7 +126,13 @@ def from_dict(data: Any, *, path: Path | None = None, overrides: list[str] | tup
     if not isinstance(name, str) or not name or "/" in name:
         raise c.fail("name", "a run name without '/'", name)
     storage_path = Path(storage) if "://" in storage else (base / storage).resolve()
-    return Space(path=path, name=name, model=_model(c, top["model"]), data=_data(c, top["data"]),
+    data_section = _data(c, top["data"])
+    if ":" not in str(data_section["name"]):  # a built-in loader's files: relative to the YAML's folder, as storage
+        for key in DATA_PATHS:
+            value = data_section.get(key)
+            if isinstance(value, str) and value and "://" not in value and not Path(value).expanduser().is_absolute():
+                data_section[key] = str((base / value).resolve())
+    return Space(path=path, name=name, model=_model(c, top["model"]), data=data_section,
                  training=training, mutations=_mutations(c, top["mutations"], check_operator, training["steps"]),
                  budget=_budget(c, top["budget"]), search=_search(c, top["search"]),
                  resources=_resources(c, top["resources"]), ray=_ray(c, top["ray"]), storage=storage_path,

@@ -273,7 +273,10 @@ class TrialRunner:
         """Bytes of the model's LiteRT file (`mutate.export_model`) once every blending kernel is spliced
         (``budget.unit: litert``): a copy is loaded, spliced with its current factors and exported. The
         size depends on the genome, not on the weights, so it is cached per genome in this actor;
-        ``litert_seconds`` sums what the exports cost."""
+        ``litert_seconds`` sums what the exports cost. One exception, removed here: the converter stores
+        identical constant arrays once, so a fresh model's equal arrays (zero biases, BatchNorm's ones) would
+        make its file smaller than the same model's after training; the copy's constant float arrays are
+        made distinct first (their values do not change a size)."""
         import tempfile
 
         key = summary(self.genome)
@@ -283,6 +286,12 @@ class TrialRunner:
                 self.model.save(Path(d) / "m.keras")
                 copy = keras.saving.load_model(Path(d) / "m.keras", compile=False)
                 mutate.strip(copy, force=True)
+                rng = np.random.default_rng(0)
+                for v in copy.weights:
+                    if str(v.dtype).startswith(("float", "bfloat")):
+                        a = keras.ops.convert_to_numpy(v)
+                        if a.size and float(a.max()) == float(a.min()):  # trained weights are not constant
+                            v.assign((a + rng.uniform(0.5, 1.0, a.shape) * 1e-3).astype(a.dtype))
                 self._litert[key] = mutate.export_model(copy, Path(d) / "m.tflite", "litert").bytes
             self.litert_seconds += time.perf_counter() - t0
         return self._litert[key]
