@@ -62,6 +62,8 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
         extra = [f"search.strategy={strategy}"] if strategy else []
         space = spaces.load(path, [*overrides, *extra],  # type: ignore[arg-type]
                             check_operator=policy.check_operator)
+    if resume is not None:
+        _resume_backend(Path(resume))
     quiet_tensorflow_import(verbose)
     from mutate.search import driver
 
@@ -81,7 +83,7 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
         try:
             return _run(space, run_dir, prepared, resume=resume is not None, address=address, verbose=verbose,
                         progress=progress)
-        except BadInput:  # found once the run directory existed (no Ray cluster there, resources it lacks)
+        except (BadInput, KeyboardInterrupt):  # after the run directory existed (no Ray cluster there, Ctrl-C)
             if resume is None and not rundirs.read_points(run_dir):
                 import shutil
 
@@ -89,6 +91,35 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
             raise
         finally:
             runner.stop_ray()
+
+
+def _resume_backend(run_dir: Path) -> None:
+    """A resumed search runs on the Keras backend its run recorded: chosen here when nothing chose one yet
+    (``KERAS_BACKEND`` unset, Keras not imported); a different one is refused (the trials would mix backends).
+
+    Raises:
+        BadInput: this process runs (or is told to run) Keras on another backend.
+    """
+    import json
+    import os
+    import sys
+
+    try:
+        recorded = json.loads((run_dir / rundirs.SPACE_FILE).read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return  # not a run, or a damaged one: load_recorded_space says so in its own words
+    if not recorded:
+        return  # runs of earlier versions did not record it
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+    else:
+        current = os.environ.get("KERAS_BACKEND")
+        if current is None:
+            os.environ["KERAS_BACKEND"] = recorded
+            return
+    if current != recorded:
+        raise BadInput(f"{run_dir}: the search ran on Keras' {recorded} backend and this process runs {current}; "
+                       f"resume it with KERAS_BACKEND={recorded}")
 
 
 def run_search(space: str | Path | None = None, *, overrides: dict[str, Any] | list[str] | None = None,

@@ -116,14 +116,16 @@ def test_the_keras_conformance_suites_pass_on_jax():
     """tests/test_operator_layers.py (every built-in operator on Dense, Conv2D, EinsumDense, Embedding, LSTM and
     DepthwiseConv2D kernels: blend, splice, size, save/load), a stack's (pruning -> kmeans), the hashed
     random matrix's bit-exactness and subclassed models (RNNs in a call without `training`, a save mid-blend
-    resumed, nested Sequential and RNN-wrapper layers reloaded) under KERAS_BACKEND=jax, in a child pytest."""
+    resumed, nested Sequential and RNN-wrapper layers reloaded) and the formats JAX writes (.keras, SavedModel;
+LiteRT refused in one line) under KERAS_BACKEND=jax, in a child pytest."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_operator_layers.py",
                           "tests/test_stack.py::TestPruneKMeansLayers", "tests/test_hash.py",
                           "tests/test_kinds.py::test_rnn_layers_count_their_batches_in_a_model_whose_call_takes_no_training",
                           "tests/test_kinds.py::test_a_subclassed_model_saved_mid_blend_resumes_training_exactly",
                           "tests/test_kinds.py::test_kernels_inside_a_nested_sequential_and_rnn_wrappers_reload_and_"
-                          "keep_their_addresses"],
+                          "keep_their_addresses",
+                          "tests/test_formats.py::test_each_format_exports_on_the_backends_that_can_write_it"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:]
     assert " passed" in res.stdout and "failed" not in res.stdout

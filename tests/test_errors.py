@@ -336,3 +336,41 @@ def test_progress_zero_prints_no_progress_lines(tmp_path, monkeypatch):
         points.on_step_end(0, [])
         points.on_step_end(1, [])
         assert len(lines) == expect, (interval, lines)
+
+
+def test_a_resume_runs_on_the_recorded_backend_and_a_dead_address_fails_fast(tmp_path, monkeypatch):
+    """--resume of a JAX run from a shell without KERAS_BACKEND ran its new trials on TensorFlow; an address
+    where nothing listens made Ray retry for about 14 minutes."""
+    import os
+    import socket
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    import keras  # noqa: F401 - imported, on TensorFlow, as after any earlier test
+
+    from mutate.search import runner
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)  # (restored after the test, as the code sets it)
+    (tmp_path / "space.json").write_text(json.dumps({"space": {}, "backend": "jax"}))
+    with pytest.raises(BadInput, match=r"the search ran on Keras' jax backend and this process runs tensorflow; "
+                                       r"resume it with KERAS_BACKEND=jax$"):
+        commands._resume_backend(tmp_path)  # Keras is imported here, on TensorFlow
+    monkeypatch.delitem(sys.modules, "keras")  # as in a fresh `mutate search --resume` (Keras not imported yet)
+    commands._resume_backend(tmp_path)
+    assert os.environ["KERAS_BACKEND"] == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    with pytest.raises(BadInput, match="this process runs torch; resume it with KERAS_BACKEND=jax"):
+        commands._resume_backend(tmp_path)
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    space = SimpleNamespace(where="s.yaml", ray={"address": None})
+    t0 = time.perf_counter()
+    with pytest.raises(BadInput, match=rf"^--address 127.0.0.1:{port}: cannot join a Ray cluster \(nothing answers "
+                                       rf"at 127.0.0.1:{port}: "):
+        runner._init_ray(space, f"127.0.0.1:{port}", verbose=False)
+    with pytest.raises(BadInput, match=r"^s.yaml: ray.address nosuchhost.invalid:6379: cannot join a Ray cluster"):
+        runner._init_ray(SimpleNamespace(where="s.yaml", ray={"address": "nosuchhost.invalid:6379"}), None, False)
+    assert time.perf_counter() - t0 < 30

@@ -157,3 +157,28 @@ def test_an_op_litert_cannot_convert_is_named_with_its_layer_and_nothing_is_writ
     with pytest.raises(BadInput, match=r"cannot convert op BesselI1e .* in layer 'odd_layer'; nothing written"):
         mutate.export_model(model, tmp_path / "m.tflite")
     assert not list(tmp_path.iterdir())
+
+
+def test_each_format_exports_on_the_backends_that_can_write_it(tmp_path):
+    """Run on TensorFlow here and on JAX in tests/test_backends.py's child pytest: a .keras file carries no
+    evaluation's optimizer on either (JAX builds its variables in `evaluate`: the file was 30% larger); a
+    SavedModel of packed (pruning, k-means) layers traces on both (JAX once failed on the anchor's range);
+    LiteRT is refused on JAX in one line naming the backend that writes it."""
+    model, x, y = spliced("pruning+kmeans", {"sparsity": 0.8, "k": 8})
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.evaluate(x, y, verbose=0)
+    k = mutate.export_model(model, tmp_path / "m.keras")
+    import zipfile
+
+    assert not [n for n in zipfile.ZipFile(k.path).namelist() if "optimizer" in n]
+    np.testing.assert_allclose(keras.saving.load_model(k.path).predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+    s = mutate.export_model(model, tmp_path / "saved", "saved_model")
+    assert (s.path / "saved_model.pb").is_file()
+    if keras.backend.backend() == "tensorflow":
+        assert mutate.export_model(model, tmp_path / "m.tflite", x=x).max_diff < 1e-4
+    else:
+        with pytest.raises(BadInput, match=r"m.tflite: a litert export needs KERAS_BACKEND=tensorflow; this process "
+                                           r"runs Keras on jax"):
+            mutate.export_model(model, tmp_path / "m.tflite")
+        assert not (tmp_path / "m.tflite").exists()

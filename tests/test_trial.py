@@ -319,3 +319,45 @@ def test_the_run_keeps_the_checkpoint_of_the_lower_loss_point_among_equals(tmp_p
 
     (tmp_path / "space.json").write_text('{"space": {}}')
     assert [p.step for p in load_run(tmp_path).pareto_front()] == [2]
+
+
+def test_pbt_never_exploits_before_the_first_genomes_have_spliced():
+    """search.burn_in_steps (auto: warm-up + window): before it, an exploit would rank members still training
+    the dense model by their seeds' noise and replace a seeded genome by a clone of another."""
+    from types import SimpleNamespace
+
+    from mutate.search import space as spaces
+    from mutate.search.runner import NichedPBT, burn_in
+
+    base = ["training.report_every=50", "mutations.warmup_steps=300", "mutations.window=100"]
+    assert burn_in(spaces.load(SPACE, base)) == 8
+    assert burn_in(spaces.load(SPACE, [*base, "search.burn_in_steps=120"])) == 3
+    assert burn_in(spaces.load(SPACE, [*base, "search.burn_in_steps=0"])) == 0
+    with pytest.raises(spaces.SpaceError, match="search.burn_in_steps"):
+        spaces.load(SPACE, [*base, "search.burn_in_steps=-1"])
+
+    exploited = []
+
+    class PBT(NichedPBT):  # Ray's PBT, its bookkeeping stubbed: which reports reach the exploit step
+        def _save_trial_state(self, state, time, result, trial):
+            state.last_train_time = time
+
+        def _quantiles(self):
+            return [], []
+
+        def _checkpoint_or_exploit(self, trial, controller, upper, lower):
+            exploited.append((trial.name, self._trial_state[trial].last_train_time))
+
+    pbt = PBT(time_attr="training_iteration", perturbation_interval=2, burn_in_period=8, quantile_fraction=0.25,
+              custom_explore_fn=lambda c: c, metric="score", mode="max")
+    class Trial:
+        def __init__(self, name):
+            self.name, self.config, self.status = name, {"member": {"fraction": 1.0}}, "RUNNING"
+
+    trials = [Trial(f"t{i}") for i in range(4)]
+    controller = SimpleNamespace(get_trials=lambda: trials, get_live_trials=lambda: trials, search_alg=None)
+    pbt._trial_state = {t: SimpleNamespace(last_perturbation_time=0, last_train_time=0) for t in trials}
+    for it in range(1, 13):
+        for i, t in enumerate(trials):
+            pbt.on_trial_result(controller, t, {"training_iteration": it, "score": 0.5 + 0.1 * i})
+    assert exploited and min(step for _, step in exploited) == 8  # first considered at the burn-in, then every 2

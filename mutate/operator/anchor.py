@@ -8,6 +8,7 @@ import contextlib
 from typing import Any
 
 import numpy as np
+import keras
 from keras import ops
 
 _EXPORTING = [False]
@@ -42,6 +43,10 @@ def opaque(tensor: Any, anchor: Any) -> Any:
     converter cannot fold: RANGE and GATHER are builtin LiteRT ops that take these arrays' uint8 at run time.
     (Tried: a reshape to a run-time shape and a full-size slice from a run-time start are folded, the
     element count fixing them; a select or a maximum on uint8 needs the Flex runtime.)"""
+    if keras.backend.backend() == "jax":
+        # JAX needs concrete range bounds; its SavedModel (jax2tf) keeps the weights as variables and passes
+        # no converter that folds constants, so the packed arrays stay packed without the anchor
+        return tensor
     size = int(np.prod(tensor.shape))
     flat = ops.take(ops.reshape(tensor, (size,)), ops.arange(anchor, anchor + size), axis=0)
     return ops.reshape(flat, tuple(int(d) for d in tensor.shape))

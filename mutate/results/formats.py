@@ -127,6 +127,7 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     """
     path = Path(path)
     fmt = format_for(path, format)
+    check_backend(fmt, path)
     if arrays not in ARRAYS:
         raise BadInput(f"{path}: arrays={arrays!r}: choose one of {', '.join(ARRAYS)}")
     if path.is_dir() and not (fmt == "saved_model" and (path / "saved_model.pb").is_file()):
@@ -164,12 +165,32 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     return report
 
 
+BACKENDS = {"keras": ("tensorflow", "jax", "torch"), "saved_model": ("tensorflow", "jax"), "litert": ("tensorflow",)}
+"""The Keras backends each format exports from (Keras converts LiteRT through TensorFlow; its PyTorch backend
+cannot trace a SavedModel of these models)."""
+
+
+def check_backend(fmt: str, path: str | Path) -> None:
+    """Refuse a format this process's Keras backend cannot write, before anything is loaded.
+
+    Raises:
+        BadInput: one line naming the backend that can (a run's checkpoints load on every backend).
+    """
+    backend = keras.backend.backend()
+    if backend not in BACKENDS[fmt]:
+        raise BadInput(f"{path}: a {fmt} export needs KERAS_BACKEND={' or '.join(BACKENDS[fmt])}; this process "
+                       f"runs Keras on {backend} (a run's checkpoints load on any backend: rerun the command "
+                       f"with KERAS_BACKEND={BACKENDS[fmt][0]})")
+
+
 def _save_keras(model: keras.Model, path: Path) -> None:
     """Save ``model`` as .keras; a compile whose optimizer never trained (an evaluation's, e.g. `mutate
     export`'s) is left out, so the file loads uncompiled instead of with an unbuilt default optimizer whose
     variables Keras then skips with a warning. A trained optimizer is kept (to resume training)."""
     optimizer = getattr(model, "optimizer", None)
-    if not getattr(model, "compiled", False) or (optimizer is not None and optimizer.built):
+    # (JAX and PyTorch build the optimizer's variables in `evaluate` too: trained means it took a step)
+    trained = optimizer is not None and optimizer.built and int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0
+    if not getattr(model, "compiled", False) or trained:
         model.save(path)
         return
     model.compiled, model.optimizer = False, None
@@ -323,6 +344,7 @@ def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int
     cache_path = Path(run_dir) / SIZES_FILE
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     if any(name not in cache for name in checkpoints):  # a user model's class registers when its module loads
+        check_backend("litert", Path(run_dir) / SIZES_FILE)
         from mutate.results.runs import load_recorded_space
         from mutate.search import builders
 

@@ -270,6 +270,7 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
     named = "--address" if address is not None else f"{space.where}: ray.address"
     address = address if address is not None else space.ray["address"]
     if address:
+        _reachable(address, named)
         try:
             ray.init(address=address, logging_level=level, log_to_driver=verbose, runtime_env=_runtime_env())
         except (ConnectionError, ValueError, TimeoutError) as e:  # no cluster there: the user's address
@@ -284,6 +285,26 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
                      log_to_driver=verbose, _node_ip_address="127.0.0.1", configure_logging=True)
     _RAY["started"] = True
     _check_resources(space, ray.cluster_resources(), embedded=not address)
+
+
+def _reachable(address: str, named: str) -> None:
+    """Fail fast when nothing listens at a HOST:PORT address: Ray itself retries such an address for about
+    14 minutes (20 tries of ~41 s) before giving up.
+
+    Raises:
+        BadInput: the host does not resolve or refuses or ignores a connection within 5 s.
+    """
+    import socket
+
+    where = address.split("://", 1)[-1]
+    host, sep, port = where.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # `auto`, or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise BadInput(f"{named} {address}: cannot join a Ray cluster (nothing answers at {host}:{port}: "
+                       f"{e.strerror or e})") from None
 
 
 def stop_ray() -> None:
@@ -481,6 +502,16 @@ def _explore(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def burn_in(space: Space) -> int:
+    """Reports before PBT may exploit a trial (``search.burn_in_steps``; ``auto``: the warm-up plus one blend
+    window, when the first population's mutations have spliced). Earlier, every member is still training
+    the dense model (or blending into its first genome): the exploit would rank trials by their seeds' noise
+    and replace a seeded genome (greedy's second, a hedge) by a clone of another."""
+    b, m = space.search["burn_in_steps"], space.mutations
+    steps = m["warmup_steps"] + m["window"] if b == "auto" else int(b)
+    return math.ceil(steps / space.training["report_every"])
+
+
 def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore: bool,
            interval: float) -> tune.Tuner:
     s, t, r = space.search, space.training, space.resources
@@ -493,7 +524,7 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
     perturb = max(1, s["perturbation_interval"] // t["report_every"])
     if strategy.explores:
         scheduler = NichedPBT(
-            time_attr="training_iteration", perturbation_interval=perturb,
+            time_attr="training_iteration", perturbation_interval=perturb, burn_in_period=burn_in(space),
             quantile_fraction=s["quantile_fraction"], custom_explore_fn=_explore,
             resample_probability=0.0, log_config=False)
     param_space = {"member": tune.grid_search(_members(space, strategy)), "space": space.raw,
