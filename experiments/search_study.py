@@ -1,6 +1,7 @@
 """The four search strategies at an equal trial budget, chosen on validation and reported on test.
 
     .venv/bin/python experiments/search_study.py --spaces digits_mlp --seeds 0 1 2      # ~12 min on 2 cores
+    .venv/bin/python experiments/search_study.py --spaces experiments/spaces/sepnet.yaml --seeds 0 1 --tag sepnet
     .venv/bin/python experiments/search_study.py                                         # all three spaces
     .venv/bin/python experiments/search_study.py --spaces fashion_mlp --set training.steps=3000 \
         --set mutations.warmup_steps=1000 --set search.perturbation_interval=500 --tag half
@@ -16,7 +17,9 @@ runs ``mutate search`` once per strategy with the same population, steps and see
 - ``pbt_fixed_lr`` (on request): PBT whose explore does not perturb the learning rate;
 - ``pbt_niches`` / ``pbt_one_niche`` (on request): PBT with ``search.budget_fractions`` ``[1.0, 0.5, 0.25]`` /
   ``[1.0]`` (the default ``auto`` is the first for populations of 8 or more);
-- ``pbt_no_hedge`` (on request): PBT seeded with greedy's top solutions only (``search.hedge: false``).
+- ``pbt_no_hedge`` (on request): PBT seeded with greedy's top solutions only (``search.hedge: false``);
+- ``pbt_burn_in`` (on request): PBT that exploits no trial before its warm-up and first blend window end
+  (``search.burn_in_steps: auto``).
 
 Per run: the **validation**-selected winner (the front point with the best validation accuracy within the
 budget), its **test** accuracy (evaluated once, after the search) and size; the hypervolume of the
@@ -44,13 +47,14 @@ from mutate import load_run  # noqa: E402
 from mutate.results.runs import read_timing  # noqa: E402
 
 STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr", "pbt_niches",
-              "pbt_one_niche", "pbt_two_niches", "pbt_no_hedge")
+              "pbt_one_niche", "pbt_two_niches", "pbt_no_hedge", "pbt_burn_in")
 VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
             "pbt_no_hedge": ("pbt", ["search.hedge=false"]),
             "pbt_fixed_lr": ("pbt", ["search.learning_rate_factors=[]"]),
             "pbt_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5, 0.25]"]),
             "pbt_one_niche": ("pbt", ["search.budget_fractions=[1.0]"]),
-            "pbt_two_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5]"])}
+            "pbt_two_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5]"]),
+            "pbt_burn_in": ("pbt", ["search.burn_in_steps=auto"])}
 """Study labels that run a strategy with other settings: PBT whose first population is one random mutation
 per trial (the question: does seeding PBT with greedy's solutions help?); PBT whose explore leaves the
 learning rate alone (does perturbing it help?); PBT with niches at 1/2 and 1/4 of the budget, and PBT with
@@ -148,7 +152,8 @@ def plot(summary: list[dict[str, object]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spaces", nargs="+", default=list(SPACES), help="search_spaces/NAME.yaml stems")
+    parser.add_argument("--spaces", nargs="+", default=list(SPACES),
+                        help="search_spaces/NAME.yaml stems, or paths to YAML files (named by their stem)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES[:4]), choices=STRATEGIES,
                         help="strategies to run (default: the four; pbt_random_start is PBT without greedy seeding)")
@@ -163,8 +168,9 @@ def main() -> None:
     t0 = time.perf_counter()
     rows: list[dict[str, object]] = []
     fronts: list[dict[str, object]] = []
-    for name in args.spaces:
-        space = ROOT / "search_spaces" / f"{name}.yaml"
+    for given in args.spaces:
+        space = Path(given).resolve() if given.endswith((".yaml", ".yml")) else ROOT / "search_spaces" / f"{given}.yaml"
+        name = space.stem
         for seed in args.seeds:
             for strategy in args.strategies:
                 run_dir = storage / f"{name}_s{seed}_{strategy}"
