@@ -361,3 +361,34 @@ def test_pbt_exploits_no_trial_before_its_burn_in():
         for i, t in enumerate(trials):
             pbt.on_trial_result(controller, t, {"training_iteration": it, "score": 0.5 + 0.1 * i})
     assert exploited and min(step for _, step in exploited) == 8  # first considered at the burn-in, then every 2
+
+
+def test_an_exploit_during_the_warm_up_explores_from_the_trials_own_planned_genome(monkeypatch):
+    """Before the clone has applied any mutation, the exploiting trial takes its dense weights (and a perturbed
+    learning rate) but explores from its own plan; afterwards from the clone's genome."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from mutate.search.runner import NichedPBT
+
+    mine = [{"layer": "fc", "operator": "kmeans", "params": {"k": 16}, "step": 800}]
+    theirs = [{"layer": "fc", "operator": "low_rank", "params": {"rank": 4}, "step": 800}]
+    def explore(self, trial, clone):  # Ray's: the clone's config with a move added and the rate perturbed
+        member = clone.config["member"]
+        return {"member": {**member, "genome": [*member["genome"], move], "learning_rate": 1.25e-3}}, {}
+
+    move = {"layer": "out", "operator": "pruning", "params": {}, "step": None}
+    monkeypatch.setattr(PopulationBasedTraining, "_get_new_config", explore)
+    pbt = NichedPBT(time_attr="training_iteration", perturbation_interval=2, metric="score", mode="max",
+                    custom_explore_fn=lambda c: c)
+    class Trial:
+        def __init__(self, config):
+            self.config = config
+
+    trial = Trial({"member": {"genome": mine, "learning_rate": 1e-3, "fraction": 1.0}})
+    clone = Trial({"member": {"genome": theirs}})
+    for applied, expect in (([], [*mine, move]), ([theirs[0]], [*theirs, move])):
+        pbt._trial_state = {clone: SimpleNamespace(last_result={"genome": applied})}
+        new, _ = pbt._get_new_config(trial, clone)
+        assert new["member"]["genome"] == expect and new["member"]["learning_rate"] == 1.25e-3

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 import uuid
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -420,6 +421,22 @@ class NichedPBT(PopulationBasedTraining):
         if decision == self.PAUSE and trial.status == "RUNNING" and _room_for_all(tune_controller.get_trials()):
             return self.CONTINUE
         return decision
+
+    def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
+        """The explored config of ``trial_to_clone`` (its genome plus a move, a perturbed learning rate); but
+        while the clone has applied no mutation yet (the dense warm-up), ``trial`` keeps its own planned
+        genome (plus the explored move): it takes the better dense weights, not another member's plan, so the
+        first population's genomes (greedy's, the hedges) all get trained and compared once they have spliced. (Ray's exploit
+        during the warm-up once replaced greedy's eventual winner by a copy of another member's genome on
+        a difference of seed noise: experiments/README.md, sepnet.)"""
+        state = self._trial_state.get(trial_to_clone)
+        applied = (getattr(state, "last_result", None) or {}).get("genome")
+        own = ((trial.config or {}).get("member") or {}).get("genome")
+        clone_config = trial_to_clone.config or {}
+        if applied == [] and own and "member" in clone_config:  # explore from the trial's own plan
+            trial_to_clone = SimpleNamespace(config={**clone_config, "member": {**clone_config["member"],
+                                                                                 "genome": own}})
+        return super()._get_new_config(trial, trial_to_clone)
 
     def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
         self._exploiting = True  # the exploiting trial is paused (its actor stopped) and restarts at once
