@@ -425,10 +425,10 @@ class NichedPBT(PopulationBasedTraining):
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
         """The explored config of ``trial_to_clone`` (its genome plus a move, a perturbed learning rate); but
         while the clone has applied no mutation yet (the dense warm-up), ``trial`` keeps its own planned
-        genome (plus the explored move): it takes the better dense weights, not another member's plan, so the
-        first population's genomes (greedy's, the hedges) all get trained and compared once they have spliced. (Ray's exploit
-        during the warm-up once replaced greedy's eventual winner by a copy of another member's genome on
-        a difference of seed noise: experiments/README.md, sepnet.)"""
+        genome (plus the explored move): it takes the better dense weights, not another member's plan, so
+        the first population's genomes (greedy's, the hedges) all get trained and compared once they have
+        spliced. (Ray's exploit during the warm-up once replaced greedy's eventual winner by a copy of
+        another member's genome on a difference of seed noise: experiments/README.md, sepnet.)"""
         state = self._trial_state.get(trial_to_clone)
         applied = (getattr(state, "last_result", None) or {}).get("genome")
         own = ((trial.config or {}).get("member") or {}).get("genome")
