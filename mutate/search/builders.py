@@ -153,10 +153,10 @@ def checked_dataset(data: datasets.Dataset, named: str) -> datasets.Dataset:
             raise fail(f"y_{split} holds labels {int(y.min())}..{int(y.max())}, outside 0..{int(k) - 1} "
                        f"(num_classes={int(k)})")
         arrays[f"y_{split}"] = y
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise fail(f"x_train rows have shape {arrays['x_train'].shape[1:]} but x_test rows {arrays['x_test'].shape[1:]}")
-    if arrays["y_train"].shape[1:] != arrays["y_test"].shape[1:]:
-        raise fail(f"y_train rows have shape {arrays['y_train'].shape[1:]} but y_test rows {arrays['y_test'].shape[1:]}")
+    for v in ("x", "y"):
+        train, test = arrays[f"{v}_train"].shape[1:], arrays[f"{v}_test"].shape[1:]
+        if train != test:
+            raise fail(f"{v}_train rows have shape {train} but {v}_test rows {test}")
     return dataclasses.replace(data, num_classes=int(k), **arrays)
 
 
