@@ -323,7 +323,7 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
         table = sensitivity.measure(space, allowed, sizes, out=out) if cls.needs_metrics else sizes
         table.save(run_dir)
     if space.budget.get("unit") == "litert":
-        budget = _litert_plan_budget(space, allowed, budget, table, out, lite)
+        budget = _litert_plan_budget(space, allowed, budget, table, out, runner=lite)
     ctx = strategies.Context(operators=mut["operators"], allowed=allowed, budget=budget, table=table,
                              max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],
                              steps=space.training["steps"], window=mut["window"], seed=s["seed"],
@@ -333,16 +333,16 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
 
 
 def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budget: int, table: object,
-                        out: Any = print, runner: Any = None) -> int:
+                        out: Any = print, *, runner: Any) -> int:
     """``budget.unit: litert``: ``budget`` is of LiteRT files, the strategies plan in counted bytes, and a
     LiteRT file adds its graph (the ops that unpack the arrays). The overhead is measured once, on greedy's
-    first genome exported as a trial exports it, and the strategies plan for the budget less it.
+    first genome exported as a trial exports it (by ``runner``, the driver's trial runner that measured the
+    dense file), and the strategies plan for the budget less it.
 
     Raises:
         BadInput: no genome of the space fits the budget less that overhead (it would train dense models).
     """
     from mutate.search import strategies
-    from mutate.search.trial import TrialRunner
 
     def unreachable(planned: int, why: str) -> BadInput:
         key = "budget.bytes" if space.budget["bytes"] is not None else "budget.ratio"
@@ -353,7 +353,6 @@ def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budg
     sols = strategies.greedy_solutions(table, allowed, budget, 1)  # type: ignore[arg-type]
     if not sols:
         raise unreachable(budget, "")
-    runner = runner if runner is not None else TrialRunner(space, seed=space.search["seed"] * 1000)
     runner.apply(tuple(m.applied(0) for m in sols[0]))
     overhead = max(0, runner.litert_bytes() - table.predicted_bytes(sols[0]))  # type: ignore[attr-defined]
     out(f"  budget.unit litert: greedy's first genome exports {overhead:,} B above its counted bytes (the "
