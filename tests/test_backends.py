@@ -123,6 +123,8 @@ LiteRT refused in one line) under KERAS_BACKEND=jax, in a child pytest."""
                           "tests/test_stack.py::TestPruneKMeansLayers", "tests/test_hash.py",
                           "tests/test_kinds.py::test_rnn_layers_count_their_batches_in_a_model_whose_call_takes_no_training",
                           "tests/test_kinds.py::test_a_subclassed_model_saved_mid_blend_resumes_training_exactly",
+                          "tests/test_kinds.py::test_fit_without_the_callback_is_refused_and_inner_predictions_count_"
+                          "nothing",
                           "tests/test_kinds.py::test_kernels_inside_a_nested_sequential_and_rnn_wrappers_reload_and_"
                           "keep_their_addresses",
                           "tests/test_formats.py::test_each_format_exports_on_the_backends_that_can_write_it"],

@@ -239,6 +239,49 @@ def test_rnn_layers_count_their_batches_in_a_model_whose_call_takes_no_training(
                 if k.compression is not None} == steps
 
 
+class NoTrainingArg(keras.Model):
+    """A subclassed model whose call takes no ``training``: Keras' trainers then pass none to its layers."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.h = keras.layers.Dense(16, activation="relu", name="h")
+        self.out = keras.layers.Dense(3, name="out")
+
+    def call(self, x):
+        return self.out(self.h(x))
+
+
+def test_fit_without_the_callback_is_refused_and_inner_predictions_count_nothing():
+    """Without `CompressionCallback` fit refuses a blending model at once: a model whose call takes no
+    ``training`` once trained dense silently (nothing counted), and on JAX a second fit reused the train function
+    traced with the callback. A predict or evaluate inside fit (a user's callback) counts no batch: it once ran
+    in training mode (the phase is the Keras step's, not fit's)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 8)).astype("float32"), rng.integers(0, 3, 64)
+    inp = keras.Input((8,))
+    functional = keras.Model(inp, keras.layers.Dense(3, name="out")(keras.layers.Dense(16, name="h")(inp)))
+    for model in (NoTrainingArg(), functional):
+        model(x[:1])
+        mutate.compress(model, {"h": ("low_rank", {"rank": 2})}, mutate.Schedule(begin_step=0, end_step=12,
+                                                                                 frequency=2))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        with pytest.raises(RuntimeError, match="'h' is being trained without mutate.CompressionCallback"):
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        state = mutate.kernel(model, "h").compression
+        assert int(keras.ops.convert_to_numpy(state.step)) == 0
+        inner = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs, m=model: (m.predict(x[:8], verbose=0),
+                                                                                     m.evaluate(x, y, verbose=0)))
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback(), inner])
+        assert int(keras.ops.convert_to_numpy(state.step)) == 8 and 0 < state.current_alpha() < 1
+        with pytest.raises(RuntimeError, match="without mutate.CompressionCallback"):  # positional callbacks too
+            model.fit(x, y, 8, 1, 0, [inner])
+        model.fit(x, y, 8, 1, 0, [mutate.CompressionCallback()])
+        model.predict(x, verbose=0)
+        assert int(keras.ops.convert_to_numpy(state.step)) == 16 and state.current_alpha() == 0.0
+        mutate.strip(model)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # spliced: no callback needed
+
+
 def test_regularizers_constraints_and_mixed_precision_survive_compress_strip_save_load(tmp_path):
     keras.config.set_dtype_policy("mixed_float16")
     try:

@@ -43,6 +43,34 @@ class CompressedModel:
         parent = super()
         return parent.from_config(config) if custom_objects is None else parent.from_config(config, custom_objects)
 
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """Keras' ``fit``, refused at once while a kernel blends and no `CompressionCallback` is passed (its
+        schedule would not advance; on JAX a train function traced by an earlier fit with the callback would
+        otherwise run on without it)."""
+        import inspect
+
+        from mutate.operator.callback import CompressionCallback
+        from mutate.operator.state import _MISSING_CALLBACK
+        from mutate.operator.surgery import blending
+
+        pending = blending(self)
+        if pending:
+            bound = inspect.signature(super().fit).bind_partial(*args, **kwargs).arguments  # type: ignore[misc]
+            given = bound.get("callbacks") or []
+            given = given.callbacks if isinstance(given, keras.callbacks.CallbackList) else given
+            if not any(isinstance(c, CompressionCallback) for c in given):
+                raise RuntimeError(_MISSING_CALLBACK.format(name=pending[0].path))
+        return super().fit(*args, **kwargs)  # type: ignore[misc]
+
+    def train_step(self, *args: Any, **kwargs: Any) -> Any:
+        return _in_phase(True, super().train_step, args, kwargs)  # type: ignore[misc]
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        return _in_phase(False, super().test_step, args, kwargs)  # type: ignore[misc]
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        return _in_phase(False, super().predict_step, args, kwargs)  # type: ignore[misc]
+
     def save_own_variables(self, store: Any) -> None:
         from mutate.operator.surgery import compressible, structural_paths
 
@@ -82,6 +110,18 @@ class CompressedModel:
         own = self._trainable_variables + self._non_trainable_variables
         for i, v in enumerate(own):
             v.assign(store[str(i)])
+
+
+def _in_phase(training: bool, step: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """Run (or trace) one of Keras' steps with its phase set, for layers that nobody gave a ``training``
+    (`mutate.operator.state.PHASE`)."""
+    from mutate.operator.state import PHASE
+
+    before, PHASE.value = PHASE.value, training
+    try:
+        return step(*args, **kwargs)
+    finally:
+        PHASE.value = before
 
 
 def _layers_by_address(model: keras.Model) -> dict[str, keras.layers.Layer]:

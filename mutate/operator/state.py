@@ -7,6 +7,7 @@ arrays, whose product the layer computes with. Its variables save with the layer
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import keras
@@ -22,6 +23,22 @@ _METHODS = ("raw", "huffman", "bytes", *(f"gaps{b}" for b in range(1, 17)))
 """Stored ids of `operators.huffman.encode_stream`'s methods (in a saved file's ``<i>.coded`` entry)."""
 _MISSING_CALLBACK = ("layer {name!r} is being trained without mutate.CompressionCallback(); pass "
                      "callbacks=[mutate.CompressionCallback()] to fit() so its alpha schedule advances.")
+
+
+class _Phase(threading.local):
+    """Per thread (tf.distribute traces replicas in threads): the phase of the Keras step being traced or run
+    (`CompressedModel.train_step`: True; ``test_step``, ``predict_step``: False; None outside them). It
+    tells a model whose call takes no ``training`` whether a batch trains."""
+
+    value: bool | None = None
+
+
+PHASE = _Phase()
+
+
+def untold_training(fallback: bool) -> bool:
+    """``training`` for a call that nobody gave one: the Keras step's phase, else ``fallback``."""
+    return fallback if PHASE.value is None else PHASE.value
 
 
 def _step_dtype() -> str:
@@ -278,8 +295,8 @@ class KernelState(keras.layers.Layer):
         from ``a`` (the layer's kernel) when a refresh is due and runs in the graph, and count the batch.
         The host acts only when factors are computed or refreshed on it, so ``steps_per_execution`` > 1 and
         JAX's functional ``fit`` see every update."""
-        if training is None:  # a model whose call takes no `training`: training while the callback drives fit
-            training = self._fit_training
+        if training is None:  # a model whose call takes no `training`: the phase of Keras' step
+            training = untold_training(self._fit_training)
         if self.spliced or training is not True:
             return
         message = _MISSING_CALLBACK.format(name=self.host)
@@ -361,7 +378,7 @@ class KernelState(keras.layers.Layer):
 
     def tap(self, a: Any, training: Any) -> Any:
         """A through the saliency tap when the operator accumulates one (gradient_pruning)."""
-        if self.saliency is None or (training if training is not None else self._fit_training) is not True:
+        if self.saliency is None or (training if training is not None else untold_training(self._fit_training)) is not True:
             return a
         from mutate.operator.saliency import saliency_tap
 
