@@ -41,12 +41,16 @@ def signs(shape: tuple[int, int], seed: int) -> np.ndarray:
 
 def signs_tensor(shape: tuple[int, int], seed: int, start: Any) -> Any:
     """`signs` in Keras ops (int32 throughout), the index range starting at ``start``: a run-time zero."""
+    import keras
     from keras import ops
 
     count = int(np.prod(shape))
     if count >= 2 ** 30:
         raise ValueError(f"a generated {shape} matrix is too large to hash in int32")
-    t = ops.arange(start, start + count, dtype="int32")
+    if keras.backend.backend() == "jax":  # JAX's arange needs concrete bounds (a traced start in an export)
+        t = ops.add(ops.arange(count, dtype="int32"), ops.cast(start, "int32"))
+    else:  # a Range op from the run-time start: a converter cannot fold it into a stored constant
+        t = ops.arange(start, start + count, dtype="int32")
     lo, hi = ops.mod(t, 32768), ops.floor_divide(t, 32768)
     h = ops.mod(lo * 181 + hi * 7 + _seed(seed), P)
     for r, c in enumerate(ROUNDS):

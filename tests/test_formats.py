@@ -182,3 +182,10 @@ def test_each_format_exports_on_the_backends_that_can_write_it(tmp_path):
                                            r"runs Keras on jax"):
             mutate.export_model(model, tmp_path / "m.tflite")
         assert not (tmp_path / "m.tflite").exists()
+    tf = pytest.importorskip("tensorflow")
+    for op, params in (("simhash", {"rank": 64}), ("random_projection", {"rank": 8})):
+        # factors generated from a hashed range off the run-time zero: JAX's export once failed on its arange
+        hashed, xh, _ = spliced(op, params)
+        out = mutate.export_model(hashed, tmp_path / op, "saved_model")
+        loaded = tf.saved_model.load(str(out.path))  # held: its variables die with the object
+        np.testing.assert_allclose(np.asarray(loaded.serve(xh)), hashed.predict(xh, verbose=0), atol=1e-4)
