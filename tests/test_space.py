@@ -87,6 +87,37 @@ def test_yaml_tags_are_refused(tmp_path):
         spaces.load(write(tmp_path, "name: !!python/object/apply:os.system ['true']\n"))
 
 
+def test_what_the_fuzzer_found_is_one_line(tmp_path):
+    """Found by fuzzing every key: each was an internal error (exit 1) or a two-line message."""
+    cases = [("name: !!int abc\n", "malformed YAML: invalid literal for int"),  # a tag's constructor
+             ("a: " + "[" * 3000 + "]" * 3000 + "\n", "malformed YAML: nested too deeply"),
+             ("a: b\x00\n", "malformed YAML: unacceptable character #x0000")]
+    for text, fragment in cases:
+        with pytest.raises(SpaceError, match=fragment) as e:
+            spaces.load(write(tmp_path, text))
+        assert "\n" not in str(e.value)
+    with pytest.raises(SpaceError, match=r"training.steps: value '!!int abc' is not valid YAML"):
+        load(tmp_path, base(), ["training.steps=!!int abc"])
+    with pytest.raises(SpaceError, match=r"search.seed: expected an int from 0 to 4294967295, got 4294967296"):
+        load(tmp_path, base(), ["search.seed=4294967296"])  # NumPy's seeds stop there (the driver's ValueError)
+    with pytest.raises(SpaceError, match=r"name: expected a run name: a folder name .* at most 200 bytes"):
+        load(tmp_path, base(), ["name=" + "x" * 300])  # the file system's limit: an OSError on mkdir
+    data = base()
+    data["mutations"]["operators"] = {"pruning+kmeans": {"sparsity": [[0.5, 0.8]], "k": 8}}
+    with pytest.raises(SpaceError, match=r"operators.pruning\+kmeans.sparsity: expected a list of choices, each a "
+                                         r"number, string or boolean, got \[0.5, 0.8\]"):
+        load(tmp_path, data)  # a list choice was unhashable in the sensitivity table
+    from mutate.errors import BadInput
+    from mutate.results.runs import prepare_run_dir
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    space = load(tmp_path, base(), [f"storage={blocker}"])
+    with pytest.raises(BadInput, match=r"storage '.*a_file': cannot create the run directory .*a_file/digits_mlp "
+                                       r"\(Not a directory\)"):
+        prepare_run_dir(space)
+
+
 def test_missing_file_and_a_folder():
     with pytest.raises(SpaceError, match="no such search space file"):
         spaces.load("nowhere.yaml")

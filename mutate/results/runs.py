@@ -79,7 +79,13 @@ def prepare_run_dir(space: Space, classes: int | None = None, backend: str | Non
     while run_dir.exists() and any(run_dir.iterdir()):
         i += 1
         run_dir = base.with_name(f"{base.name}-{i}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only place, a file on the way, /proc...
+        from mutate.errors import BadInput
+
+        raise BadInput(f"{space.where}: storage {str(space.storage)!r}: cannot create the run directory {run_dir} "
+                       f"({e.strerror or e})") from None
     record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes,
               "backend": backend}
     tmp = run_dir / (SPACE_FILE + ".tmp")

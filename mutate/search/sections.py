@@ -45,11 +45,13 @@ class _Ctx:
                 raise SpaceError(f"{self.where}: {key + '.' if key else ''}{k}: unknown key{hint}")
         return {**copy.deepcopy(allowed), **data}
 
-    def int_(self, value: Any, key: str, low: int = 0, optional: bool = False) -> int | None:
+    def int_(self, value: Any, key: str, low: int = 0, optional: bool = False, high: int | None = None) -> int | None:
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(key, f"an int >= {low}", value)
+            raise self.fail(key, f"an int >= {low}" if high is None else f"an int from {low} to {high}", value)
+        if high is not None and value > high:
+            raise self.fail(key, f"an int from {low} to {high}", value)
         return value
 
     def num(self, value: Any, key: str, low: float, high: float, *, open_low: bool = False,
@@ -141,6 +143,9 @@ def _operators(c: _Ctx, raw: Any, check: Callable[[str, dict[str, Any]], None] |
         for p, vs in choices.items():
             if not vs:
                 raise c.fail(f"{key}.{p}", "a non-empty list of choices", vs)
+            for v in vs:  # a choice is a genome's option: a scalar
+                if isinstance(v, (list, dict)):
+                    raise c.fail(f"{key}.{p}", "a list of choices, each a number, string or boolean", v)
         if check is not None:
             for p, vs in choices.items():
                 for v in vs:
@@ -197,7 +202,7 @@ def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
     c.int_(s["perturbation_interval"], "search.perturbation_interval", 1)
     c.num(s["quantile_fraction"], "search.quantile_fraction", 0, 0.5, open_low=True)
     c.num(s["time_budget_s"], "search.time_budget_s", 0, math.inf, open_low=True, optional=True)
-    c.int_(s["seed"], "search.seed", 0)
+    c.int_(s["seed"], "search.seed", 0, high=2**32 - 1)  # NumPy's and Keras' seed range
     c.int_(s["max_failures"], "search.max_failures", 0)
     for key in ("seed_greedy", "hedge"):
         if not isinstance(s[key], bool):

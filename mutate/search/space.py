@@ -76,8 +76,9 @@ def _set(data: dict[str, Any], assignment: str, where: str) -> None:
         raise SpaceError(f"{where}: --set {assignment!r}: empty key in {path!r}")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{where}: --set {path}: value {value!r} is not valid YAML ({e.problem})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["nested too deeply"])[0]
+        raise SpaceError(f"{where}: --set {path}: value {value!r} is not valid YAML ({problem})") from None
     node = data
     for k in keys[:-1]:
         nxt = node.get(k)
@@ -123,8 +124,11 @@ def from_dict(data: Any, *, path: Path | None = None, overrides: list[str] | tup
     if not isinstance(storage, str) or not storage:
         raise c.fail("storage", "a folder path", storage)
     name = top["name"] if top["name"] is not None else (path.stem if path else "search")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise c.fail("name", "a run name without '/'", name)
+    if (not isinstance(name, str) or not name or "/" in name or "\0" in name or name in (".", "..")
+            or len(name.encode()) > 200):  # a folder's name (with room for "-N"): at most 255 bytes
+        raise c.fail("name", "a run name: a folder name without '/', at most 200 bytes", name)
+    if "\0" in storage:
+        raise c.fail("storage", "a folder path", storage)
     storage_path = Path(storage) if "://" in storage else (base / storage).resolve()
     data_section = _data(c, top["data"])
     if ":" not in str(data_section["name"]):  # a built-in loader's files: relative to the YAML's folder, as storage
@@ -158,7 +162,12 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpaceError(f"{p.name}: malformed YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError(f"{p.name}: malformed YAML{at}: {problem}") from None
+    except ValueError as e:  # a tag's constructor, e.g. `!!int abc`
+        raise SpaceError(f"{p.name}: malformed YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise SpaceError(f"{p.name}: malformed YAML: nested too deeply") from None
     return from_dict(data, path=p, overrides=overrides, check_operator=check_operator)
 
 
