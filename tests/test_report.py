@@ -111,6 +111,9 @@ def test_choosing_a_point_takes_exactly_one_rule_and_a_printed_accuracy_selects_
     assert choose(run, point=None, max_size=None, min_accuracy=0.9300).checkpoint == "models/z"  # table: 0.9300
     with pytest.raises(BadInput, match="the best front point reaches 0.9500$"):
         choose(run, point=None, max_size=None, min_accuracy=0.951)
+    for bad in (-1.0, float("nan")):  # -1 once exported the smallest point
+        with pytest.raises(BadInput, match=r"--min-accuracy (-1.0|nan): expected a number >= 0"):
+            choose(run, point=None, max_size=None, min_accuracy=bad)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

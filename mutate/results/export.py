@@ -3,6 +3,8 @@ TensorFlow SavedModel (`mutate.results.formats`)."""
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import keras
@@ -45,6 +47,9 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
         if not fits:
             raise BadInput(f"{run.dir}: --max-size {max_size}: the smallest front point has {fr[0].size:,} bytes")
         return fits[-1]
+    if not math.isfinite(min_accuracy) or min_accuracy < 0:  # type: ignore[arg-type]
+        raise BadInput(f"{run.dir}: --min-accuracy {min_accuracy}: expected a number >= 0 (an accuracy from the "
+                       f"front's table{', here a perplexity' if run.lm else ''})")
     # a value copied from the table (4 decimals) selects the point it was printed for
     half = 5e-5
     ok = [p for p in fr if (p.metric >= min_accuracy - half if not run.lm  # type: ignore[operator]
