@@ -46,6 +46,10 @@ def run(*, rank: int = 8, sparsity: float = 0.8, epochs: int = 20, blend_epochs:
             raise BadInput(f"`{name}` must be >= {low}, but got {name}={value!r}.")
     if not 0 <= seed < 2**32:
         raise BadInput(f"`seed` must be in [0, 2**32), but got seed={seed!r}.")
+    if not 1 <= rank <= 64:  # the digits MLP's 64x256 layer: caught before training, not after
+        raise BadInput(f"--rank {rank}: the low-rank rank must be in [1, 64] for the demo's 64x256 layer.")
+    if out is not None and Path(out).suffix != ".keras":
+        raise BadInput(f"--out {out}: name a .keras file (the demo saves the spliced model in Keras' format).")
     keras.utils.set_random_seed(seed)
     data = digits(seed=seed)
     t0 = time.perf_counter()

@@ -34,6 +34,18 @@ def test_demo_bad_input_is_one_line_and_exit_2():
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("mutate: error:") and "rank=0" in lines[-1]
     assert "Traceback" not in proc.stderr
+    from pathlib import Path
+
+    import pytest
+
+    from mutate import demo
+    from mutate.errors import BadInput
+
+    # checked before any training (a rank over 64 failed after the dense model had trained; .txt was written)
+    for kwargs, fragment in (({"rank": 100000}, "--rank 100000: the low-rank rank must be in"),
+                             ({"out": Path("d.txt")}, "--out d.txt: name a .keras file")):
+        with pytest.raises(BadInput, match=fragment):
+            demo.run(**kwargs)
 
 
 def test_a_search_whose_every_trial_failed_exits_1(tmp_path, monkeypatch, capsys):

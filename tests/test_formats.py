@@ -175,6 +175,9 @@ def test_each_format_exports_on_the_backends_that_can_write_it(tmp_path):
                                atol=1e-6)
     s = mutate.export_model(model, tmp_path / "saved", "saved_model")
     assert (s.path / "saved_model.pb").is_file()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(BadInput, match=r"a_file/m.keras: cannot write there \(.*\)"):
+        mutate.export_model(model, tmp_path / "a_file" / "m.keras")  # was an internal error
     if keras.backend.backend() == "tensorflow":
         assert mutate.export_model(model, tmp_path / "m.tflite", x=x).max_diff < 1e-4
     else:

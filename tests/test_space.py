@@ -107,6 +107,24 @@ def test_what_the_fuzzer_found_is_one_line(tmp_path):
     with pytest.raises(SpaceError, match=r"operators.pruning\+kmeans.sparsity: expected a list of choices, each a "
                                          r"number, string or boolean, got \[0.5, 0.8\]"):
         load(tmp_path, data)  # a list choice was unhashable in the sensitivity table
+    for sets, fragment in (
+            (["search.population=1000000"], r"search.population: expected an int from 1 to 10000, got 1000000"),
+            (["mutations.window=10000"], r"mutations.window: expected at most training.steps - "
+                                         r"mutations.warmup_steps = \d+, got 10000"),  # nothing would splice
+            (["storage=s3://bucket/runs"], r"storage: expected a local or shared .* not a URI"),  # once a local s3:
+            (["training=" + str([["x"] * 10] * 10_000)], r"got \[\['x'.*\.\.\. \([\d,]+ characters\)$")):
+        with pytest.raises(SpaceError, match=fragment):
+            load(tmp_path, base(), sets)
+    data = base()
+    data["mutations"]["operators"] = {1: {"rank": [2]}}
+    with pytest.raises(SpaceError, match=r"mutations.operators: expected operator names \(strings\), got 1"):
+        load(tmp_path, data)
+    for ops, key in (({"low_rank": {"rank": [8, 4], "method": ["nosuch"]}}, "low_rank.method"),
+                     ({"pruning+kmeans": {"sparsity": [0.9], "k": [4], "rank": [2]}}, r"pruning\+kmeans.rank")):
+        data["mutations"]["operators"] = ops  # the error once named the first parameter
+        with pytest.raises(SpaceError, match=rf"mutations.operators.{key}: "):
+            load(tmp_path, data)
+    assert load(tmp_path, base(), ["storage=~/runs"]).storage == Path("~/runs").expanduser()
     from mutate.errors import BadInput
     from mutate.results.runs import prepare_run_dir
 
@@ -149,6 +167,11 @@ def test_set_overrides_any_key_and_parses_yaml(tmp_path):
      "low_rank cannot compress pruning's values"),
     (["data.name=digits", "data.bogus=1"], "data", "bogus"),
     (["model.builder=nonexistent_pkg.mod:fn"], "model.builder", "cannot import module"),
+    # a value the built-in rejects (a TypeError inside it) once read "mlp does not take ['hidden']"
+    (["model.hidden=32"], "model.builder", "mlp raised TypeError: 'int' object is not iterable (called with "
+                                           "model.hidden=32)"),
+    (["data.name=digits", "data.test_fraction=1.5"], "data.name", "(called with data.test_fraction=1.5)"),
+    (["training.batch_size=100000000"], "training.batch_size", "expected at most the 1,347 training rows"),
 ])
 def test_errors_found_against_the_real_model(tmp_path, change, key, fragment):
     s = load(tmp_path, base(), change)

@@ -138,8 +138,12 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     if blending:
         raise BadInput(f"{path}: {', '.join(blending)} still blending; splice first (mutate.strip), or export "
                        "as .keras to keep training it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:  # a read-only place, a file on the way, /proc...
+        raise BadInput(f"{path}: cannot write there ({e.strerror or e})") from None
+    with staging as tmp:
         staged = Path(tmp) / path.name
         if fmt == "keras":
             _save_keras(model, staged)

@@ -11,6 +11,7 @@ anything but ``TypeError``/``ValueError`` (what a bad keyword or value gives) is
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -92,14 +93,15 @@ def load_data(section: dict[str, Any], where: str) -> datasets.Dataset:
     fn = import_callable(name, "data.name", where) if user else getattr(datasets, name)
     try:
         out = fn(**kwargs)
-    except TypeError as e:
-        raise BadInput(f"{where}: data: {name} does not take {sorted(kwargs)} ({e})") from None
     except FileNotFoundError as e:
         raise MissingInput(f"{where}: data.name: {name}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a user loader may raise anything; report it on one line
-        if not (user or isinstance(e, ValueError)):
+        if isinstance(e, TypeError) and not _binds(fn, kwargs):
+            raise BadInput(f"{where}: data: {name} does not take {sorted(kwargs)} ({e})") from None
+        if not (user or isinstance(e, (ValueError, TypeError))):
             raise
-        raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {e}") from None
+        raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {e}{_called('data', kwargs, user)}") \
+            from None
     if not isinstance(out, datasets.Dataset):
         raise BadInput(f"{where}: data.name: {name} returned {type(out).__name__}, not a mutate.data.Dataset")
     return checked_dataset(out, f"{where}: data.name: {name}")
@@ -230,6 +232,24 @@ def bert(data: datasets.Dataset, *, layers: int = 2, heads: int = 4, hidden: int
 BUILTIN: dict[str, Callable[..., keras.Model]] = {"mlp": mlp, "cnn": cnn, "lstm_lm": lstm_lm, "bert": bert}
 
 
+def _binds(fn: Callable[..., Any], kwargs: dict[str, Any]) -> bool:
+    """Whether ``fn`` accepts these keywords (a TypeError from inside it is then about a value)."""
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read
+        return True
+    return True
+
+
+def _called(section: str, kwargs: dict[str, Any], user: bool) -> str:
+    """`` (called with model.hidden=32)``: the values a built-in was given (a user's message is their own)."""
+    if user or not kwargs:
+        return ""
+    return f" (called with {section}.{f', {section}.'.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+
 def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> keras.Model:
     """The model a space's ``model`` section names, built for ``data``.
 
@@ -241,15 +261,14 @@ def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> 
     fn = import_callable(name, "model.builder", where) if user else BUILTIN[name]
     try:
         model = fn(data=data, **kwargs)
-    except TypeError as e:
-        raise BadInput(f"{where}: model: {name} does not take {sorted(kwargs)} ({e})") from None
     except Exception as e:  # noqa: BLE001 - a user builder may raise anything; report it on one line
-        if not (user or isinstance(e, ValueError)):
+        if isinstance(e, TypeError) and not _binds(fn, {"data": data, **kwargs}):
+            raise BadInput(f"{where}: model: {name} does not take {sorted(kwargs)} ({e})") from None
+        if not (user or isinstance(e, (ValueError, TypeError))):
             raise
-        # a built-in builder's ValueError is about the values given: name them (a user's message is their own)
-        called = "" if user or not kwargs else \
-            f" (called with model.{', model.'.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-        raise BadInput(f"{where}: model.builder: {name} raised {type(e).__name__}: {e}{called}") from None
+        # a built-in builder's error is about the values given: name them (a user's message is their own)
+        raise BadInput(f"{where}: model.builder: {name} raised {type(e).__name__}: {e}"
+                       f"{_called('model', kwargs, user)}") from None
     if not isinstance(model, keras.Model):
         raise BadInput(f"{where}: model.builder: {name} returned {type(model).__name__}, not a keras.Model")
     return model

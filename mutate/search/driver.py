@@ -80,6 +80,10 @@ def prepare(space: Space) -> Prepared:
                                          f"backend only (this run: {keras.backend.backend()!r}); use unit: stored")
     builders.importable_beside(space)  # a user's models.py next to the YAML (trials inherit it: PYTHONPATH)
     data = builders.load_data(space.data, space.where)
+    rows = len(data.x_train)
+    if space.training["batch_size"] > rows:  # a trial stacks steps x batch indices: a huge batch ate the memory
+        raise space.error("training.batch_size", f"expected at most the {rows:,} training rows of data.name "
+                                                 f"{space.data['name']}, got {space.training['batch_size']}")
     keras.utils.set_random_seed(space.search["seed"])
     model = builders.build_model(space.model, data, space.where)
     kernels = compressible(model)

@@ -30,7 +30,10 @@ class _Ctx:
         self.where = where
 
     def fail(self, key: str, expected: str, got: Any) -> SpaceError:
-        return SpaceError(f"{self.where}: {key}: expected {expected}, got {got!r}")
+        shown = repr(got)
+        if len(shown) > 200:  # one readable line (an aliased list can print as megabytes)
+            shown = f"{shown[:200]}... ({len(shown):,} characters)"
+        return SpaceError(f"{self.where}: {key}: expected {expected}, got {shown}")
 
     def section(self, data: Any, key: str, allowed: dict[str, Any]) -> dict[str, Any]:
         """Validate a mapping's keys against ``allowed`` (key -> default) and fill defaults."""
@@ -49,7 +52,7 @@ class _Ctx:
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(key, f"an int >= {low}" if high is None else f"an int from {low} to {high}", value)
+            raise self.fail(key, f"an int >= {low}", value)
         if high is not None and value > high:
             raise self.fail(key, f"an int from {low} to {high}", value)
         return value
@@ -81,6 +84,9 @@ _TRAINING = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "step
 _MUTATIONS = {"layers": None, "operators": None, "warmup_steps": 100, "window": 100, "frequency": 10,
               "refresh": True, "max_mutations": 8}
 _BUDGET = {"bytes": None, "ratio": None, "unit": "stored"}
+MAX_POPULATION = 10_000
+"""``search.population`` above this is refused (a million trials grew the driver's memory without a trial starting)."""
+
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
            "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True, "hedge": True,
            "learning_rate_factors": [0.8, 1.25], "budget_fractions": "auto", "burn_in_steps": 0}
@@ -124,12 +130,21 @@ def _training(c: _Ctx, raw: Any) -> dict[str, Any]:
     return t
 
 
+def _blamed(error: Exception, choices: dict[str, list[Any]], tried: str) -> str:
+    """The parameter an operator's error is about: the one its message names (`name` or name=), else the one
+    being tried (the others hold their first choices, which may be the bad ones)."""
+    named = [q for q in choices if any(f in str(error) for f in (f"`{q}`", f"'{q}'", f"{q}="))]
+    return named[0] if len(named) == 1 else tried
+
+
 def _operators(c: _Ctx, raw: Any, check: Callable[[str, dict[str, Any]], None] | None) -> dict[str, Any]:
     if not isinstance(raw, dict) or not raw:
         raise c.fail("mutations.operators", "a mapping of operator name -> {param: [choices]}", raw)
     out: dict[str, dict[str, list[Any]]] = {}
     for name, params in raw.items():
         key = f"mutations.operators.{name}"
+        if not isinstance(name, str):
+            raise c.fail("mutations.operators", "operator names (strings)", name)
         if params is None:
             params = {}
         if not isinstance(params, dict):
@@ -152,7 +167,7 @@ def _operators(c: _Ctx, raw: Any, check: Callable[[str, dict[str, Any]], None] |
                     try:
                         check(name, {**{q: ws[0] for q, ws in choices.items()}, p: v})
                     except (ValueError, TypeError) as e:
-                        raise SpaceError(f"{c.where}: {key}.{p}: {e}") from None
+                        raise SpaceError(f"{c.where}: {key}.{_blamed(e, choices, p)}: {e}") from None
             if not choices:
                 try:
                     check(name, {})
@@ -180,6 +195,9 @@ def _mutations(c: _Ctx, raw: Any, check: Callable[[str, dict[str, Any]], None] |
         raise c.fail("mutations.frequency", f"at most mutations.window={m['window']}", m["frequency"])
     if m["warmup_steps"] >= steps:
         raise c.fail("mutations.warmup_steps", f"below training.steps={steps}", m["warmup_steps"])
+    if m["warmup_steps"] + m["window"] > steps:  # no blend could finish: nothing would ever be spliced
+        raise c.fail("mutations.window", f"at most training.steps - mutations.warmup_steps = "
+                     f"{steps - m['warmup_steps']}", m["window"])
     if not isinstance(m["refresh"], bool):
         raise c.fail("mutations.refresh", "true or false", m["refresh"])
     return m
@@ -198,7 +216,7 @@ def _budget(c: _Ctx, raw: Any) -> dict[str, Any]:
 def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
     s = c.section(raw, "search", _SEARCH)
     c.choice(s["strategy"], "search.strategy", STRATEGIES)
-    c.int_(s["population"], "search.population", 1)
+    c.int_(s["population"], "search.population", 1, high=MAX_POPULATION)
     c.int_(s["perturbation_interval"], "search.perturbation_interval", 1)
     c.num(s["quantile_fraction"], "search.quantile_fraction", 0, 0.5, open_low=True)
     c.num(s["time_budget_s"], "search.time_budget_s", 0, math.inf, open_low=True, optional=True)

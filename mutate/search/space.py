@@ -7,6 +7,7 @@ found, e.g. ``digits_mlp.yaml: search.population: expected an int >= 1, got 0``.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -85,7 +86,8 @@ def _set(data: dict[str, Any], assignment: str, where: str) -> None:
         if nxt is None:
             nxt = node[k] = {}
         if not isinstance(nxt, dict):
-            raise SpaceError(f"{where}: --set {path}: {k!r} holds {nxt!r}, not a mapping")
+            shown = repr(nxt) if len(repr(nxt)) <= 200 else f"{repr(nxt)[:200]}..."
+            raise SpaceError(f"{where}: --set {path}: {k!r} holds {shown}, not a mapping")
         node = nxt
     node[keys[-1]] = parsed
 
@@ -129,7 +131,10 @@ def from_dict(data: Any, *, path: Path | None = None, overrides: list[str] | tup
         raise c.fail("name", "a run name: a folder name without '/', at most 200 bytes", name)
     if "\0" in storage:
         raise c.fail("storage", "a folder path", storage)
-    storage_path = Path(storage) if "://" in storage else (base / storage).resolve()
+    if "://" in storage:  # run directories are read and written as local paths (points, checkpoints, fronts)
+        raise c.fail("storage", "a local or shared (NFS, a mounted bucket) folder path, not a URI", storage)
+    storage = os.path.expanduser(storage)
+    storage_path = (base / storage).resolve()
     data_section = _data(c, top["data"])
     if ":" not in str(data_section["name"]):  # a built-in loader's files: relative to the YAML's folder, as storage
         for key in DATA_PATHS:
