@@ -140,6 +140,29 @@ def test_steps_per_execution_8_gives_the_weights_of_1_when_updates_fall_on_execu
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_an_epochs_short_last_execution_does_not_bring_the_next_update_forward(monkeypatch):
+    """13 batches an epoch at steps_per_execution=8: executions of 8 and 5. The first update at step 13 (the next
+    epoch's first batch, an execution boundary) was factored at step 8, the callback counting the 5 as 8."""
+    seen = []
+    original = KernelState.refactor
+    monkeypatch.setattr(KernelState, "refactor",
+                        lambda self, a: (seen.append(int(keras.ops.convert_to_numpy(self.step))), original(self, a)))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((208, 16)).astype("float32"), rng.integers(0, 4, 208)
+    outputs = []
+    for spe in (1, 8):
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((16,))
+        c = keras.Model(inp, keras.layers.Dense(4, name="out")(keras.layers.Dense(32, name="h")(inp)))
+        mutate.compress(c, {"h": ("kmeans", {"k": 4})}, mutate.Schedule(begin_step=13, end_step=16, frequency=3))
+        c.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=spe)
+        c.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
+        outputs.append(c.predict(x, verbose=0))
+    assert seen == [13, 13]
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("operator, params", [("low_rank", {"rank": 2}), ("pruning", {"sparsity": 0.7})])
 def test_refreshes_run_in_the_graph_at_their_exact_step(monkeypatch, operator, params):
     """TensorFlow: low_rank and pruning refresh inside the training step, so refreshes that fall inside an

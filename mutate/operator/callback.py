@@ -94,7 +94,10 @@ class CompressionCallback(keras.callbacks.Callback):
             k.state.sync_host()
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        n = self._spe
+        # this execution's batches: an epoch's last one may hold fewer than steps_per_execution (once counted
+        # in full, an update at the next epoch's first batch was factored an execution early)
+        steps = (self.params or {}).get("steps")
+        n = self._spe if not steps else max(1, min(self._spe, int(steps) - batch))
         due = [k for k in self._kernels if k.state.refactor_at(n) is not None]
         if due and self._jax:
             # JAX's fit trains on a copy of the state: write it back into the variables, so the factoring
