@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mutate.errors import MissingInput
+from mutate.errors import BadInput, MissingInput
 from mutate.search.space import Space, SpaceError, from_dict
 
 POINTS = "points.jsonl"
@@ -82,8 +82,6 @@ def prepare_run_dir(space: Space, classes: int | None = None, backend: str | Non
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a read-only place, a file on the way, /proc...
-        from mutate.errors import BadInput
-
         raise BadInput(f"{space.where}: storage {str(space.storage)!r}: cannot create the run directory {run_dir} "
                        f"({e.strerror or e})") from None
     record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes,

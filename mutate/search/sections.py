@@ -25,15 +25,18 @@ class SpaceError(BadInput):
 
 
 # -- low-level checks ---------------------------------------------------------------------------------------
+def shown(value: Any) -> str:
+    """``repr(value)`` for a one-line error, cut at 200 characters (an aliased YAML list can print as megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text):,} characters)"
+
+
 class _Ctx:
     def __init__(self, where: str) -> None:
         self.where = where
 
     def fail(self, key: str, expected: str, got: Any) -> SpaceError:
-        shown = repr(got)
-        if len(shown) > 200:  # one readable line (an aliased list can print as megabytes)
-            shown = f"{shown[:200]}... ({len(shown):,} characters)"
-        return SpaceError(f"{self.where}: {key}: expected {expected}, got {shown}")
+        return SpaceError(f"{self.where}: {key}: expected {expected}, got {shown(got)}")
 
     def section(self, data: Any, key: str, allowed: dict[str, Any]) -> dict[str, Any]:
         """Validate a mapping's keys against ``allowed`` (key -> default) and fill defaults."""

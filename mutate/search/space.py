@@ -16,7 +16,7 @@ import yaml
 
 from mutate.search.sections import (_TOP, BUILTIN_DATA, BUILTIN_MODELS, OPTIMIZERS, STRATEGIES,  # noqa: F401
                                     SpaceError, _budget, _Ctx, _data, _model, _mutations, _ray, _resources, _search,
-                                    _training)
+                                    _training, shown)
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,7 @@ def _set(data: dict[str, Any], assignment: str, where: str) -> None:
         if nxt is None:
             nxt = node[k] = {}
         if not isinstance(nxt, dict):
-            shown = repr(nxt) if len(repr(nxt)) <= 200 else f"{repr(nxt)[:200]}..."
-            raise SpaceError(f"{where}: --set {path}: {k!r} holds {shown}, not a mapping")
+            raise SpaceError(f"{where}: --set {path}: {k!r} holds {shown(nxt)}, not a mapping")
         node = nxt
     node[keys[-1]] = parsed
 
