@@ -67,10 +67,12 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     quiet_tensorflow_import(verbose)
     from mutate.search import driver
 
+    created = None  # the storage folder this search makes (removed again when the run leaves nothing)
     if resume is None:
         prepared = driver.prepare(space)
         import keras
 
+        created = next((p for p in reversed([space.storage, *space.storage.parents]) if not p.exists()), None)
         run_dir = rundirs.prepare_run_dir(space, classes=prepared.classes, backend=keras.backend.backend())
     else:
         run_dir = Path(resume).resolve()
@@ -88,6 +90,8 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
                 import shutil
 
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written: no trial ran
+                if created is not None:
+                    rundirs.remove_empty(space.storage, created)
             raise
         finally:
             runner.stop_ray()
@@ -288,11 +292,12 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
     from mutate.search import runner
 
     got: dict[str, Any] = {}
+    stop = threading.Event()  # Ray refused (e.g. resources the node lacks): end the table at its next batch
 
     def table() -> None:
         t = time.perf_counter()
         try:
-            got["strategy"] = _strategy(space, run_dir, allowed, budget, sizes, resume, out, lite)
+            got["strategy"] = _strategy(space, run_dir, allowed, budget, sizes, resume, out, lite, stop)
         except BaseException as e:  # re-raised on the main thread
             got["error"] = e
         got["seconds"] = time.perf_counter() - t
@@ -303,6 +308,9 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
     try:
         runner.start_ray(space, run_dir, address, verbose)
         ray_start_s = time.perf_counter() - t0
+    except BaseException:
+        stop.set()
+        raise
     finally:
         worker.join()
     if "error" in got:
@@ -311,7 +319,7 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
 
 
 def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, sizes: object,
-              resume: bool, out: Any = print, lite: object = None) -> object:
+              resume: bool, out: Any = print, lite: object = None, stop: Any = None) -> object:
     """The search's strategy, with its sensitivity table: ``sizes`` (from `driver.prepare`), its metrics measured
     now when the strategy needs them (stored in the run), or the table a resumed run stored."""
     from mutate.search import sensitivity, strategies, table as tables
@@ -320,7 +328,7 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
     cls = strategies.STRATEGIES[s["strategy"]]
     table = tables.load(run_dir) if resume else None
     if table is None:
-        table = sensitivity.measure(space, allowed, sizes, out=out) if cls.needs_metrics else sizes
+        table = sensitivity.measure(space, allowed, sizes, out=out, stop=stop) if cls.needs_metrics else sizes
         table.save(run_dir)
     if space.budget.get("unit") == "litert":
         budget = _litert_plan_budget(space, allowed, budget, table, out, runner=lite)

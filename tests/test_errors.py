@@ -252,6 +252,40 @@ def test_resume_refuses_overrides_and_a_trial_asking_for_more_than_the_machine_h
                             {"CPU": 2.0}, embedded=True)
 
 
+def test_a_ray_that_refuses_the_space_stops_the_table_and_leaves_no_folder(tmp_path, monkeypatch):
+    """Resources the node lacks were refused only after the whole sensitivity table (warm-up and every entry,
+    ~28 s on digits), and the storage folder the search had made stayed behind, empty."""
+    from mutate.search import runner, sensitivity
+
+    outcome = {}
+    measure = sensitivity.measure
+
+    def spy(*args, **kwargs):
+        try:
+            outcome["table"] = measure(*args, **kwargs)
+        except sensitivity.Stopped as e:
+            outcome["stopped"] = e
+            raise
+
+    def refuse(space, run_dir, address=None, verbose=False):
+        raise BadInput(f"{space.where}: resources.gpus: 1 per trial, but the Ray node on this machine has 0 GPU: "
+                       "no trial could start")
+
+    monkeypatch.setattr(sensitivity, "measure", spy)
+    monkeypatch.setattr(runner, "start_ray", refuse)
+    storage = tmp_path / "new" / "runs"
+    with pytest.raises(BadInput, match="no trial could start"):
+        commands.search(ROOT / "search_spaces" / "digits_mlp.yaml", overrides=[
+            f"storage={storage}", "resources.gpus=1", "mutations.warmup_steps=5000", "training.steps=6000"])
+    assert "stopped" in outcome and "table" not in outcome  # ended within the warm-up, not after it
+    assert not (tmp_path / "new").exists() and tmp_path.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(BadInput, match="no trial could start"):  # a storage folder the user had stays
+        commands.search(ROOT / "search_spaces" / "digits_mlp.yaml", overrides=[f"storage={kept}", "resources.gpus=1"])
+    assert kept.is_dir() and not any(kept.iterdir())
+
+
 def test_a_user_dataset_is_checked_and_normalised_before_anything_is_written(tmp_path, monkeypatch, capsys):
     """Bad user data failed mid-search as an internal error (or trained on something else): one line naming
     the file and key, exit 2, no run directory. Legitimate variants are normalised."""

@@ -87,6 +87,23 @@ def test_yaml_tags_are_refused(tmp_path):
         spaces.load(write(tmp_path, "name: !!python/object/apply:os.system ['true']\n"))
 
 
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """yaml.safe_load keeps a repeated key's last value silently: a user's edit lower in the file won, or lost."""
+    text = DIGITS.read_text()
+    twice = text.replace("training:\n", "training:\n  steps: 50\n", 1)
+    line, steps = [i + 1 for i, row in enumerate(twice.splitlines()) if row.startswith("  steps:")][:2]
+    with pytest.raises(SpaceError, match=rf"s.yaml: training.steps: given twice \(lines {line} and {steps}\)"):
+        spaces.load(write(tmp_path, twice))
+    with pytest.raises(SpaceError, match=r"s.yaml: name: given twice"):
+        spaces.load(write(tmp_path, text + "name: again\n"))
+    # a merge key, and an alias that repeats an anchored mapping, are not repeats; the same key in two
+    # different mappings neither
+    ok = text.replace("training:\n", "training: &t\n", 1) + "x: {<<: *t, steps: 7}\ny: *t\n"
+    with pytest.raises(SpaceError, match=r"unknown key"):  # past the repeat check: x and y are not the schema's
+        spaces.load(write(tmp_path, ok))
+    assert spaces.load(write(tmp_path, text)).training["steps"] == yaml.safe_load(text)["training"]["steps"]
+
+
 def test_what_the_fuzzer_found_is_one_line(tmp_path):
     """Found by fuzzing every key: each was an internal error (exit 1) or a two-line message."""
     cases = [("name: !!int abc\n", "malformed YAML: invalid literal for int"),  # a tag's constructor
@@ -125,6 +142,8 @@ def test_what_the_fuzzer_found_is_one_line(tmp_path):
         with pytest.raises(SpaceError, match=rf"mutations.operators.{key}: "):
             load(tmp_path, data)
     assert load(tmp_path, base(), ["storage=~/runs"]).storage == Path("~/runs").expanduser()
+    with pytest.raises(SpaceError, match=r"s.yaml: data.seed: expected an int >= 0, got None"):
+        load(tmp_path, base(), ["data.seed=null"])  # scikit-learn's random_state=None: each trial its own split
     from mutate.errors import BadInput
     from mutate.results.runs import prepare_run_dir
 

@@ -92,6 +92,18 @@ def prepare_run_dir(space: Space, classes: int | None = None, backend: str | Non
     return run_dir
 
 
+def remove_empty(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` (included) while they are empty: the storage folders a
+    search created for a run that left nothing."""
+    for p in [folder, *folder.parents]:
+        try:
+            p.rmdir()  # only an empty folder
+        except OSError:
+            return
+        if p == top:
+            return
+
+
 def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int,
                  **extra: float) -> dict[str, float]:
     """Record a finished search's timing in ``RUN_DIR/timing.json`` (atomically) and return it.

@@ -116,6 +116,8 @@ def _data(c: _Ctx, raw: Any) -> dict[str, Any]:
         raise c.fail("data", "a mapping with a `name` (digits, digits_tokens, fashion_mnist, cifar10, shakespeare, ptb or "
                      "package.module:function)", raw)
     c.choice(raw["name"], "data.name", BUILTIN_DATA, dotted_ok=True)
+    if "seed" in raw and ":" not in str(raw["name"]):  # a built-in loader's split: null would draw one per process
+        c.int_(raw["seed"], "data.seed", 0, high=2**32 - 1)
     return dict(raw)
 
 

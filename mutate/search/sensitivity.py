@@ -10,8 +10,9 @@ batches); the kernel is then restored.
 from __future__ import annotations
 
 import math
+import threading
 import time
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import keras
 
@@ -25,8 +26,24 @@ SUBSET = 2000
 """Validation examples evaluated per table entry (at most; the split may be smaller)."""
 
 
+class Stopped(Exception):
+    """`measure` was asked to stop (its ``stop`` event was set): the search failed to start meanwhile."""
+
+
+class _Stop(keras.callbacks.Callback):
+    """Ends the warm-up's ``fit`` at the next batch once ``stop`` is set."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.stop.is_set():
+            self.model.stop_training = True
+
+
 def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None = None, *, subset: int = SUBSET,
-            out: Callable[[str], None] = print) -> Table:
+            out: Callable[[str], None] = print, stop: threading.Event | None = None) -> Table:
     """Train trial 0's model through the warm-up, then factor and evaluate every table entry.
 
     Args:
@@ -35,17 +52,27 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
         sizes: the sizes-only table `mutate.search.driver.prepare` returned, filled in place (None: prepare it).
         subset: validation examples per evaluation.
         out: where the one-line summary goes.
+        stop: set by another thread to end the measurement early (between batches of the warm-up and between
+            entries): `Stopped` is raised then.
 
     Returns:
         The filled table (``seconds`` includes the warm-up training).
+
+    Raises:
+        Stopped: ``stop`` was set.
     """
     from mutate.search.trial import EVAL_BATCH, EVAL_BATCH_LM, TrialRunner
 
     t0 = time.perf_counter()
     runner = TrialRunner(space, seed=space.search["seed"] * 1000)  # trial 0's seed: the same warm-up
     warm = space.mutations["warmup_steps"]
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped("the sensitivity table was stopped")
+
     if warm:
-        runner.train(warm)
+        runner.train(warm, callbacks=[_Stop(stop)] if stop is not None else ())
+        check()
     model, lm = runner.model, runner.lm
     x, y = runner.x_val[:subset], runner.y_val[:subset]
     batch = EVAL_BATCH_LM if lm else EVAL_BATCH
@@ -63,6 +90,7 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
     table = sizes
     kernels = {k.path: k for k in compressible(model)}
     for e in table.entries:
+        check()
         t1 = time.perf_counter()
         k = kernels[e.layer]
         var = k.slot.variable(k.layer)

@@ -172,7 +172,39 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         raise SpaceError(f"{p.name}: malformed YAML: {str(e).splitlines()[0]}") from None
     except RecursionError:
         raise SpaceError(f"{p.name}: malformed YAML: nested too deeply") from None
+    twice = _repeated_key(p.read_text(encoding="utf-8"))
+    if twice:
+        raise SpaceError(f"{p.name}: {twice}")
     return from_dict(data, path=p, overrides=overrides, check_operator=check_operator)
+
+
+def _repeated_key(text: str) -> str | None:
+    """Where a mapping of ``text`` gives one key twice, as a message (None when none does). ``yaml.safe_load``
+    keeps the last value silently; the composed node tree (no Python object is constructed) still has both."""
+    seen: set[int] = set()
+    todo: list[tuple[Any, str]] = [(yaml.compose(text, Loader=yaml.SafeLoader), "")]
+    while todo:
+        node, where = todo.pop()
+        if node is None or id(node) in seen:  # an alias reuses its anchor's node: walk it once
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                label = key.value if isinstance(key, yaml.ScalarNode) else None
+                if label is not None and key.tag != "tag:yaml.org,2002:merge":
+                    name = f"{where}.{label}" if where else label
+                    line = key.start_mark.line + 1
+                    if (key.tag, label) in first:
+                        return (f"{name}: given twice (lines {first[key.tag, label]} and {line}); YAML keeps only "
+                                "the last, so give each key once")
+                    first[key.tag, label] = line
+                    todo.append((value, name))
+                else:
+                    todo.append((value, where))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((item, f"{where}[{i}]") for i, item in enumerate(node.value))
+    return None
 
 
 def resolve_path(space: Space, value: str) -> Path:

@@ -12,7 +12,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -197,9 +197,9 @@ class TrialRunner:
             self.genome = (*self.genome, m.applied(self.step))
             self._compile()
 
-    def train(self, steps: int) -> None:
+    def train(self, steps: int, callbacks: Sequence[Any] = ()) -> None:
         """Train ``steps`` batches (sampling without replacement, epoch by epoch), then splice every layer
-        whose blend finished.
+        whose blend finished. ``callbacks``: more Keras callbacks for this ``fit``.
 
         Raises:
             NonFiniteLoss: the loss became NaN or Inf, or a weight did (an operator then refuses to factor it).
@@ -211,7 +211,7 @@ class TrialRunner:
         t0 = time.perf_counter()
         try:
             hist = self.model.fit(self.x[idx], self.y[idx], batch_size=batch, epochs=1, shuffle=False, verbose=0,
-                                  callbacks=[mutate.CompressionCallback()])
+                                  callbacks=[mutate.CompressionCallback(), *callbacks])
         except ValueError as e:  # an operator refused to factor a NaN/Inf matrix at an update step
             self._check_weights(self.step + steps, e)
             raise
