@@ -153,20 +153,13 @@ class Compressor(abc.ABC):
         Raises:
             ValueError: ``a`` is not 2-D, holds NaN or Inf, or a parameter does not fit its shape.
         """
-        a = np.asarray(a)
-        if a.ndim != 2:
-            raise ValueError(f"{self.name}: expected a 2-D matrix, but got an array of shape {a.shape}.")
-        if not np.all(np.isfinite(a)):
-            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-            raise ValueError(f"{self.name}: the {a.shape[0]}x{a.shape[1]} matrix holds {bad} NaN/Inf values; "
-                             "refusing to factor it.")
+        a = self.checked_matrix(a)
         m, n = a.shape
         self.check(m, n)
-        a = a.astype(np.float32, copy=False)
         if self.uses_saliency:
             if saliency is not None:
                 saliency = np.asarray(saliency, np.float32)
-                if saliency.size != m * n:
+                if saliency.shape != (m, n) and saliency.shape != (m * n,):
                     raise ValueError(f"{self.name}: saliency has shape {saliency.shape}, expected ({m}, {n}).")
                 saliency = saliency.reshape(m, n)
                 if not np.all(np.isfinite(saliency)):
@@ -178,6 +171,25 @@ class Compressor(abc.ABC):
         if list(factors) != list(specs):
             raise AssertionError(f"{self.name}: factor names {list(factors)} differ from specs {list(specs)}")
         return {k: np.asarray(v, dtype=specs[k].dtype).reshape(specs[k].shape) for k, v in factors.items()}
+
+    def checked_matrix(self, a: np.ndarray) -> np.ndarray:
+        """``a`` as a float32 (m, n) matrix, or a ValueError: not 2-D, not real numbers, NaN/Inf, or finite
+        values beyond float32's range (they would become Inf)."""
+        a = np.asarray(a)
+        if a.ndim != 2:
+            raise ValueError(f"{self.name}: expected a 2-D matrix, but got an array of shape {a.shape}.")
+        if np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"{self.name}: expected a real-valued matrix, but got dtype {a.dtype}.")
+        if not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(f"{self.name}: the {a.shape[0]}x{a.shape[1]} matrix holds {bad} NaN/Inf values; "
+                             "refusing to factor it.")
+        with np.errstate(over="ignore"):
+            a32 = a.astype(np.float32, copy=False)
+        if a32 is not a and not np.all(np.isfinite(a32)):  # finite float64 beyond float32's range
+            raise ValueError(f"{self.name}: the {a.shape[0]}x{a.shape[1]} matrix holds values beyond float32's "
+                             f"range (largest magnitude {float(np.max(np.abs(a))):.3g}); refusing to factor it.")
+        return a32
 
     # -- refreshing a blend's factors from the drifting A ----------------------------------------------------
     def refreshed(self, a: np.ndarray, factors: Mapping[str, np.ndarray]) -> Factors:
@@ -295,8 +307,21 @@ class Compressor(abc.ABC):
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[union-attr]
 
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(map(str, self.get_config().items())))))
+    def __hash__(self) -> int:  # equal configs hash equal (sparsity=0 and 0.0 too: str() told them apart)
+        return hash((type(self).__name__, _frozen(self.get_config())))
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` (a config: dicts, lists, scalars) as a hashable that equal values share."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return str(value)
+    return value
 
 
 class TwoFactor(Compressor):

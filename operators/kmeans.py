@@ -57,19 +57,59 @@ def lloyd(x: np.ndarray, k: int, *, max_iter: int, seed: int, tol: float = 1e-6,
 
 
 def _iterate(x: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float, reseed: bool) -> np.ndarray:
+    """Lloyd iterations until the inertia improves by at most ``tol`` (relative) or ``max_iter``. Scalar
+    (one column): on the sorted values each cluster is a contiguous run, so an iteration is a binary search of
+    the k-1 midpoints and prefix sums (`_iterate_sorted`), not a pass over every weight."""
+    if x.shape[1] == 1:
+        return _iterate_sorted(x, centroids, max_iter, tol, reseed)
     k = len(centroids)
     previous = np.inf
     for _ in range(max_iter):
         idx, d = _assign(x, centroids)
         counts = np.bincount(idx, minlength=k)
-        sums = np.zeros_like(centroids, dtype=np.float64)
-        np.add.at(sums, idx, x)
+        sums = np.stack([np.bincount(idx, weights=x[:, j], minlength=k) for j in range(x.shape[1])], 1)
         empty = counts == 0
         centroids[~empty] = (sums[~empty] / counts[~empty, None]).astype(x.dtype)
         if reseed and empty.any():  # re-seed empty clusters at the worst-served points
             centroids[empty] = x[np.argsort(-d)[: int(empty.sum())]]
         inertia = float(d.sum())
-        if previous - inertia <= tol * max(previous, 1e-12):
+        if _converged(previous, inertia, tol):
+            break
+        previous = inertia
+    return centroids
+
+
+def _converged(previous: float, inertia: float, tol: float) -> bool:
+    """Whether an iteration gained at most ``tol`` of the inertia (never after the first: ``previous`` is
+    inf then, and ``inf - x <= tol * inf`` would stop every run after one iteration)."""
+    return bool(np.isfinite(previous)) and previous - inertia <= tol * max(previous, 1e-12)
+
+
+def _iterate_sorted(x: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float, reseed: bool) -> np.ndarray:
+    """`_iterate` for scalars: the same assignment rule as `_assign` (a value on a midpoint goes to the lower
+    centroid), the same means and inertia, from prefix sums over the sorted values."""
+    v = np.sort(x[:, 0].astype(np.float64))
+    s1 = np.concatenate([[0.0], np.cumsum(v)])
+    s2 = np.concatenate([[0.0], np.cumsum(v * v)])
+    previous = np.inf
+    for _ in range(max_iter):
+        order = np.argsort(centroids[:, 0], kind="stable")
+        held = centroids[order, 0]  # midpoints in the centroids' dtype, as `_assign` computes them
+        c = held.astype(np.float64)
+        ends = np.concatenate([np.searchsorted(v, ((held[1:] + held[:-1]) / 2).astype(np.float64), side="right"),
+                               [len(v)]])
+        begins = np.concatenate([[0], ends[:-1]])
+        counts = ends - begins
+        sums = s1[ends] - s1[begins]
+        inertia = float(np.maximum((s2[ends] - s2[begins]) - 2 * c * sums + counts * c * c, 0.0).sum())
+        empty = counts == 0
+        means = c.copy()
+        means[~empty] = sums[~empty] / counts[~empty]
+        centroids[order, 0] = means.astype(x.dtype)
+        if reseed and empty.any():  # re-seed empty clusters at the worst-served points
+            _, d = _assign(x, c[:, None].astype(x.dtype))
+            centroids[order[empty], 0] = x[np.argsort(-d)[: int(empty.sum())], 0]
+        if _converged(previous, inertia, tol):
             break
         previous = inertia
     return centroids

@@ -128,8 +128,12 @@ class LowRank(TwoFactor):
         current ``right`` factor's rows (A moves little between two updates, so this tracks the exact
         truncated SVD at two small matmuls per iteration); signs fixed and the singular values split as in
         `factor`."""
-        a = np.asarray(a, np.float32)
-        q = np.linalg.qr(a @ np.asarray(factors["right"], np.float32).T)[0]
+        a = self.checked_matrix(a)  # factor's checks: NaN/Inf here was LAPACK's "SVD did not converge"
+        right = np.asarray(factors["right"], np.float32)
+        if right.ndim != 2 or right.shape[1] != a.shape[1]:
+            raise ValueError(f"{self.name}: cannot refresh a {a.shape[0]}x{a.shape[1]} matrix from a `right` "
+                             f"factor of shape {right.shape}.")
+        q = np.linalg.qr(a @ right.T)[0]
         for _ in range(REFRESH_POWER):
             q = np.linalg.qr(a @ (a.T @ q))[0]
         ub, s, vt = np.linalg.svd(q.T @ a, full_matrices=False)

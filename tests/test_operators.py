@@ -176,6 +176,53 @@ def test_kmeans_recovers_well_separated_clusters_and_prunes_to_exact_zero():
     assert np.all(np.abs(a[pruned["codes"] == zero]) < 0.1)
 
 
+@pytest.mark.parametrize("init", ["kmeans++", "linear"])
+def test_kmeans_iterates_lloyd_until_it_converges(init):
+    """The stop test read inf - inertia <= tol * inf on the first pass: every k-means stopped after one Lloyd
+    iteration, whatever max_iter (linear starts at twice the error they converge to)."""
+    a = np.random.default_rng(0).standard_normal((128, 96)).astype(np.float32)
+
+    def error(max_iter):
+        op = operators.get("kmeans", k=16, init=init, max_iter=max_iter)
+        return float(np.mean((np.asarray(op.product(op.factor(a))) - a) ** 2))
+
+    assert error(30) < 0.97 * error(1)
+    assert error(30) <= error(3) <= error(1)
+
+
+def test_scalar_lloyd_on_sorted_values_matches_a_plain_lloyd():
+    """`_iterate_sorted` (runs of the sorted values, prefix sums) against Lloyd written out: the same centroids,
+    with ties, duplicate values, empty clusters re-seeded and values on a midpoint (to the lower centroid)."""
+    from operators import kmeans as km
+
+    def plain(x, c, max_iter, tol):
+        previous = np.inf
+        for _ in range(max_iter):
+            idx, d = km._assign(x, c)  # every value against the midpoints, one pass
+            counts = np.bincount(idx, minlength=len(c))
+            empty = counts == 0
+            sums = np.bincount(idx, weights=x[:, 0].astype(np.float64), minlength=len(c))
+            c[~empty, 0] = (sums[~empty] / counts[~empty]).astype(x.dtype)
+            if empty.any():
+                c[empty] = x[np.argsort(-d)[: int(empty.sum())]]
+            inertia = float(d.sum())
+            if np.isfinite(previous) and previous - inertia <= tol * max(previous, 1e-12):
+                break
+            previous = inertia
+        return c
+
+    rng = np.random.default_rng(3)
+    for case in range(12):
+        x = rng.standard_normal((int(rng.integers(40, 600)), 1)).astype(np.float32)
+        if case % 2:
+            x = np.round(x * 2) / 2  # few distinct values: duplicates, ties, empty clusters
+        k = int(rng.integers(2, 12))
+        start = x[rng.choice(len(x), k, replace=False)].copy()
+        got = km._iterate_sorted(x, start.copy(), 30, 1e-6, reseed=True)
+        want = plain(x, start.copy(), 30, 1e-6)
+        np.testing.assert_allclose(np.sort(got[:, 0]), np.sort(want[:, 0]), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("params, shape, exc, match", [
     ({"k": 0}, None, ValueError, "k=0"),
     ({"k": 241}, (20, 12), ValueError, r"\[1, 240\].*k=241"),
@@ -209,3 +256,32 @@ def test_simhash_keeps_column_norms():
     np.testing.assert_allclose(np.linalg.norm(approx, axis=0), np.linalg.norm(a, axis=0), rtol=1e-5)
     cos = (approx * a).sum(0) / np.linalg.norm(approx, axis=0) / np.linalg.norm(a, axis=0)
     assert cos.mean() > 0.5
+
+
+def test_operator_inputs_beyond_float32_and_equal_configs_hash_alike():
+    """A finite float64 matrix beyond float32's range became Inf after the check (low_rank's SVD then looped
+    forever, others returned Inf factors); a NaN reaching low-rank's host refresh was LAPACK's "SVD did not
+    converge"; equal operators (sparsity=0 and 0.0) hashed differently."""
+    a = np.ones((4, 4))
+    a[0, 0] = 1e39
+    for name, params in (("low_rank", {"rank": 2}), ("pruning", {"sparsity": 0.5}), ("kmeans", {"k": 2})):
+        with pytest.raises(ValueError, match=r"beyond float32's range \(largest magnitude 1e\+39\)"):
+            operators.get(name, **params).factor(a)
+    with pytest.raises(ValueError, match="expected a real-valued matrix"):
+        operators.get("pruning", sparsity=0.5).factor(np.ones((3, 3)) * (1 + 1j))
+    op = operators.get("low_rank", rank=2)
+    good = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    f = op.factor(good)
+    bad = good.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="holds 1 NaN/Inf values"):
+        op.refreshed(bad, f)
+    with pytest.raises(ValueError, match=r"from a `right` factor of shape \(2, 5\)"):
+        op.refreshed(good.T, f)
+    with pytest.raises(ValueError, match=r"saliency has shape \(4, 3\), expected \(3, 4\)"):
+        operators.get("gradient_pruning", sparsity=0.5).factor(np.ones((3, 4)), saliency=np.ones((4, 3)))
+    p0, p1 = operators.get("pruning", sparsity=0), operators.get("pruning", sparsity=0.0)
+    assert p0 == p1 and hash(p0) == hash(p1) and len({p0, p1}) == 1
+    from mutate.search.genome import Mutation
+
+    assert len({Mutation("d", "low_rank", {"rank": 8}), Mutation("d", "low_rank", {"rank": 8.0})}) == 1

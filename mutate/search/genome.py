@@ -48,7 +48,9 @@ class Mutation:
         return f"{self.layer}:{self.operator}({args})"
 
     def __hash__(self) -> int:
-        return hash((self.layer, self.operator, tuple(sorted(map(str, self.params.items())))))
+        from operators._base import _frozen
+
+        return hash((self.layer, self.operator, _frozen(self.params)))  # rank=8 and 8.0 alike, as == has them
 
 
 Genome = tuple[Mutation, ...]
