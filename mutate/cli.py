@@ -164,6 +164,24 @@ def internal_error_line(e: BaseException) -> str:
     return f"mutate: internal error: {what} ({where})"
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output's reader went away (a pipe closed); then further output is discarded, so the
+    interpreter's own flush at exit does not fail again."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()  # a pipe whose reader closed reports an error condition on its write end
+        poller.register(fd, select.POLLOUT)
+        closed = any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor (captured), or no poll on this platform
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code: 0; 1 when every trial of a search failed or on an internal error;
     2 for bad input; 130 when interrupted (see the module docstring)."""
@@ -202,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mutate: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError as e:
+        if _stdout_closed():  # `mutate pareto RUN | head`: the reader has what it wanted; stop quietly
+            return 141  # what a shell reports for a command SIGPIPE ended (128 + 13)
+        if args.verbose:
+            raise
+        print(internal_error_line(e), file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - anything else is a bug until shown otherwise: say so, keep the trace
         if args.verbose:
             raise

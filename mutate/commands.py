@@ -77,6 +77,11 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     else:
         run_dir = Path(resume).resolve()
         space = rundirs.load_recorded_space(run_dir)
+        began = rundirs.started_in(run_dir)
+        if began is not None and began.resolve() != run_dir:
+            raise BadInput(f"{run_dir}: this run was started in {began}, which Ray Tune's state and its trials "
+                           "name: a resume would write there. Resume it in that folder (move it back); "
+                           "`mutate pareto` and `mutate export` read a run anywhere.")
     with _run_dir_context(run_dir):
         if resume is not None:
             prepared = driver.prepare(space)

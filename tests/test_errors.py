@@ -91,6 +91,23 @@ def test_resume_saves_the_traceback_in_the_resumed_run(run_dir, monkeypatch, cap
     assert "RuntimeError: bug" in saved.read_text()
 
 
+def test_a_run_resumes_only_in_the_folder_it_was_started_in(run_dir, tmp_path, capsys):
+    """A copy resumed ran its trials into the original folder (Tune's state and the trials' configs hold its
+    path): 12 new rows there, the copy's front and pruning run on stale rows, exit 0; a moved run failed
+    naming a folder that no longer exists."""
+    import shutil
+
+    for how in (shutil.copytree, shutil.move):
+        other = tmp_path / f"elsewhere_{how.__name__}"
+        how(run_dir, other)
+        assert cli.main(["search", "--resume", str(other)]) == 2
+        assert stderr_lines(capsys) == [
+            f"mutate: error: {other}: this run was started in {run_dir}, which Ray Tune's state and its trials "
+            "name: a resume would write there. Resume it in that folder (move it back); `mutate pareto` and "
+            "`mutate export` read a run anywhere."]
+    assert runs.started_in(other) == run_dir and not (other / cli.INTERNAL_ERROR_FILE).exists()
+
+
 def test_a_damaged_checkpoint_is_an_internal_error_of_export(run_dir, tmp_path, capsys):
     (run_dir / "ckpt" / "1").mkdir(parents=True)  # point 0 is the smaller one
     (run_dir / "ckpt" / "1" / "model.keras").write_text("not a zip")

@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -81,6 +82,24 @@ def test_selection_never_reads_test_metrics(run_dir):
     assert before.test_source == "none" and before.test_hypervolume() is None
 
 
+def test_a_point_appended_after_a_torn_line_is_read_and_a_closed_pipe_is_quiet(run_dir):
+    """On resume the first new row was glued onto the torn last line and both were skipped (a front point's
+    checkpoint then looked unreferenced and was pruned); `mutate pareto RUN | head` was an internal error."""
+    from mutate.results.runs import read_points
+
+    before = len(read_points(run_dir))
+    append_point(run_dir, {"trial": "t9", "step": 1, "bytes": 5, "ratio": 0.005, "val_accuracy": 0.5,
+                           "genome": [], "genome_summary": "z", "checkpoint": "models/new"})
+    rows = read_points(run_dir)
+    assert len(rows) == before + 1 and rows[-1]["checkpoint"] == "models/new"
+    proc = subprocess.Popen([sys.executable, "-m", "mutate.cli", "pareto", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the table is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "error" not in err, err
+    assert not (run_dir / "internal_error.txt").exists()
+
+
 def test_compare_two_runs(run_dir, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
@@ -91,6 +110,43 @@ def test_compare_two_runs(run_dir, tmp_path, capsys):
     assert re.search(r"^toy\s+5\s+3\s+0\.7520\s+-\s+90\s+0\.9000\s+-$", out, re.M), out
     assert report.load_run(run_dir).best_under_budget().size == 90
     assert (tmp_path / "compare_toy_vs_other.html").is_file()
+
+
+def test_many_runs_compare_under_a_short_name_and_commands_are_shell_quoted(run_dir, tmp_path, capsys):
+    """Nine long run names made a 330-byte file name (an internal error: File name too long); the copy-paste
+    `mutate export` commands of a run whose path has a space split in a shell."""
+    import shlex
+
+    names = [f"search_run_with_a_descriptive_name_{i}" for i in range(9)]
+    name = report.compare_name(names)
+    assert len(name.encode()) < 200 and name.startswith(f"compare_{names[0]}_and_8_more_")
+    assert name == report.compare_name(list(names)) != report.compare_name(names[::-1])
+    assert report.compare_name(["toy", "other"]) == "compare_toy_vs_other.png"
+    spaced = tmp_path / "my runs" / "ünï run"
+    shutil.copytree(run_dir, spaced)
+    for n in names[:3]:
+        shutil.copytree(run_dir, tmp_path / "my runs" / n)
+    report.pareto([spaced, *[tmp_path / "my runs" / n for n in names[:3]]])
+    html = (spaced / "pareto.html").read_text()
+    assert f"mutate export {shlex.quote(str(spaced))} --point 0" in html.replace("&#x27;", "'")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_a_run_that_refuses_files_still_prints_its_front(run_dir, monkeypatch, capsys):
+    """A read-only run (a shared copy): `mutate pareto` wrote its files before printing and died on the first
+    (an internal error, no table)."""
+    from mutate import cli
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(report, "_write_atomic", refuse)
+    assert cli.main(["pareto", str(run_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert "on the front chosen on validation" in out and "wrote pareto" not in out
+    assert err.strip() == (f"mutate: note: could not write the front's files in {run_dir} (Permission denied); "
+                           "the table above is complete")
+    assert not list(run_dir.glob("pareto.*"))
 
 
 def test_choosing_a_point_takes_exactly_one_rule_and_a_printed_accuracy_selects_its_point(run_dir):

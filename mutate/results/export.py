@@ -4,6 +4,7 @@ TensorFlow SavedModel (`mutate.results.formats`)."""
 from __future__ import annotations
 
 import math
+import shlex
 
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
     if point is not None:
         if not 0 <= point < len(fr):
             raise BadInput(f"{run.dir}: --point {point}: the front has {len(fr)} points, numbered 0 to "
-                             f"{len(fr) - 1} (see `mutate pareto {run.dir}`)")
+                             f"{len(fr) - 1} (see `mutate pareto {shlex.quote(str(run.dir))}`)")
         return fr[point]
     if max_size is not None:
         fits = [p for p in fr if p.size <= max_size]
@@ -93,11 +94,17 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
         raise MetricMismatch(f"{run.dir}: point {chosen.trial}/{chosen.step}: re-evaluated validation {name} "
                              f"{again:.6f} differs from the stored {chosen.metric:.6f}; refusing to write {out}")
     test = evaluate(spliced, data.x_test, data.y_test, run.lm)
+    written = export_model(spliced, out, fmt, x=x_val, y=None if run.lm else y_val, arrays=arrays)
     values = read_tests(run.dir)
     if chosen.checkpoint not in values:  # the test set, once per chosen model
         values[chosen.checkpoint] = test
-        write_tests(run.dir, values)
-    written = export_model(spliced, out, fmt, x=x_val, y=None if run.lm else y_val, arrays=arrays)
+        try:
+            write_tests(run.dir, values)
+        except OSError as e:  # a read-only run (a shared copy): the export is written; the record is a cache
+            import sys
+
+            print(f"mutate: note: could not record the test {name} in {run.dir} ({e.strerror or e})",
+                  file=sys.stderr)
     spliced.summary()
     size = mutate.model_size(spliced)
     print(size)

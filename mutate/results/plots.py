@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shlex
 from typing import Any
 
 
@@ -146,7 +147,7 @@ def pareto_html(runs: list[Any]) -> str:
 
         def tip(p: Any) -> str:
             test = "not evaluated" if p.test is None else f"{p.test:.4f}"
-            cmd = (f"mutate export {run.dir} --point {index[id(p)]} --out model.keras" if id(p) in index
+            cmd = (f"mutate export {shlex.quote(str(run.dir))} --point {index[id(p)]} --out model.keras" if id(p) in index
                    else "not on the front")
             return escape(f"{run.dir.name}: {p.genome or 'dense'}\n{p.size:,} bytes ({p.ratio:.4f} of dense)\n"
                           f"validation {metric} {p.metric:.4f}, test {test}\ntrial {p.trial}, step {p.step}\n{cmd}",
@@ -168,7 +169,8 @@ def pareto_html(runs: list[Any]) -> str:
             test = "-" if p.test is None else f"{p.test:.4f}"
             rows.append(f"<tr><td>{escape(run.dir.name)}</td><td>{k}</td><td>{p.size:,}</td><td>{p.ratio:.4f}</td>"
                         f"<td>{p.metric:.4f}</td><td>{test}</td><td>{escape(p.genome or 'dense')}</td>"
-                        f"<td><code>mutate export {escape(str(run.dir))} --point {k} --out model.keras</code></td></tr>")
+                        f"<td><code>mutate export {escape(shlex.quote(str(run.dir)))} --point {k} --out model.keras"
+                        "</code></td></tr>")
     svg.append("</svg>")
     title = f"mutate: size against {metric}"
     return f"""<!DOCTYPE html>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -120,6 +121,19 @@ def table(run: Run) -> str:
     return "\n".join(lines)
 
 
+def compare_name(names: list[str]) -> str:
+    """``compare_A_vs_B.png``; past 120 bytes (a file name holds 255), the first name, the count and a digest of
+    them all: ``compare_A_and_8_more_3f2a9c1e.png``."""
+    import hashlib
+
+    joined = "_vs_".join(names)
+    if len(joined.encode()) <= 120:
+        return f"compare_{joined}.png"
+    digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:8]
+    first = names[0].encode()[:80].decode(errors="ignore")
+    return f"compare_{first}_and_{len(names) - 1}_more_{digest}.png"
+
+
 def compare_table(runs: list[Run]) -> str:
     """Several runs side by side: the front's hypervolume on validation (what chose it) and on test, and the
     validation-chosen winner at each run's own budget with its size and test metric."""
@@ -139,11 +153,30 @@ def compare_table(runs: list[Run]) -> str:
 
 def _write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    tmp.replace(path)
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
+        tmp.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):  # nothing half-written (a full disk)
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _written(folder: Path, write: Any) -> bool:
+    """Run ``write`` (files in ``folder``); when the folder refuses them (read-only, full), say so in one line
+    on stderr and go on: the table printed above is the answer, the files a copy of it."""
+    import sys
+
+    try:
+        write()
+        return True
+    except OSError as e:
+        print(f"mutate: note: could not write the front's files in {folder} ({e.strerror or e}); the table above "
+              "is complete", file=sys.stderr)
+        return False
 
 
 def _rows(run: Run) -> list[dict[str, Any]]:
@@ -182,7 +215,6 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
         if not run.points():
             print(f"{run.dir}: no points yet")
             continue
-        write_outputs(run)
         metric = "perplexity" if run.lm else "accuracy"
         thv = run.test_hypervolume()
         print(f"{run.dir.name}: {len(run.points())} points, {len(run.pareto_front())} on the front chosen on "
@@ -195,6 +227,7 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
         elif run.test_source == "none":
             print("  (test column empty: the front was not evaluated on the test set yet)")
         print(table(run))
+        wrote = _written(run.dir, lambda: write_outputs(run))
         if sizes:
             from mutate.results.formats import file_sizes
 
@@ -220,12 +253,13 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
                 print(f"\nsensitivity table ({len(t.entries)} entries, warm-up model {base} on {t.subset} validation "
                       f"examples, built in {t.seconds:.1f}s):")
                 print("\n".join(t.lines()))
-        print(f"wrote pareto.csv, pareto.json, pareto.png, pareto.html in {run.dir}\n")
+        if wrote:
+            print(f"wrote pareto.csv, pareto.json, pareto.png, pareto.html in {run.dir}\n")
     if len(opened) > 1:
         from mutate.results.plots import pareto_html, pareto_png
 
-        out = opened[0].dir.parent / ("compare_" + "_vs_".join(r.dir.name for r in opened) + ".png")
-        _write_atomic(out, pareto_png(opened))
-        _write_atomic(out.with_suffix(".html"), pareto_html(opened))
+        out = opened[0].dir.parent / compare_name([r.dir.name for r in opened])
         print(compare_table(opened))
-        print(f"wrote {out}")
+        if _written(out.parent, lambda: (_write_atomic(out, pareto_png(opened)),
+                                         _write_atomic(out.with_suffix(".html"), pareto_html(opened)))):
+            print(f"wrote {out} and {out.with_suffix('.html').name}")

@@ -23,9 +23,16 @@ DIVERGED = "diverged"
 
 
 def append_point(run_dir: Path, row: dict[str, Any]) -> None:
-    """Append one row and make it durable (flush + fsync), so a killed driver loses no reported point."""
-    with open(run_dir / POINTS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+    """Append one row and make it durable (flush + fsync), so a killed driver loses no reported point. A torn
+    last line (a driver killed mid-write) is ended first: the row appended after it on resume stays its own."""
+    path = run_dir / POINTS
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(("\n" if torn else "") + json.dumps(row, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -85,7 +92,7 @@ def prepare_run_dir(space: Space, classes: int | None = None, backend: str | Non
         raise BadInput(f"{space.where}: storage {str(space.storage)!r}: cannot create the run directory {run_dir} "
                        f"({e.strerror or e})") from None
     record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes,
-              "backend": backend}
+              "backend": backend, "run_dir": str(run_dir)}
     tmp = run_dir / (SPACE_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(run_dir / SPACE_FILE)
@@ -128,6 +135,25 @@ def read_timing(run_dir: Path) -> dict[str, float] | None:
     """The record of `write_timing`, or None for a run that never finished (or predates it)."""
     f = Path(run_dir) / TIMING
     return json.loads(f.read_text()) if f.is_file() else None
+
+
+def started_in(run_dir: Path) -> Path | None:
+    """The folder a run was started in (``space.json``'s ``run_dir``; for runs recorded before it, the path
+    Ray Tune's experiment state names), or None when neither says. Tune's state and every trial's config hold
+    that absolute path, so a resume writes there, whatever folder it was given."""
+    try:
+        recorded = json.loads((Path(run_dir) / SPACE_FILE).read_text(encoding="utf-8")).get("run_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(recorded, str):
+        return Path(recorded)
+    import re
+
+    for state in sorted(Path(run_dir).glob("experiment_state-*.json"), reverse=True):
+        found = re.search(r'run_dir\\*"\s*:\s*\\*"([^"\\]+)\\*"', state.read_text(encoding="utf-8", errors="replace"))
+        if found:
+            return Path(found.group(1))
+    return None
 
 
 def load_recorded_space(run_dir: Path) -> Space:
