@@ -125,6 +125,8 @@ LiteRT refused in one line) under KERAS_BACKEND=jax, in a child pytest."""
                           "tests/test_kinds.py::test_a_subclassed_model_saved_mid_blend_resumes_training_exactly",
                           "tests/test_kinds.py::test_fit_without_the_callback_is_refused_and_inner_predictions_count_"
                           "nothing",
+                          "tests/test_kinds.py::test_a_layer_called_several_times_a_batch_counts_the_batch_once_and_"
+                          "one_in_an_rnn_cell_is_refused",
                           "tests/test_layers.py::test_an_epochs_short_last_execution_does_not_bring_the_next_update_"
                           "forward",
                           "tests/test_kinds.py::test_kernels_inside_a_nested_sequential_and_rnn_wrappers_reload_and_"

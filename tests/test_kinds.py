@@ -251,6 +251,67 @@ class NoTrainingArg(keras.Model):
         return self.out(self.h(x))
 
 
+class SiameseTwice(keras.Model):
+    """A subclassed siamese model: one Dense called on both inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = keras.layers.Dense(16, activation="relu", name="shared")
+        self.head = keras.layers.Dense(1, name="head")
+
+    def call(self, inputs):
+        a, b = inputs
+        return self.head(keras.ops.concatenate([self.shared(a), self.shared(b)], axis=-1))
+
+
+def test_a_layer_called_several_times_a_batch_counts_the_batch_once_and_one_in_an_rnn_cell_is_refused():
+    """A shared layer (functional or subclassed siamese) and a Dense under TimeDistributed counted a step per
+    call: alpha ran two (five) times ahead of the schedule, and the host factored at the wrong steps. A Dense
+    inside a custom RNN cell runs once per timestep inside the RNN's loop: it is refused with its reason."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.random((64, 8), dtype=np.float32), rng.random((64, 8), dtype=np.float32)
+    y = rng.random((64, 1), dtype=np.float32)
+    a, b = keras.Input((8,)), keras.Input((8,))
+    shared = keras.layers.Dense(16, activation="relu", name="shared")
+    functional = keras.Model([a, b], keras.layers.Dense(1, name="head")(
+        keras.layers.Concatenate()([shared(a), shared(b)])))
+    subclassed = SiameseTwice()
+    subclassed([x1[:2], x2[:2]])
+    seq = keras.Input((5, 3))
+    timed = keras.Model(seq, keras.layers.TimeDistributed(keras.layers.Dense(4, name="shared"), name="td")(seq))
+    xt, yt = rng.random((64, 5, 3), dtype=np.float32), rng.random((64, 5, 4), dtype=np.float32)
+    schedule = mutate.Schedule(begin_step=0, end_step=20, frequency=2)
+    for model, xs, ys in ((functional, [x1, x2], y), (subclassed, [x1, x2], y), (timed, xt, yt)):
+        model = mutate.compress(model, {"*shared": ("low_rank", {"rank": 2})}, schedule)
+        model.compile("adam", "mse")
+        model.fit(xs, ys, batch_size=8, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])  # 8 batches
+        (k,) = [k for k in mutate.compressible(model) if k.state == "blending"]
+        state = k.compression
+        assert state.current_step() == 8, (type(model).__name__, state.current_step())
+        assert abs(state.current_alpha() - schedule.alpha(7)) < 1e-6
+
+    @keras.saving.register_keras_serializable(package="mutate_tests")
+    class Cell(keras.layers.Layer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.state_size = 6
+            self.proj = keras.layers.Dense(6, activation="tanh", name="proj")
+
+        def build(self, shape):
+            self.proj.build((shape[0], shape[-1] + 6))
+
+        def call(self, x, states):
+            h = self.proj(keras.ops.concatenate([x, states[0]], axis=-1))
+            return h, [h]
+
+    seq = keras.Input((5, 3))
+    rnn = keras.Model(seq, keras.layers.Dense(1, name="out")(keras.layers.RNN(Cell(), name="rnn")(seq)))
+    assert [k.path for k in mutate.compressible(rnn)] == ["out"]
+    with pytest.raises(mutate.PlanError, match=r"'rnn/cell/proj' \(Dense\) cannot be compressed: it is inside the "
+                                               r"cell of RNN layer 'rnn', which calls it once per timestep"):
+        mutate.compress(rnn, {"*proj": ("low_rank", {"rank": 2})}, schedule)
+
+
 def test_fit_without_the_callback_is_refused_and_inner_predictions_count_nothing():
     """Without `CompressionCallback` fit refuses a blending model at once: a model whose call takes no
     ``training`` once trained dense silently (nothing counted), and on JAX a second fit reused the train function

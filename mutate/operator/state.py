@@ -41,6 +41,25 @@ def untold_training(fallback: bool) -> bool:
     return fallback if PHASE.value is None else PHASE.value
 
 
+def _first_call_this_pass(state: Any) -> bool:
+    """Whether this is ``state``'s first call in the current forward pass: the pass is JAX's stateless scope
+    (its trainer calls the model's ``call`` inside one per step, with no call context around it), else Keras'
+    call context, which the outermost layer's call opens and every nested call shares (traced once per
+    training step, or per batch when eager). A layer called twice per batch would otherwise count two steps
+    per batch."""
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    ctx = get_stateless_scope() or global_state.get_global_attribute("current_call_ctx")
+    if ctx is None:
+        return True
+    counted = ctx.__dict__.setdefault("mutate_counted", set())
+    if id(state) in counted:
+        return False
+    counted.add(id(state))
+    return True
+
+
 def _step_dtype() -> str:
     """int64, or int32 on JAX without ``jax_enable_x64`` (which would truncate int64 with a warning)."""
     if keras.backend.backend() == "jax":
@@ -306,6 +325,8 @@ class KernelState(keras.layers.Layer):
             import tensorflow as tf
 
             tf.debugging.assert_equal(self.driven, 1, message=message)
+        if not _first_call_this_pass(self):  # called again in the same forward pass (a shared layer, a layer
+            return  # under TimeDistributed): the batch is counted and alpha set once, at its first call
         with keras.src.backend.AutocastScope(None):  # PyTorch's assign writes to the variable's value, which
             self.alpha.assign(self.scheduled_alpha())  # under mixed precision is a float16 copy: lost
         if self.graph_refresh and a is not None:

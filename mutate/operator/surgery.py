@@ -109,6 +109,23 @@ def structural_paths(model: keras.layers.Layer) -> dict[int, str]:
     return out
 
 
+def rnn_cells(model: keras.layers.Layer) -> dict[int, keras.layers.Layer]:
+    """``id(layer) -> the RNN layer`` for every layer inside an RNN layer's cell (a Dense in a custom cell of
+    ``keras.layers.RNN``). Such a layer runs once per timestep inside the RNN's loop, where a blend would count
+    timesteps as steps (and on JAX assign inside ``lax.scan``), so it is not compressible; LSTM, GRU and
+    SimpleRNN compress their own kernels as layers of their own."""
+    parents = {id(layer): parent for layer, parent in walk(model)}
+    out: dict[int, keras.layers.Layer] = {}
+    for layer, parent in walk(model):
+        p = parent
+        while p is not None:
+            if isinstance(p, keras.layers.RNN):
+                out[id(layer)] = p
+                break
+            p = parents.get(id(p))
+    return out
+
+
 def compressible(model: keras.Model) -> list[Kernel]:
     """Every compressible kernel of ``model`` (nested and subclassed models included), in layer order.
 
@@ -116,9 +133,10 @@ def compressible(model: keras.Model) -> list[Kernel]:
     """
     out = []
     structure = structural_paths(model)
+    inside = rnn_cells(model)
     for layer, _ in walk(model):
         kind = kind_of(layer)
-        if kind is None or layer is model or not layer.built:
+        if kind is None or layer is model or not layer.built or id(layer) in inside:
             continue
         if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
             continue
@@ -185,6 +203,12 @@ def resolve_plan(model: keras.Model, plan: Mapping[str, PlanValue]) -> list[tupl
                      and any(fnmatch.fnmatchcase(n, key) for n in (relative_path(model, layer), layer.name))]
             if other:
                 layer = next(la for la, _ in walk(model) if relative_path(model, la) == other[0])
+                rnn = rnn_cells(model).get(id(layer))
+                if rnn is not None and kind_of(layer):
+                    raise PlanError(f"{other[0]!r} ({type(layer).__name__}) cannot be compressed: it is inside the "
+                                    f"cell of RNN layer {rnn.name!r}, which calls it once per timestep (a blend "
+                                    "counts batches); compress a layer outside the cell (LSTM, GRU and SimpleRNN "
+                                    "layers compress their own kernels)")
                 raise PlanError(f"{other[0]!r} ({type(layer).__name__}) cannot be compressed: mutate compresses "
                                 f"{SUPPORTED}" + (" (quantized or LoRA layers are not)" if kind_of(layer) else ""))
             raise PlanError(no_match_message(model, key, kernels))
