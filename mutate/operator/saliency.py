@@ -25,9 +25,12 @@ def saliency_tap(kernel: Any, saliency: keras.Variable, alpha: keras.Variable, d
     def tap(w: tf.Tensor) -> tuple[tf.Tensor, Any]:
         def grad(g: Any) -> tf.Tensor:
             g = tf.convert_to_tensor(g)  # an Embedding's gather gives IndexedSlices
-            a = tf.cast(alpha.value, g.dtype)
-            fresh = tf.abs(w * g) / tf.maximum(a, 1e-12)
-            new = tf.where(a > 0, decay * saliency.value + (1.0 - decay) * fresh, saliency.value)
+            # in float32: under mixed precision g is float16 and loss-scaled (|w * g| overflows there); a step
+            # whose gradient is not finite (the loss scale's overflow, skipped by the optimizer) is not folded in
+            a = tf.cast(alpha.value, "float32")
+            fresh = tf.abs(tf.cast(w, "float32") * tf.cast(g, "float32")) / tf.maximum(a, 1e-12)
+            fold = tf.logical_and(a > 0, tf.reduce_all(tf.math.is_finite(fresh)))
+            new = tf.where(fold, decay * saliency.value + (1.0 - decay) * fresh, saliency.value)
             with tf.control_dependencies([saliency.assign(new)]):
                 return tf.identity(g)
 
