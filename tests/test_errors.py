@@ -108,6 +108,33 @@ def test_a_run_resumes_only_in_the_folder_it_was_started_in(run_dir, tmp_path, c
     assert runs.started_in(other) == run_dir and not (other / cli.INTERNAL_ERROR_FILE).exists()
 
 
+def test_damaged_run_files_are_one_line_naming_the_file(run_dir, capsys):
+    """Each was an internal error (JSONDecodeError, TypeError, KeyError: 'bytes') of `mutate pareto`."""
+    good = (run_dir / "space.json").read_text()
+    with open(run_dir / "points.jsonl", "a") as f:
+        f.write("null\n")  # JSON, not a row: skipped as a torn line is
+    assert cli.main(["pareto", str(run_dir)]) == 0
+    capsys.readouterr()
+    cases = [("space.json", good[: len(good) // 2], r"space.json: damaged, not JSON \("),
+             ("space.json", "[]", r"space.json: damaged, expected a JSON object, got list"),
+             ("test_metrics.json", "{oops", r"test_metrics.json: damaged, not JSON"),
+             ("sensitivity.json", '{"entries": 3}', r"sensitivity.json: damaged, not a sensitivity table"),
+             ("points.jsonl", '{"trial": "t", "step": 1, "val_accuracy": 0.5}\n', r"points.jsonl: row 1 has no bytes, "
+                                                                                  r"ratio: damaged")]
+    import re
+
+    for name, text, message in cases:
+        before = (run_dir / name).read_text() if (run_dir / name).exists() else None
+        (run_dir / name).write_text(text)
+        assert cli.main(["pareto", "--sensitivity", str(run_dir)]) == 2, name
+        (line,) = stderr_lines(capsys)
+        assert re.search(message, line) and line.startswith("mutate: error: "), line
+        if before is None:
+            (run_dir / name).unlink()
+        else:
+            (run_dir / name).write_text(before)
+
+
 def test_a_damaged_checkpoint_is_an_internal_error_of_export(run_dir, tmp_path, capsys):
     (run_dir / "ckpt" / "1").mkdir(parents=True)  # point 0 is the smaller one
     (run_dir / "ckpt" / "1" / "model.keras").write_text("not a zip")

@@ -17,8 +17,9 @@ TESTS = "test_metrics.json"
 
 def read_tests(run_dir: Path) -> dict[str, float]:
     """checkpoint -> test metric (accuracy or perplexity) for the points evaluated so far."""
-    path = Path(run_dir) / TESTS
-    return json.loads(path.read_text()) if path.is_file() else {}
+    from mutate.results.runs import read_record
+
+    return read_record(Path(run_dir) / TESTS) or {}
 
 
 def write_tests(run_dir: Path, values: dict[str, float]) -> None:

@@ -346,7 +346,11 @@ def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int
     import mutate
 
     cache_path = Path(run_dir) / SIZES_FILE
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    try:  # a cache: a damaged one is rebuilt
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
     if any(name not in cache for name in checkpoints):  # a user model's class registers when its module loads
         check_backend("litert", Path(run_dir) / SIZES_FILE)
         from mutate.results.runs import load_recorded_space

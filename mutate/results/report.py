@@ -26,11 +26,18 @@ class Run:
             if "val_accuracy" not in r and "val_perplexity" not in r:
                 raise BadInput(f"{self.dir / 'points.jsonl'}: row {i + 1} has no val_accuracy or val_perplexity; "
                                "fronts are chosen on validation metrics")
+            missing = [k for k in ("trial", "step", "bytes", "ratio") if k not in r]
+            if missing:
+                raise BadInput(f"{self.dir / 'points.jsonl'}: row {i + 1} has no {', '.join(missing)}: damaged")
         self.lm = any("val_perplexity" in r for r in rows)
         tests = read_tests(self.dir)
         name = f"test_{'perplexity' if self.lm else 'accuracy'}"
         self._rows = [{**r, name: tests[r["checkpoint"]]} if r.get("checkpoint") in tests else r for r in rows]
-        info = json.loads((self.dir / "space.json").read_text())
+        from mutate.results.runs import read_record
+
+        info = read_record(self.dir / "space.json")
+        if not isinstance(info.get("space"), dict):
+            raise BadInput(f"{self.dir / 'space.json'}: damaged, no recorded space")
         self.space = info["space"]
         self.classes = info.get("classes")
 

@@ -22,6 +22,26 @@ TIMING = "timing.json"
 DIVERGED = "diverged"
 
 
+def read_record(path: Path, kind: type = dict) -> Any:
+    """The JSON of a run's file, or None when it does not exist.
+
+    Raises:
+        BadInput: the file is not JSON of ``kind`` (damaged: a copy cut short, an edit), naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: damaged, not JSON ({str(e).splitlines()[0]}); restore it from a copy or delete "
+                       "it if it is a cache") from None
+    if not isinstance(value, kind):
+        raise BadInput(f"{path}: damaged, expected a JSON {'object' if kind is dict else kind.__name__}, got "
+                       f"{type(value).__name__}")
+    return value
+
+
 def append_point(run_dir: Path, row: dict[str, Any]) -> None:
     """Append one row and make it durable (flush + fsync), so a killed driver loses no reported point. A torn
     last line (a driver killed mid-write) is ended first: the row appended after it on resume stays its own."""
@@ -56,6 +76,8 @@ def read_points(run_dir: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict):  # `null`, a number: not a row (skipped as a torn line is)
             continue
         rows[row.get("checkpoint") or len(rows)] = row
     return list(rows.values())

@@ -230,8 +230,18 @@ def saved_bytes(op: Any, m: int, n: int) -> int:
 
 def load(run_dir: Path) -> Table | None:
     """The table a run stored, or None (a run of an earlier version, or one that measured none)."""
+    from mutate.results.runs import read_record
+
     path = Path(run_dir) / TABLE_FILE
-    return Table.from_dict(json.loads(path.read_text())) if path.is_file() else None
+    record = read_record(path)
+    if record is None:
+        return None
+    try:
+        return Table.from_dict(record)
+    except (KeyError, TypeError, ValueError) as e:
+        from mutate.errors import BadInput
+
+        raise BadInput(f"{path}: damaged, not a sensitivity table ({type(e).__name__}: {e})") from None
 
 
 def _key(layer: str, option: Option) -> str:
