@@ -266,6 +266,16 @@ def stackable() -> list[str]:
     return [n for n in available() if _REGISTRY[n].stack_inputs]
 
 
+def _takes_any(stage: str) -> bool:
+    """Whether ``stage``'s operator takes ``**kwargs`` (a user's operator may)."""
+    from operators._registry import _REGISTRY
+
+    if stage == ENTROPY:
+        return False
+    return any(q.kind is inspect.Parameter.VAR_KEYWORD
+               for q in inspect.signature(_REGISTRY[stage].__init__).parameters.values())
+
+
 def from_name(name: str, params: Mapping[str, Any]) -> Stack:
     """``"pruning+kmeans"`` with ``{"sparsity": 0.92, "k": 64}`` -> the Stack of those stages.
 
@@ -281,6 +291,8 @@ def from_name(name: str, params: Mapping[str, Any]) -> Stack:
     for n in names:
         if n != ENTROPY and n not in _REGISTRY:
             raise ValueError(f"stack {name!r}: unknown operator {n!r}; available: {', '.join(available())}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"stack {name!r}: a stage appears twice.")
     takes = {n: set(inspect.signature(_REGISTRY[n].__init__).parameters) - {"self"} if n != ENTROPY else set()
              for n in names}
     per: dict[str, dict[str, Any]] = {n: {} for n in names}
@@ -289,13 +301,18 @@ def from_name(name: str, params: Mapping[str, Any]) -> Stack:
         if dot:
             if stage not in per:
                 raise TypeError(f"stack {name!r}: {key!r} names no stage of the stack.")
+            if p not in takes[stage] and not _takes_any(stage):
+                raise TypeError(f"stack {name!r}: {key!r}: stage {stage} takes no parameter {p!r}"
+                                + (" (it takes none)" if not takes[stage] else "") + ".")
+            if p in per[stage]:
+                raise TypeError(f"stack {name!r}: {stage}.{p} is given twice ({p} and {key}).")
             per[stage][p] = value
             continue
         owners = [n for n in names if key in takes[n]]
         if len(owners) != 1:
             why = "no stage takes it" if not owners else f"write {owners[0]}.{key} (stages {', '.join(owners)} take it)"
             raise TypeError(f"stack {name!r}: parameter {key!r}: {why}.")
+        if key in per[owners[0]]:
+            raise TypeError(f"stack {name!r}: {owners[0]}.{key} is given twice ({key} and {owners[0]}.{key}).")
         per[owners[0]][key] = value
-    if len(set(names)) != len(names):
-        raise ValueError(f"stack {name!r}: a stage appears twice.")
     return Stack([(n, per[n]) for n in names])

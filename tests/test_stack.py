@@ -62,6 +62,12 @@ def test_the_first_stage_is_kept_and_the_second_compresses_its_kept_values():
     ("huffman+kmeans", {"k": 4}, "huffman must be the last stage"),
     ("pruning+kmeans", {"sparsity": 0.5, "k": 4, "max_iter": 3, "kmeans.seed": 1, "rank": 2}, "'rank': no stage"),
     ("pruning+nope", {}, "unknown operator 'nope'"),
+    # found by a bug hunt: the later spelling won silently; huffman's parameters were dropped; a repeated stage
+    # was reported as an ambiguous parameter
+    ("pruning+kmeans", {"k": 4, "kmeans.k": 8}, r"kmeans.k is given twice \(k and kmeans.k\)"),
+    ("pruning+kmeans+huffman", {"sparsity": 0.5, "huffman.level": 9}, "stage huffman takes no parameter 'level'"),
+    ("pruning+kmeans", {"kmeans.rank": 2}, "stage kmeans takes no parameter 'rank'"),
+    ("pruning+pruning", {"sparsity": 0.5}, "a stage appears twice"),
 ])
 def test_stacks_that_cannot_work_are_refused_naming_both_operators(name, params, match):
     with pytest.raises((ValueError, TypeError), match=match):
