@@ -149,6 +149,18 @@ def test_a_run_that_refuses_files_still_prints_its_front(run_dir, monkeypatch, c
     assert not list(run_dir.glob("pareto.*"))
 
 
+def test_a_front_tested_in_part_says_so(run_dir, capsys):
+    """After an interrupted search, one `export` filled one test value and the "not evaluated" note vanished."""
+    from mutate.results.final import write_tests
+
+    report.pareto([run_dir])
+    assert "test column empty" in capsys.readouterr().out
+    fr = report.load_run(run_dir).pareto_front()
+    write_tests(run_dir, {fr[0].checkpoint: 0.9})
+    report.pareto([run_dir])
+    assert f"(test column: 1 of {len(fr)} front points evaluated;" in capsys.readouterr().out
+
+
 def test_choosing_a_point_takes_exactly_one_rule_and_a_printed_accuracy_selects_its_point(run_dir):
     """`Run.export()` with no rule crashed (TypeError); a --min-accuracy copied from the table (4 decimals)
     refused the very point it was printed for when the stored value was 0.92996..."""

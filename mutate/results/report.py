@@ -233,6 +233,10 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
                   "report; the test column shows those values)")
         elif run.test_source == "none":
             print("  (test column empty: the front was not evaluated on the test set yet)")
+        elif any(p.test is None for p in run.pareto_front()):  # an interrupted search; `export` evaluated some
+            fr = run.pareto_front()
+            print(f"  (test column: {sum(p.test is not None for p in fr)} of {len(fr)} front points evaluated; a "
+                  "finished search evaluates them all, `mutate export` the one it exports)")
         print(table(run))
         wrote = _written(run.dir, lambda: write_outputs(run))
         if sizes:
