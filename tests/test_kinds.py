@@ -312,6 +312,51 @@ def test_a_layer_called_several_times_a_batch_counts_the_batch_once_and_one_in_a
         mutate.compress(rnn, {"*proj": ("low_rank", {"rank": 2})}, schedule)
 
 
+def test_only_fits_own_steps_count_even_when_fit_is_interrupted_or_its_callbacks_reused():
+    """A callback calling the model during fit counted a batch per call (alpha ran ahead); after a fit that
+    raised (Ctrl-C, a callback's error) model(x) advanced the schedule and train_on_batch trained without the
+    callback; evaluate(callbacks=<fit's list>) left later inference refused as training."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((256, 8), dtype=np.float32), rng.integers(0, 3, 256)
+    schedule = mutate.Schedule(begin_step=0, end_step=40, frequency=5)
+
+    def fresh():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="fc"),
+                                  keras.layers.Dense(3, name="out")])
+        model = mutate.compress(model, {"fc": ("low_rank", {"rank": 2})}, schedule)
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model, model.get_layer("fc").mutate_kernel
+
+    class Peek(keras.callbacks.Callback):  # a custom validation metric, computed by calling the model
+        def on_epoch_end(self, epoch, logs=None):
+            self.model(x[:64])
+
+    model, state = fresh()
+    callbacks = [mutate.CompressionCallback(), Peek()]
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=callbacks)  # 16 batches
+    assert state.current_step() == 16 and abs(state.current_alpha() - schedule.alpha(15)) < 1e-6
+    model.evaluate(x, y, verbose=0, callbacks=callbacks)
+    model(x[:4])  # inference after an evaluate that reused fit's callbacks
+    assert state.current_step() == 16
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise KeyboardInterrupt
+
+    model, state = fresh()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback(), Stop()])
+    step, before = state.current_step(), model.predict(x[:4], verbose=0)
+    for _ in range(3):
+        model(x[:4])
+    assert state.current_step() == step == 3
+    np.testing.assert_array_equal(model.predict(x[:4], verbose=0), before)
+    with pytest.raises(RuntimeError, match="without mutate.CompressionCallback"):
+        model.train_on_batch(x[:32], y[:32])
+
+
 def test_fit_without_the_callback_is_refused_and_inner_predictions_count_nothing():
     """Without `CompressionCallback` fit refuses a blending model at once: a model whose call takes no
     ``training`` once trained dense silently (nothing counted), and on JAX a second fit reused the train function

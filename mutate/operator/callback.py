@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -64,27 +65,10 @@ class CompressionCallback(keras.callbacks.Callback):
         self._kernels = blending_kernels(self.model)
         self._spe = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         self._jax = keras.backend.backend() == "jax"
-        self._phase(True)
+        if self._kernels:
+            phase_steps(self.model)
         for k in self._kernels:
             k.state.set_driven(True)
-
-    def _phase(self, training: bool) -> None:
-        """Batches of a model whose call takes no ``training`` count as training only in fit's own steps
-        (the flag is read when Keras traces its train, test and predict functions)."""
-        for k in self._kernels:
-            k.state._fit_training = training
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._phase(False)
-
-    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._phase(True)
-
-    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._phase(False)
-
-    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._phase(True)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         # the host count restarts from the variables: an epoch's last execution may hold fewer batches
@@ -114,6 +98,25 @@ class CompressionCallback(keras.callbacks.Callback):
                 print(f"mutate: {k.path!r} reaches alpha=0 at its step {final}")
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._phase(False)
         for k in self._kernels:
             k.state.set_driven(False)
+
+
+def phase_steps(model: keras.Model) -> None:
+    """Give ``model``'s own train, test and predict steps the phase (`mutate.operator.state.PHASE`) that
+    layers nobody gave a ``training`` read: a compressed model's class does it
+    (`mutate.operator.model.CompressedModel`); a model mutate did not compress (a wrapper around a compressed
+    sub-model, trained with this callback) gets it on the instance, once. Nothing else counts as training:
+    not a call of the model from a callback, not an ``evaluate`` or ``predict`` run inside ``fit``."""
+    from mutate.operator.model import CompressedModel, _in_phase
+
+    if isinstance(model, CompressedModel) or model.__dict__.get("_mutate_phased"):
+        return
+    for name, training in (("train_step", True), ("test_step", False), ("predict_step", False)):
+        step = getattr(model, name)
+        object.__setattr__(model, name, functools.partial(_phased, training, step, _in_phase))
+    object.__setattr__(model, "_mutate_phased", True)
+
+
+def _phased(training: bool, step: Any, in_phase: Any, *args: Any, **kwargs: Any) -> Any:
+    return in_phase(training, step, args, kwargs)

@@ -60,7 +60,12 @@ class CompressedModel:
             given = given.callbacks if isinstance(given, keras.callbacks.CallbackList) else given
             if not any(isinstance(c, CompressionCallback) for c in given):
                 raise RuntimeError(_MISSING_CALLBACK.format(name=pending[0].path))
-        return super().fit(*args, **kwargs)  # type: ignore[misc]
+        try:
+            return super().fit(*args, **kwargs)  # type: ignore[misc]
+        except BaseException:  # Keras skips on_train_end when fit raises (Ctrl-C, a callback's error): no
+            for k in blending(self):  # kernel stays driven (a later train_on_batch would train unscheduled)
+                k.compression.set_driven(False)
+            raise
 
     def train_step(self, *args: Any, **kwargs: Any) -> Any:
         return _in_phase(True, super().train_step, args, kwargs)  # type: ignore[misc]

@@ -101,7 +101,6 @@ class KernelState(keras.layers.Layer):
         self.view = view
         self.host = host
         self._driven_py = False
-        self._fit_training = False
         self._host_step = 0
         self._host_factored = False
         # refreshes computed in the training step (see `_refresh_in_graph`); elsewhere the callback refreshes
@@ -315,7 +314,7 @@ class KernelState(keras.layers.Layer):
         The host acts only when factors are computed or refreshed on it, so ``steps_per_execution`` > 1 and
         JAX's functional ``fit`` see every update."""
         if training is None:  # a model whose call takes no `training`: the phase of Keras' step
-            training = untold_training(self._fit_training)
+            training = untold_training(False)
         if self.spliced or training is not True:
             return
         message = _MISSING_CALLBACK.format(name=self.host)
@@ -399,7 +398,7 @@ class KernelState(keras.layers.Layer):
 
     def tap(self, a: Any, training: Any) -> Any:
         """A through the saliency tap when the operator accumulates one (gradient_pruning)."""
-        if self.saliency is None or (training if training is not None else untold_training(self._fit_training)) is not True:
+        if self.saliency is None or (training if training is not None else untold_training(False)) is not True:
             return a
         from mutate.operator.saliency import saliency_tap
 
