@@ -355,6 +355,27 @@ def test_only_fits_own_steps_count_even_when_fit_is_interrupted_or_its_callbacks
     np.testing.assert_array_equal(model.predict(x[:4], verbose=0), before)
     with pytest.raises(RuntimeError, match="without mutate.CompressionCallback"):
         model.train_on_batch(x[:32], y[:32])
+    # a sub-model compressed on its own, trained inside a wrapper mutate did not compress (its call takes no
+    # `training`): with the callback, the wrapper's steps get their phase too (it stayed at step 0 before)
+    inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="fc")], name="inner")
+    inner = mutate.compress(inner, {"fc": ("low_rank", {"rank": 2})}, schedule)
+    wrapper = Wrapper(inner)
+    wrapper(x[:2])
+    wrapper.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    wrapper.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[mutate.CompressionCallback(), Peek()])
+    wrapper.predict(x[:4], verbose=0)
+    assert inner.get_layer("fc").mutate_kernel.current_step() == 16
+
+
+class Wrapper(keras.Model):
+    """A user's model around a sub-model; its call takes no `training`."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body, self.head = body, keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.head(self.body(x))
 
 
 def test_fit_without_the_callback_is_refused_and_inner_predictions_count_nothing():

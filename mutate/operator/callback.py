@@ -61,12 +61,16 @@ class CompressionCallback(keras.callbacks.Callback):
         self._jax = False
         self._spe = 1
 
+    def set_model(self, model: keras.Model) -> None:
+        # before fit builds its train function (Keras takes `model.train_step` then, before on_train_begin)
+        super().set_model(model)
+        if blending(model):
+            phase_steps(model)
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._kernels = blending_kernels(self.model)
         self._spe = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         self._jax = keras.backend.backend() == "jax"
-        if self._kernels:
-            phase_steps(self.model)
         for k in self._kernels:
             k.state.set_driven(True)
 
