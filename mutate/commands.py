@@ -77,6 +77,11 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
     else:
         run_dir = Path(resume).resolve()
         space = rundirs.load_recorded_space(run_dir)
+        limit, timing = space.search["time_budget_s"], rundirs.read_timing(run_dir)
+        if limit is not None and timing is not None and timing.get("wall_s", 0) >= limit:
+            raise BadInput(f"{run_dir}: this search stopped at its time budget (search.time_budget_s: {limit:g} s, "
+                           f"{timing['wall_s']:g} s spent); Ray Tune restores the spent budget, so a resume would "
+                           "train nothing: start a new search with a larger search.time_budget_s")
         began = rundirs.started_in(run_dir)
         if began is not None and began.resolve() != run_dir:
             raise BadInput(f"{run_dir}: this run was started in {began}, which Ray Tune's state and its trials "

@@ -91,6 +91,18 @@ def test_resume_saves_the_traceback_in_the_resumed_run(run_dir, monkeypatch, cap
     assert "RuntimeError: bug" in saved.read_text()
 
 
+def test_a_search_stopped_by_its_time_budget_is_not_resumed_in_a_loop(tmp_path, capsys):
+    """--resume of a run that search.time_budget_s stopped trained nothing (Tune restores the spent budget) and
+    said "interrupted ... --resume continues it", exit 130, every time."""
+    d = runs.prepare_run_dir(spaces.load(SPACE, [f"storage={tmp_path / 'runs'}", "search.time_budget_s=25"]))
+    runs.write_timing(d, wall_s=27.0, compute_s=40.0, slots=2)
+    assert cli.main(["search", "--resume", str(d)]) == 2
+    assert stderr_lines(capsys) == [
+        f"mutate: error: {d}: this search stopped at its time budget (search.time_budget_s: 25 s, 27 s spent); Ray "
+        "Tune restores the spent budget, so a resume would train nothing: start a new search with a larger "
+        "search.time_budget_s"]
+
+
 def test_a_run_resumes_only_in_the_folder_it_was_started_in(run_dir, tmp_path, capsys):
     """A copy resumed ran its trials into the original folder (Tune's state and the trials' configs hold its
     path): 12 new rows there, the copy's front and pruning run on stale rows, exit 0; a moved run failed
