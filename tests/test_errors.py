@@ -277,6 +277,41 @@ def test_a_builder_module_next_to_the_space_file_is_importable(tmp_path, monkeyp
     assert builders.import_callable("beside_models_x:build", "model.builder", space.where) is builders.mlp
 
 
+def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_before_the_search(tmp_path,
+                                                                                             monkeypatch):
+    """An unregistered subclassed model ran the whole search, then failed loading its front (internal error,
+    no front printed); a model ending in a softmax was trained and scored as logits, silently."""
+    import sys
+
+    from mutate.search import driver
+    from mutate.search import space as space_mod
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "odd_models_x.py").write_text(
+        "import keras\n"
+        "class Unregistered(keras.Model):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = keras.layers.Dense(16, name='fc')\n"
+        "        self.out = keras.layers.Dense(10, name='out')\n"
+        "    def call(self, x):\n"
+        "        return self.out(self.fc(x))\n"
+        "def unregistered(data):\n"
+        "    m = Unregistered()\n"
+        "    m(data.x_train[:2])\n"
+        "    return m\n"
+        "def softmax(data):\n"
+        "    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, name='fc'),\n"
+        "                             keras.layers.Dense(10, activation='softmax', name='out')])\n")
+    yaml_file = tmp_path / "space.yaml"
+    for builder, message in (("unregistered", r"odd_models_x.Unregistered, which is not registered with Keras"),
+                             ("softmax", r"outputs are probabilities \(each row sums to 1: a softmax\)")):
+        yaml_file.write_text(f"model: {{builder: 'odd_models_x:{builder}'}}\ndata: {{name: digits}}\n"
+                             "mutations: {layers: [fc], operators: {pruning: {sparsity: [0.5]}}}\nbudget: {ratio: 0.9}\n")
+        with pytest.raises(BadInput, match=rf"space.yaml: model.builder: odd_models_x:{builder} built a model .*{message}"):
+            driver.prepare(space_mod.load(yaml_file))
+
+
 def test_resume_refuses_overrides_and_a_trial_asking_for_more_than_the_machine_has_is_one_line(tmp_path, capfd):
     """--resume with --set/--strategy silently ignored them; resources.gpus=1 on a machine without a GPU left
     every trial PENDING forever."""

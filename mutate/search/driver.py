@@ -7,9 +7,10 @@ nothing, an unreachable budget) surface in a second, before any trial starts.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import keras
+import numpy as np
 
 import operators
 from mutate.search import builders, policy
@@ -67,6 +68,28 @@ class Prepared(NamedTuple):
     kernels: list[str]
 
 
+def _check_loadable_and_logits(space: Space, model: keras.Model, x: Any) -> None:
+    """Refuse, before any trial, a model whose checkpoints could not be loaded back (a user's class Keras
+    does not know by name: PBT's exploits, the test set and `export` load them; the search once ran to its end
+    and then failed) and a model that outputs probabilities (trials train on logits: a softmax output would
+    be trained and scored on the wrong loss, silently)."""
+    builder = space.model["builder"]
+    for layer, _ in walk(model):
+        cls = type(layer)
+        if cls.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow"):
+            continue
+        if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
+            raise space.error("model.builder", f"{builder} built a model holding {cls.__module__}.{cls.__qualname__}, "
+                                               "which is not registered with Keras, so its checkpoints could not "
+                                               "be loaded (exploits, the test set, export): decorate the class with "
+                                               "@keras.saving.register_keras_serializable()")
+    out = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
+    if out.ndim >= 2 and out.shape[-1] > 1 and np.all(out >= 0) and np.allclose(out.sum(-1), 1.0, atol=1e-4):
+        raise space.error("model.builder", f"{builder} built a model whose outputs are probabilities (each row "
+                                           "sums to 1: a softmax); mutate trains and scores logits "
+                                           "(from_logits=True): end the model without the softmax")
+
+
 def prepare(space: Space) -> Prepared:
     """Validate the space against its model.
 
@@ -86,6 +109,7 @@ def prepare(space: Space) -> Prepared:
                                                  f"{space.data['name']}, got {space.training['batch_size']}")
     keras.utils.set_random_seed(space.search["seed"])
     model = builders.build_model(space.model, data, space.where)
+    _check_loadable_and_logits(space, model, data.x_train[:8])
     kernels = compressible(model)
     by_path = {k.path: k for k in kernels}
     names = {k.path: k.names for k in kernels}
