@@ -150,10 +150,13 @@ def test_observations_move_the_costs_of_settled_genomes():
     assert c.table.cost(g[0]) == pytest.approx(before + 0.3 * 0.13)
 
 
-def test_uniform_falls_back_to_the_whole_grid_when_nothing_fits():
+def test_uniform_falls_back_to_the_whole_grid_when_nothing_fits(capfd):
     c = ctx(100)  # below every single-operator genome
     genomes = Uniform(c).initial(4)
     assert all(genomes) and all(c.table.predicted_bytes(g) > 100 for g in genomes)
+    # it said so (a run ended exit 0 with every point over the budget and no word why)
+    assert "uniform: no single operator and level on every mutable layer fits the budget (100 B" in \
+        capfd.readouterr().err
 
 
 def test_under_budget_with_nothing_to_gain_the_cheapest_cut_per_byte_is_taken():

@@ -155,8 +155,7 @@ def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int,
 
 def read_timing(run_dir: Path) -> dict[str, float] | None:
     """The record of `write_timing`, or None for a run that never finished (or predates it)."""
-    f = Path(run_dir) / TIMING
-    return json.loads(f.read_text()) if f.is_file() else None
+    return read_record(Path(run_dir) / TIMING)  # damaged: one line naming it
 
 
 def started_in(run_dir: Path) -> Path | None:

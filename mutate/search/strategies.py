@@ -28,6 +28,7 @@ import abc
 import heapq
 import math
 import random
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -327,8 +328,13 @@ class Uniform(Strategy):
                                          fits=lambda g: c.table.predicted_bytes(g) <= c.budget)
         if any(fitting):
             return fitting
-        # no single operator and level fits: deal the whole grid rather than train dense models
-        return policy.uniform_genomes(c.operators, c.allowed, self.rng, count, step=c.warmup_steps)
+        # no single operator and level fits: deal the whole grid rather than train dense models, and say so
+        grid = policy.uniform_genomes(c.operators, c.allowed, self.rng, count, step=c.warmup_steps)
+        smallest = min((c.table.predicted_bytes(g) for g in grid if g), default=None)
+        print(f"mutate: note: uniform: no single operator and level on every mutable layer fits the budget "
+              f"({c.budget:,} B; the smallest dealt: {smallest:,} B): its trials deal the whole grid and stay over "
+              "it", file=sys.__stderr__, flush=True)  # the console: Ray's start redirects sys.stderr
+        return grid
 
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (PBT, Greedy, RandomGenomes, Uniform)}
