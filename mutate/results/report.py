@@ -13,7 +13,7 @@ from typing import Any
 from mutate.errors import BadInput
 from mutate.results.final import read_tests
 from mutate.results.pareto import Point, front, hypervolume
-from mutate.results.runs import read_points
+from mutate.results.runs import read_points, read_record
 
 
 class Run:
@@ -33,8 +33,6 @@ class Run:
         tests = read_tests(self.dir)
         name = f"test_{'perplexity' if self.lm else 'accuracy'}"
         self._rows = [{**r, name: tests[r["checkpoint"]]} if r.get("checkpoint") in tests else r for r in rows]
-        from mutate.results.runs import read_record
-
         info = read_record(self.dir / "space.json")
         if not isinstance(info.get("space"), dict):
             raise BadInput(f"{self.dir / 'space.json'}: damaged, no recorded space")

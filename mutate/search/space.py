@@ -160,7 +160,8 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     if not p.is_file():
         raise SpaceError(f"{path}: no such search space file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise SpaceError(f"{p.name}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
@@ -172,7 +173,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         raise SpaceError(f"{p.name}: malformed YAML: {str(e).splitlines()[0]}") from None
     except RecursionError:
         raise SpaceError(f"{p.name}: malformed YAML: nested too deeply") from None
-    twice = _repeated_key(p.read_text(encoding="utf-8"))
+    twice = _repeated_key(text)
     if twice:
         raise SpaceError(f"{p.name}: {twice}")
     return from_dict(data, path=p, overrides=overrides, check_operator=check_operator)
