@@ -302,13 +302,30 @@ def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_bef
         "    return m\n"
         "def softmax(data):\n"
         "    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, name='fc'),\n"
-        "                             keras.layers.Dense(10, activation='softmax', name='out')])\n")
+        "                             keras.layers.Dense(10, activation='softmax', name='out')])\n"
+        "def narrow(data):\n"
+        "    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, name='fc'),\n"
+        "                             keras.layers.Dense(7, name='out')])\n"
+        "def onehot():\n"
+        "    import numpy as np\n"
+        "    from mutate import data\n"
+        "    d = data.digits()\n"
+        "    eye = np.eye(10, dtype='int64')\n"
+        "    return data.Dataset('onehot', d.x_train, eye[d.y_train], d.x_test, eye[d.y_test], 10)\n")
     yaml_file = tmp_path / "space.yaml"
-    for builder, message in (("unregistered", r"odd_models_x.Unregistered, which is not registered with Keras"),
-                             ("softmax", r"outputs are probabilities \(each row sums to 1: a softmax\)")):
-        yaml_file.write_text(f"model: {{builder: 'odd_models_x:{builder}'}}\ndata: {{name: digits}}\n"
-                             "mutations: {layers: [fc], operators: {pruning: {sparsity: [0.5]}}}\nbudget: {ratio: 0.9}\n")
-        with pytest.raises(BadInput, match=rf"space.yaml: model.builder: odd_models_x:{builder} built a model .*{message}"):
+    cases = (("unregistered", "digits", r"odd_models_x.Unregistered, which is not registered with Keras"),
+             ("softmax", "digits", r"outputs are probabilities \(each row sums to 1: a softmax\)"),
+             # a head of 7 for 10 classes, and one-hot labels: every trial failed in Keras' loss (internal error)
+             ("narrow", "digits", r"output for 8 rows has shape \(8, 7\); labels of shape \(8,\) with "
+                                  r"num_classes=10 need \(8, 10\): one logit per class and label$"),
+             ("mlp", "'odd_models_x:onehot'", r"output for 8 rows has shape \(8, 10\); labels of shape \(8, 10\) "
+                                              r"with .* \(the labels look one-hot: give class ids, np.argmax"))
+    for builder, data_name, message in cases:
+        module = "mutate.search.builders" if builder == "mlp" else "odd_models_x"
+        yaml_file.write_text(f"model: {{builder: '{module}:{builder}'}}\ndata: {{name: {data_name}}}\n"
+                             "mutations: {layers: [fc], operators: {pruning: {sparsity: [0.5]}}}\n"
+                             "budget: {ratio: 0.9}\n")
+        with pytest.raises(BadInput, match=rf"space.yaml: model.builder: {module}:{builder} built a model .*{message}"):
             driver.prepare(space_mod.load(yaml_file))
 
 

@@ -68,11 +68,13 @@ class Prepared(NamedTuple):
     kernels: list[str]
 
 
-def _check_loadable_and_logits(space: Space, model: keras.Model, x: Any) -> None:
+def _check_loadable_and_logits(space: Space, model: keras.Model, data: Any) -> None:
     """Refuse, before any trial, a model whose checkpoints could not be loaded back (a user's class Keras
     does not know by name: PBT's exploits, the test set and `export` load them; the search once ran to its end
-    and then failed) and a model that outputs probabilities (trials train on logits: a softmax output would
-    be trained and scored on the wrong loss, silently)."""
+    and then failed), a model that outputs probabilities (trials train on logits: a softmax output would
+    be trained and scored on the wrong loss, silently), and outputs that are not one logit per class for each
+    label (one-hot labels, or a head narrower or wider than ``num_classes``: every trial failed inside Keras'
+    loss, and the search stopped with an internal error)."""
     builder = space.model["builder"]
     for layer, _ in walk(model):
         cls = type(layer)
@@ -83,7 +85,16 @@ def _check_loadable_and_logits(space: Space, model: keras.Model, x: Any) -> None
                                                "which is not registered with Keras, so its checkpoints could not "
                                                "be loaded (exploits, the test set, export): decorate the class with "
                                                "@keras.saving.register_keras_serializable()")
+    x, y = data.x_train[:8], np.asarray(data.y_train[:8])
     out = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
+    want = (len(y), *y.shape[1:], data.num_classes)
+    if out.shape != want:
+        hint = (" (the labels look one-hot: give class ids, np.argmax(y, axis=-1))"
+                if y.ndim >= 2 and y.shape[-1] == data.num_classes and out.shape == y.shape else "")
+        raise space.error("model.builder", f"{builder} built a model whose output for {len(y)} rows has shape "
+                                           f"{out.shape}; labels of shape {y.shape} with num_classes="
+                                           f"{data.num_classes} need {want}: one logit per class and "
+                                           f"label{hint}")
     if out.ndim >= 2 and out.shape[-1] > 1 and np.all(out >= 0) and np.allclose(out.sum(-1), 1.0, atol=1e-4):
         raise space.error("model.builder", f"{builder} built a model whose outputs are probabilities (each row "
                                            "sums to 1: a softmax); mutate trains and scores logits "
@@ -109,7 +120,7 @@ def prepare(space: Space) -> Prepared:
                                                  f"{space.data['name']}, got {space.training['batch_size']}")
     keras.utils.set_random_seed(space.search["seed"])
     model = builders.build_model(space.model, data, space.where)
-    _check_loadable_and_logits(space, model, data.x_train[:8])
+    _check_loadable_and_logits(space, model, data)
     kernels = compressible(model)
     by_path = {k.path: k for k in kernels}
     names = {k.path: k.names for k in kernels}
