@@ -204,6 +204,21 @@ def raising_builder(data, **kwargs):
     raise RuntimeError("boom")
 
 
+def builder_without_data(hidden=8):
+    raise AssertionError("not called")
+
+
+def test_a_builder_without_a_data_parameter_is_named_as_such(tmp_path):
+    """It read "does not take []" (the keywords were fine; the builder lacked `data`)."""
+    s = load(tmp_path, base(), ["model.builder=tests.test_space:builder_without_data"])
+    with pytest.raises(ValueError, match=r"^s.yaml: model.builder: tests.test_space:builder_without_data takes no "
+                                         r"`data` keyword; a builder is called as builder_without_data\(data=Dataset"):
+        driver.prepare(s)
+    s = load(tmp_path, base(), ["model.builder=tests.test_space:builder_without_data", "model.width=3"])
+    with pytest.raises(ValueError, match=r"does not take \['width'\]"):
+        driver.prepare(s)
+
+
 def test_a_builder_that_raises_is_one_line(tmp_path):
     s = load(tmp_path, base(), ["model.builder=tests.test_space:raising_builder"])
     with pytest.raises(ValueError, match=r"s.yaml: model.builder: tests.test_space:raising_builder raised "

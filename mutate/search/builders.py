@@ -97,7 +97,7 @@ def load_data(section: dict[str, Any], where: str) -> datasets.Dataset:
         raise MissingInput(f"{where}: data.name: {name}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a user loader may raise anything; report it on one line
         if isinstance(e, TypeError) and not _binds(fn, kwargs):
-            raise BadInput(f"{where}: data: {name} does not take {sorted(kwargs)} ({e})") from None
+            raise BadInput(f"{where}: data: {name} does not take {_refused(fn, kwargs)} ({e})") from None
         if not (user or isinstance(e, (ValueError, TypeError))):
             raise
         raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {e}{_called('data', kwargs, user)}") \
@@ -243,6 +243,18 @@ def _binds(fn: Callable[..., Any], kwargs: dict[str, Any]) -> bool:
     return True
 
 
+def _refused(fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[str]:
+    """The keywords ``fn`` has no parameter for (all of them when its signature cannot be read)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except ValueError:
+        return sorted(kwargs)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return sorted(kwargs)
+    named = [k for k in kwargs if k not in params or params[k].kind is inspect.Parameter.POSITIONAL_ONLY]
+    return sorted(named or kwargs)
+
+
 def _called(section: str, kwargs: dict[str, Any], user: bool) -> str:
     """`` (called with model.hidden=32)``: the values a built-in was given (a user's message is their own)."""
     if user or not kwargs:
@@ -263,7 +275,10 @@ def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> 
         model = fn(data=data, **kwargs)
     except Exception as e:  # noqa: BLE001 - a user builder may raise anything; report it on one line
         if isinstance(e, TypeError) and not _binds(fn, {"data": data, **kwargs}):
-            raise BadInput(f"{where}: model: {name} does not take {sorted(kwargs)} ({e})") from None
+            if _binds(fn, kwargs):  # the builder has no `data` parameter: the keywords are fine
+                raise BadInput(f"{where}: model.builder: {name} takes no `data` keyword; a builder is called as "
+                               f"{name.rpartition(':')[2]}(data=Dataset, **the model section's other keys)") from None
+            raise BadInput(f"{where}: model: {name} does not take {_refused(fn, kwargs)} ({e})") from None
         if not (user or isinstance(e, (ValueError, TypeError))):
             raise
         # a built-in builder's error is about the values given: name them (a user's message is their own)
