@@ -293,11 +293,41 @@ def test_the_progress_line_shows_the_best_validation_accuracy_under_the_whole_bu
     monkeypatch.setattr(runner, "_STRATEGY", [None])
     points = runner._Points(str(tmp_path), budget=1000, interval=1e9)
     trial = type("T", (), {"trial_id": "t0"})()
-    for i, (acc, score, fits) in enumerate([(0.90, -1.5, True), (0.85, 0.85, True), (0.95, -2.0, False)]):
-        points.on_trial_result(0, [], trial, {"step": i, "bytes": 900, "ratio": 0.09, "fits_budget": fits,
+    for i, (acc, score, size) in enumerate([(0.90, -1.5, 900), (0.85, 0.85, 800), (0.95, -2.0, 1100)]):
+        points.on_trial_result(0, [], trial, {"step": i, "bytes": size, "ratio": 0.09, "fits_budget": size <= 1000,
                                               "score": score, "genome": "[]", "genome_summary": "dense",
                                               "val_accuracy": acc})
     assert "val acc 0.9000 at 900 B" in points.line([])
+
+
+def test_the_progress_line_agrees_with_the_run_on_ties_counts_a_resumed_run_and_names_stopped_trials(
+        tmp_path, monkeypatch):
+    """Of two points with the same validation accuracy the line named the first reported where
+    `Run.best_under_budget` names the smaller; a resumed run read "points 0 | ... none yet"; trials the time
+    budget stopped were counted "done"."""
+    from types import SimpleNamespace
+
+    from mutate.results.report import load_run
+    from mutate.search import runner
+
+    monkeypatch.setattr(runner, "_STRATEGY", [None])
+    points = runner._Points(str(tmp_path), budget=1000, interval=1e9, iters=4)
+    trial = SimpleNamespace(trial_id="t0")
+    for step, size in [(1, 900), (2, 700), (3, 800)]:
+        points.on_trial_result(0, [], trial, {"step": step, "bytes": size, "ratio": size / 10000, "fits_budget": True,
+                                              "score": 0.9, "genome": "[]", "genome_summary": "dense",
+                                              "val_accuracy": 0.9})
+    assert "val acc 0.9000 at 700 B" in points.line([])
+    (tmp_path / "space.json").write_text('{"space": {"budget": {"bytes": 1000}}}')
+    assert load_run(tmp_path).best_under_budget().size == 700
+    resumed = runner._Points(str(tmp_path), budget=1000, interval=1e9, iters=4)
+    resumed.setup()
+    trials = [SimpleNamespace(status="TERMINATED", last_result={"training_iteration": 4}),
+              SimpleNamespace(status="TERMINATED", last_result={"training_iteration": 2}),
+              SimpleNamespace(status="RUNNING", last_result={})]
+    line = resumed.line(trials)
+    assert "trials 1 running, 1 done, 1 stopped early, 0 failed | points 3 |" in line, line
+    assert "val acc 0.9000 at 700 B" in line
 
 
 def test_the_run_keeps_the_checkpoint_of_the_lower_loss_point_among_equals(tmp_path, monkeypatch):

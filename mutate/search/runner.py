@@ -167,24 +167,28 @@ class _Points(tune.Callback):
     the model checkpoint of every point that falls off the validation front, and prints one progress line per
     interval."""
 
-    def __init__(self, run_dir: str, budget: int, interval: float, window: int = 0) -> None:
+    def __init__(self, run_dir: str, budget: int, interval: float, window: int = 0, iters: int = 0) -> None:
         self.run_dir, self.budget, self.interval, self.window = run_dir, budget, interval, window
+        self.iters = iters  # reports in a whole trial: a finished trial that made fewer was stopped
         self.t0 = time.time()
         self.last = 0.0
-        self.best: tuple[float, dict[str, Any]] | None = None
         self.count = 0
         self.front: list[Point] = []
 
     def setup(self, **info: Any) -> None:
-        """Called when a run starts or resumes: restart the clock and the counters; rebuild the front."""
+        """Called when a run starts or resumes: restart the clock; count the points and rebuild the front
+        from those already reported (a resumed run's line read "points 0 | best under budget: none yet")."""
         self.t0 = time.time()
         self.last = 0.0
         self.front = []
-        for row in read_points(Path(self.run_dir)):
+        rows = read_points(Path(self.run_dir))
+        for row in rows:
             self._track(Point.from_row(row), delete=False)
+        self.count = len(rows)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        _emit(self.line(trials))
+        if self.interval > 0:  # 0: no progress lines, the last one included
+            _emit(self.line(trials))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         # pid: the actor process that trained it (a reused actor keeps it); val_loss breaks front ties
@@ -195,10 +199,6 @@ class _Points(tune.Callback):
                "time_this_iter_s": result.get("time_this_iter_s"), "wall_s": round(time.time() - self.t0, 3)}
         append_point(Path(self.run_dir), row)
         self.count += 1
-        # the best validation metric under the whole budget (a niche's score counts against its own target)
-        metric = row["val_accuracy"] if "val_accuracy" in row else -row.get("val_perplexity", math.inf)
-        if row["fits_budget"] and (self.best is None or metric > self.best[0]):
-            self.best = (metric, row)
         strategy = _STRATEGY[0]
         if strategy is not None:
             genome = from_json(row["genome"])
@@ -222,16 +222,27 @@ class _Points(tune.Callback):
             self.last = now
             _emit(self.line(trials))
 
+    def best(self) -> Point | None:
+        """The best validation metric under the whole budget (a niche's score counts against its own
+        target), chosen as `Run.best_under_budget` chooses it after the search: the best front point that fits
+        (of equals, the smallest, then the lowest validation loss, then the first reported)."""
+        fits = [p for p in self.front if p.size <= self.budget]
+        return fits[-1] if fits else None
+
     def line(self, trials: list) -> str:
         states = [t.status for t in trials]
+        stopped = sum(1 for t in trials if t.status == "TERMINATED" and self.iters
+                      and int((getattr(t, "last_result", None) or {}).get("training_iteration") or 0) < self.iters)
         best = "none yet"
-        if self.best is not None:
-            r = self.best[1]
+        point = self.best()
+        if point is not None:
+            r = point.row
             metric = (f"val acc {r['val_accuracy']:.4f}" if "val_accuracy" in r
                       else f"val ppl {r['val_perplexity']:.1f}")
             best = f"{metric} at {r['bytes']:,} B ({r['ratio']:.3f} of dense)"
+        done = f"{states.count('TERMINATED') - stopped} done, " + (f"{stopped} stopped early, " if stopped else "")
         return (f"[{time.time() - self.t0:6.0f}s] trials {states.count('RUNNING')} running, "
-                f"{states.count('TERMINATED')} done, {states.count('ERROR')} failed | points {self.count} | "
+                f"{done}{states.count('ERROR')} failed | points {self.count} | "
                 f"best under budget ({self.budget:,} B): {best}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -557,7 +568,7 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
         run_config=tune.RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent), verbose=0,
             stop={"training_iteration": iters},
-            callbacks=[_Points(str(run_dir), budget, interval, space.mutations["window"])],
+            callbacks=[_Points(str(run_dir), budget, interval, space.mutations["window"], iters)],
             failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
             # PBT may clone any trial's last checkpoint, even a finished trial's, and a resumed search restores
             # the one its last saved experiment state names (num_to_keep could delete it): keep them all while
