@@ -272,6 +272,14 @@ x, y = rng.standard_normal((64, 12)).astype("float32"), rng.integers(0, 3, 64)
 with strategy.scope():
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu", name="h"),
                               keras.layers.Dense(3, name="out")])
+weights = len(model.weights)
+try:  # outside the scope: refused before any variable is made (fit failed later on "colocate_vars_with")
+    mutate.compress(model, {"h": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 3, 1))
+    raise AssertionError("compress outside the strategy's scope was not refused")
+except ValueError as e:
+    assert "built under a tf.distribute MirroredStrategy; call mutate.compress inside its scope" in str(e), e
+assert len(model.weights) == weights
+with strategy.scope():
     c = mutate.compress(model, {"h": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 3, 1), refresh=True)
     c.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 c.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
@@ -279,6 +287,11 @@ layer = mutate.kernel(c, "h").compression
 assert strategy.num_replicas_in_sync == 2
 assert (layer.current_step(), layer.current_alpha()) == (4, 0.0), (layer.current_step(), layer.current_alpha())
 before = c.predict(x, verbose=0)
+try:
+    mutate.strip(c)
+    raise AssertionError("strip outside the strategy's scope was not refused")
+except ValueError as e:
+    assert "call mutate.strip inside its scope" in str(e), e
 with strategy.scope():
     mutate.strip(c)
 np.testing.assert_allclose(c.predict(x, verbose=0), before, atol=1e-5)

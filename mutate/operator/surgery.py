@@ -14,6 +14,7 @@ objects are kept: recompile after each call (the trainable variables change), as
 from __future__ import annotations
 
 import fnmatch
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Union
 
@@ -308,6 +309,23 @@ def _check_model(model: Any, what: str) -> None:
     if not model.built:
         raise ValueError(f"mutate.{what} needs a built model; build or call it first (model {model.name!r} is "
                          "not built).")
+    _check_distribution_scope(model, what)
+
+
+def _check_distribution_scope(model: keras.Model, what: str) -> None:
+    """On TensorFlow, refuse (before changing anything) to create or drop variables of a model built under a
+    `tf.distribute` strategy from outside that strategy's scope: `compress` made plain variables beside the
+    mirrored ones and `fit` failed later on "colocate_vars_with"; `strip` and `densify` failed half-way."""
+    if keras.backend.backend() != "tensorflow" or "tensorflow" not in sys.modules:
+        return
+    import tensorflow as tf
+
+    built = next((getattr(v.value, "_distribute_strategy", None) for v in model.weights), None)
+    if built is None or built is tf.distribute.get_strategy():
+        return
+    raise ValueError(f"mutate.{what}: model {model.name!r} was built under a tf.distribute "
+                     f"{type(built).__name__}; call mutate.{what} inside its scope (`with strategy.scope(): "
+                     f"mutate.{what}(...)`), which is where its variables must be created and dropped.")
 
 
 def compress(model: keras.Model, plan: Mapping[str, PlanValue], schedule: Schedule, *, refresh: bool = False,
