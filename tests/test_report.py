@@ -112,6 +112,21 @@ def test_compare_two_runs(run_dir, tmp_path, capsys):
     assert (tmp_path / "compare_toy_vs_other.html").is_file()
 
 
+def test_a_language_model_run_and_a_classifier_run_are_not_compared_on_one_axis(run_dir, tmp_path, capsys):
+    """Perplexity and accuracy were plotted on one axis labelled by the first run's metric."""
+    from mutate.errors import BadInput
+
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    (lm / "space.json").write_text(json.dumps({"space": SPACE, "space_path": None}))
+    append_point(lm, {"trial": "t0", "step": 50, "bytes": 90, "ratio": 0.09, "val_perplexity": 40.0,
+                      "genome": [], "genome_summary": "dense", "checkpoint": "models/0"})
+    with pytest.raises(BadInput, match=r"lm measures perplexity and .*toy accuracy; a comparison plots one metric"):
+        report.pareto([run_dir, lm])
+    assert capsys.readouterr().out == "" and not (run_dir / "pareto.csv").exists()
+    assert not list(tmp_path.glob("compare_*"))
+
+
 def test_many_runs_compare_under_a_short_name_and_commands_are_shell_quoted(run_dir, tmp_path, capsys):
     """Nine long run names made a 330-byte file name (an internal error: File name too long); the copy-paste
     `mutate export` commands of a run whose path has a space split in a shell."""

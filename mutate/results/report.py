@@ -216,6 +216,10 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
     ``sensitivity``, also print each run's sensitivity table (`mutate.search.table`); with ``sizes``, the
     .keras, .tflite and gzip(.tflite) bytes of each front point (`mutate.results.formats.file_sizes`)."""
     opened = [Run(r) for r in runs]
+    kinds = {run.lm: run for run in opened if run.points()}
+    if len(kinds) == 2:  # one plot and one table per comparison: perplexity and accuracy on one axis is noise
+        raise BadInput(f"{kinds[True].dir} measures perplexity and {kinds[False].dir} accuracy; a comparison "
+                       "plots one metric: give `mutate pareto` runs of one kind (or each run on its own)")
     for run in opened:
         if not run.points():
             print(f"{run.dir}: no points yet")
