@@ -173,7 +173,7 @@ def test_export_refuses_an_existing_or_misnamed_out(run_dir, tmp_path, capsys):
     taken = tmp_path / "taken.keras"
     taken.write_text("x")
     assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(taken)]) == 2
-    assert stderr_lines(capsys) == [f"mutate: error: {taken}: exists; pass --force to overwrite it"]
+    assert stderr_lines(capsys) == [f"mutate: error: {taken}: exists; pass --force (from Python: force=True) to overwrite it"]
     assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.h5")]) == 2
     assert stderr_lines(capsys) == [f"mutate: error: --out {tmp_path / 'm.h5'}: name a .keras or .tflite file, or a "
                                     "folder without a suffix (a SavedModel)"]

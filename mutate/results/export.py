@@ -75,7 +75,7 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     run = Run(run_dir)
     out = Path(out)
     if out.exists() and not force:
-        raise OutputExists(f"{out}: exists; pass --force to overwrite it")
+        raise OutputExists(f"{out}: exists; pass --force (from Python: force=True) to overwrite it")
     fmt = format_for(out, fmt)
     check_backend(fmt, out)  # before the checkpoint loads and is evaluated
     chosen = choose(run, point=point, max_size=max_size, min_accuracy=min_accuracy)
