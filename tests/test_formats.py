@@ -192,3 +192,17 @@ def test_each_format_exports_on_the_backends_that_can_write_it(tmp_path):
         out = mutate.export_model(hashed, tmp_path / op, "saved_model")
         loaded = tf.saved_model.load(str(out.path))  # held: its variables die with the object
         np.testing.assert_allclose(np.asarray(loaded.serve(xh)), hashed.predict(xh, verbose=0), atol=1e-4)
+
+
+def test_litert_delegate_notice_is_dropped_and_other_native_output_passes(capfd):
+    """LiteRT's C++ printed "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." into `mutate export`'s
+    output; what else a native library writes on descriptor 2 meanwhile must still show."""
+    import os
+
+    from mutate.results.formats import quiet_delegate_notice
+
+    with quiet_delegate_notice():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"ERROR: something real\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "ERROR: something real\nafter\n"

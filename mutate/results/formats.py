@@ -20,8 +20,10 @@ tolerance it is deleted and the export refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import os
 import shutil
 import tempfile
 import warnings
@@ -86,6 +88,36 @@ def interpreter(blob: bytes) -> Any:
         return Interpreter(model_content=blob)
 
 
+_NATIVE_INFO = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextlib.contextmanager
+def quiet_delegate_notice() -> Any:
+    """Drop the line LiteRT's C++ prints on file descriptor 2 when it first applies its XNNPACK delegate
+    (``allocate_tensors``): it leaked into `mutate export`'s and `mutate pareto --sizes`' output. Every other
+    byte written to descriptor 2 meanwhile is passed on, in order, when the block ends."""
+    import sys
+
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()  # what Python holds goes out before the redirection, in order
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True) if line.rstrip() != _NATIVE_INFO]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 def run_litert(blob: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """The LiteRT model's outputs on ``x`` (one input), ``batch`` rows per invoke."""
     interp = interpreter(blob)
@@ -94,7 +126,8 @@ def run_litert(blob: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
     for i in range(0, len(x), batch):
         rows = np.asarray(x[i:i + batch]).astype(inp["dtype"])
         interp.resize_tensor_input(inp["index"], rows.shape)
-        interp.allocate_tensors()
+        with quiet_delegate_notice():
+            interp.allocate_tensors()
         interp.set_tensor(inp["index"], rows)
         interp.invoke()
         parts.append(interp.get_tensor(out["index"]).copy())
@@ -238,7 +271,8 @@ def _flex_ops(blob: bytes) -> list[str] | None:
     import re
 
     try:
-        interpreter(blob).allocate_tensors()
+        with quiet_delegate_notice():
+            interpreter(blob).allocate_tensors()
     except RuntimeError as e:
         if "Select TensorFlow op" not in str(e):
             raise
