@@ -313,19 +313,35 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
         got["seconds"] = time.perf_counter() - t
 
     worker = threading.Thread(target=table, name="mutate-sensitivity", daemon=True)
-    worker.start()
-    t0 = time.perf_counter()
-    try:
-        runner.start_ray(space, run_dir, address, verbose)
-        ray_start_s = time.perf_counter() - t0
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        worker.join()
+    # NumPy's OpenBLAS on one thread while the table factors layers: Ray starts its processes with fork()
+    # (a preexec_fn rules out vfork), and OpenBLAS' fork handler shuts its thread pool down; with the table's
+    # SVD inside that pool at the moment, a search once hung before its first trial. Set before the thread
+    # starts and restored after it ends (never changed under a running BLAS call).
+    with _one_blas_thread():
+        worker.start()
+        t0 = time.perf_counter()
+        try:
+            runner.start_ray(space, run_dir, address, verbose)
+            ray_start_s = time.perf_counter() - t0
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            worker.join()
     if "error" in got:
         raise got["error"]
     return got["strategy"], got["seconds"], ray_start_s
+
+
+def _one_blas_thread() -> Any:
+    """Limit NumPy's BLAS to one thread (`threadpoolctl`, installed with scikit-learn) for a ``with`` block."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, sizes: object,

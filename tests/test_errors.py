@@ -368,7 +368,15 @@ def test_a_ray_that_refuses_the_space_stops_the_table_and_leaves_no_folder(tmp_p
     outcome = {}
     measure = sensitivity.measure
 
+    def blas_threads():
+        from threadpoolctl import threadpool_info
+
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+
     def spy(*args, **kwargs):
+        outcome["blas"] = blas_threads()  # one thread while Ray may fork (OpenBLAS' fork handler hung a search)
         try:
             outcome["table"] = measure(*args, **kwargs)
         except sensitivity.Stopped as e:
@@ -386,6 +394,7 @@ def test_a_ray_that_refuses_the_space_stops_the_table_and_leaves_no_folder(tmp_p
         commands.search(ROOT / "search_spaces" / "digits_mlp.yaml", overrides=[
             f"storage={storage}", "resources.gpus=1", "mutations.warmup_steps=5000", "training.steps=6000"])
     assert "stopped" in outcome and "table" not in outcome  # ended within the warm-up, not after it
+    assert set(outcome["blas"]) <= {1} and (outcome["blas"] or not before) and blas_threads() == before
     assert not (tmp_path / "new").exists() and tmp_path.exists()
     kept = tmp_path / "kept"
     kept.mkdir()
