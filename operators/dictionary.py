@@ -311,11 +311,15 @@ class Dictionary(Compressor):
 
     @staticmethod
     def _combine(indices: Any, values: Any, dictionary: Any) -> Any:
-        """Σ_j values[..., j, None] * dictionary[indices[..., j]]: (..., S), (..., S), (K, n) -> (..., n)."""
+        """Σ_j values[..., j, None] * dictionary[indices[..., j]]: (..., S), (..., S), (K, n) -> (..., n).
+
+        A batched matmul, not a broadcast product summed over S: on constant factors (a stack's values,
+        folded for LiteRT) TensorFlow's converter crashed the process (SIGSEGV) folding the gather-then-sum,
+        or folded it into wrong values; it folds the einsum correctly."""
         from keras import ops
 
         atoms = take_rows(dictionary, ops.cast(indices, "int32"))  # (..., S, n)
-        return ops.sum(ops.expand_dims(values, -1) * atoms, axis=-2)
+        return ops.einsum("...s,...sn->...n", ops.cast(values, atoms.dtype), atoms)
 
     def product(self, factors: Mapping[str, Any]) -> Any:
         return self._combine(factors["indices"], factors["values"], factors["dictionary"])

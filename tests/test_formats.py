@@ -57,6 +57,46 @@ def test_smallest_litert_arrays_keeps_the_smaller_of_packed_and_folded(tmp_path,
         mutate.export_model(model, tmp_path / "n.tflite", arrays="dense")
 
 
+def test_smallest_falls_back_to_the_other_form_when_the_smaller_one_fails_its_check(tmp_path, monkeypatch):
+    """A form the converter folded wrongly was refused although the other form was right."""
+    from mutate.results import formats
+
+    model, x, y = spliced("simhash", {"rank": 4}, (16, 12, 8, 5))  # folded is the smaller file here
+    check = formats._check
+
+    def folded_wrong(model, blob, report, *args):
+        if report.arrays == "folded":
+            raise MetricMismatch(f"{report.path}: the LiteRT outputs differ (folded)")
+        return check(model, blob, report, *args)
+
+    monkeypatch.setattr(formats, "_check", folded_wrong)
+    out = mutate.export_model(model, tmp_path / "m.tflite", x=x, y=y)
+    assert out.arrays == "packed" and out.other_bytes < out.bytes == out.path.stat().st_size
+    with pytest.raises(MetricMismatch, match="differ"):
+        mutate.export_model(model, tmp_path / "f.tflite", x=x, y=y, arrays="folded")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+
+
+def test_a_dictionary_kmeans_stack_converts_folded_to_the_same_outputs(tmp_path):
+    """The converter crashed the process (SIGSEGV) folding a stacked dictionary's Dense product (a gather, then
+    a sum over the nonzeros), and folded an Embedding's into outputs 0.07 away from Keras'."""
+    model, x, y = spliced("dictionary+kmeans", {"atoms": 8, "n_nonzero": 2, "k": 4})
+    folded = mutate.export_model(model, tmp_path / "f.tflite", x=x, y=y, arrays="folded")
+    assert folded.max_diff < 1e-4 and folded.litert_accuracy == folded.keras_accuracy
+    ids = np.random.default_rng(0).integers(0, 60, (32, 5)).astype("int32")
+    labels = np.arange(32) % 5
+    inputs = keras.Input((5,), dtype="int32")
+    hidden = keras.layers.Flatten()(keras.layers.Embedding(60, 24, name="emb")(inputs))
+    emb = compile_(mutate.compress(keras.Model(inputs, keras.layers.Dense(5, name="out")(hidden)),
+                                   {"emb": [("dictionary", {"atoms": 4, "n_nonzero": 2}), ("kmeans", {"k": 4})]},
+                                   mutate.Schedule(0, 1, 1)))
+    fit(emb, ids, labels)
+    mutate.strip(emb)
+    for arrays in ("folded", "packed"):
+        out = mutate.export_model(emb, tmp_path / f"emb_{arrays}.tflite", x=ids, y=labels, arrays=arrays)
+        assert out.max_diff < 1e-4, (arrays, out.max_diff)
+
+
 def test_a_loaded_subclassed_model_exports_and_an_rnn_is_unrolled_for_litert_or_refused(tmp_path):
     from tests.test_kinds import net, seqs
 

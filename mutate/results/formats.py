@@ -187,15 +187,27 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
         else:
             forms = ("packed", "folded") if arrays == "smallest" else (arrays,)
             blobs = _litert_blobs(model, Path(tmp), forms, path)
-            form = min(forms, key=lambda f: (len(blobs[f]), f != "packed"))  # a tie keeps the packed form
-            blob = blobs[form]
-            _refuse_flex(blob, path)
+            # smallest first (a tie keeps the packed form); with rows to check on, a form whose outputs differ
+            # from Keras' gives way to the other (a converter that folds a graph wrongly), else is refused
+            order = sorted(forms, key=lambda f: (len(blobs[f]), f != "packed"))
+            refused: MetricMismatch | None = None
+            for form in order:
+                blob = blobs[form]
+                _refuse_flex(blob, path)
+                other = [len(b) for f, b in blobs.items() if f != form]
+                report = Exported(path, fmt, len(blob), len(gzip.compress(blob)), arrays=form,
+                                  other_bytes=other[0] if other else None)
+                if x is None:
+                    break
+                try:
+                    report = _check(model, blob, report, x, y, tolerance)
+                    break
+                except MetricMismatch as e:
+                    refused = refused or e
+            else:
+                assert refused is not None
+                raise refused
             staged.write_bytes(blob)
-            other = [len(b) for f, b in blobs.items() if f != form]
-            report = Exported(path, fmt, len(blob), len(gzip.compress(blob)), arrays=form,
-                              other_bytes=other[0] if other else None)
-            if x is not None:
-                report = _check(model, blob, report, x, y, tolerance)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         staged.replace(path)
