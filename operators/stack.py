@@ -69,6 +69,10 @@ class Stack(Compressor):
             names = [n for n, _ in self.stages]
             if ENTROPY in names[:-1]:
                 raise ValueError(f"stack {self.label()}: {ENTROPY} must be the last stage.")
+            coded = [p for n, p in self.stages if n == ENTROPY and p]
+            if coded:  # they were kept in the config and ignored
+                raise TypeError(f"stack {self.label()}: stage {ENTROPY} takes no parameter {sorted(coded[0])[0]!r} "
+                                "(it takes none).")
             if "stack" in names:
                 raise ValueError(f"stack {self.label()}: a stage cannot itself be a stack; list its stages.")
             ops = [get(n, **p) for n, p in self.stages if n != ENTROPY]

@@ -179,6 +179,19 @@ def test_keras_and_saved_model_formats_and_what_is_refused(tmp_path):
     with pytest.raises(MetricMismatch, match="differ from Keras'"):
         mutate.export_model(model, tmp_path / "bad.tflite", x=x, tolerance=-1.0)
     assert not (tmp_path / "bad.tflite").exists() and not list(tmp_path.glob(".bad.tflite*"))  # nothing half-written
+    # found by a bug hunt: a file without a suffix was replaced by a SavedModel folder; a .keras-named folder was
+    # accepted for format="saved_model"; a wrong-length y and an empty x failed inside NumPy and Keras
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(BadInput, match="afile: is a file, and a SavedModel is a folder; refusing to replace it"):
+        mutate.export_model(model, tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "mine"
+    with pytest.raises(BadInput, match="a SavedModel is a folder; name it without the .keras suffix"):
+        mutate.export_model(model, tmp_path / "sm.keras", "saved_model")
+    with pytest.raises(BadInput, match="y has 5 labels for 8 rows of x"):
+        mutate.export_model(model, tmp_path / "y.tflite", x=x[:8], y=y[:5])
+    with pytest.raises(BadInput, match="x has no rows to check the file on"):
+        mutate.export_model(model, tmp_path / "e.tflite", x=x[:0])
+    assert not list(tmp_path.glob("*.tflite")) and not (tmp_path / "sm.keras").exists()
     blending = compile_(mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 9, 3)))
     with pytest.raises(BadInput, match="dense_1 still blending"):
         mutate.export_model(blending, tmp_path / "b.tflite")

@@ -68,6 +68,8 @@ def test_the_first_stage_is_kept_and_the_second_compresses_its_kept_values():
     ("pruning+kmeans+huffman", {"sparsity": 0.5, "huffman.level": 9}, "stage huffman takes no parameter 'level'"),
     ("pruning+kmeans", {"kmeans.rank": 2}, "stage kmeans takes no parameter 'rank'"),
     ("pruning+pruning", {"sparsity": 0.5}, "a stage appears twice"),
+    ("stack", {"stages": [("pruning", {"sparsity": 0.5}), ("kmeans", {"k": 4}), ("huffman", {"level": 9})]},
+     "stage huffman takes no parameter 'level'"),  # the list form kept them in its config, ignored
 ])
 def test_stacks_that_cannot_work_are_refused_naming_both_operators(name, params, match):
     with pytest.raises((ValueError, TypeError), match=match):

@@ -68,6 +68,8 @@ def format_for(path: Path, fmt: str | None) -> str:
         want = {"keras": ".keras", "litert": ".tflite"}.get(fmt)
         if want and Path(path).suffix != want:
             raise BadInput(f"--out {path}: a {fmt} file must end in {want}")
+        if fmt == "saved_model" and Path(path).suffix in (".keras", ".tflite"):
+            raise BadInput(f"--out {path}: a SavedModel is a folder; name it without the {Path(path).suffix} suffix")
         return fmt
     suffix = Path(path).suffix
     if suffix not in ("", ".keras", ".tflite"):
@@ -163,6 +165,11 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     check_backend(fmt, path)
     if arrays not in ARRAYS:
         raise BadInput(f"{path}: arrays={arrays!r}: choose one of {', '.join(ARRAYS)}")
+    if fmt == "saved_model" and path.exists() and not path.is_dir():
+        raise BadInput(f"{path}: is a file, and a SavedModel is a folder; refusing to replace it (choose another "
+                       "path, or name a .keras or .tflite file)")
+    if x is not None:
+        _check_rows(path, x, y)
     if path.is_dir() and not (fmt == "saved_model" and (path / "saved_model.pb").is_file()):
         # only a SavedModel is a folder this writes: never replace another folder (`--out .` with --force)
         raise BadInput(f"{path}: is a folder{' that is not a SavedModel' if fmt == 'saved_model' else ''}; "
@@ -362,6 +369,19 @@ def unconvertible(model: keras.Model, error: Exception) -> str | None:
 
 def _bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _check_rows(path: Path, x: Any, y: Any) -> None:
+    """The rows a LiteRT file is checked on: at least one, and as many labels as rows.
+
+    Raises:
+        BadInput: an empty ``x``, or a ``y`` of another length.
+    """
+    rows = len(x) if hasattr(x, "__len__") else None
+    if rows == 0:
+        raise BadInput(f"{path}: x has no rows to check the file on")
+    if y is not None and rows is not None and len(y) != rows:
+        raise BadInput(f"{path}: y has {len(y):,} labels for {rows:,} rows of x")
 
 
 def _check(model: keras.Model, blob: bytes, report: Exported, x: np.ndarray, y: np.ndarray | None,
