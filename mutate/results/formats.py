@@ -94,30 +94,48 @@ _NATIVE_INFO = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
 @contextlib.contextmanager
-def quiet_delegate_notice() -> Any:
-    """Drop the line LiteRT's C++ prints on file descriptor 2 when it first applies its XNNPACK delegate
-    (``allocate_tensors``): it leaked into `mutate export`'s and `mutate pareto --sizes`' output. Every other
-    byte written to descriptor 2 meanwhile is passed on, in order, when the block ends."""
+def _held_fd2() -> Any:
+    """Hold what is written on file descriptor 2 (native code's stderr) in the block; yields a dict whose
+    ``"bytes"`` is set to it when the block ends (None when there is no descriptor 2 to redirect)."""
     import sys
 
+    held: dict[str, bytes | None] = {"bytes": None}
     with contextlib.suppress(Exception):
         sys.stderr.flush()  # what Python holds goes out before the redirection, in order
     try:
         saved = os.dup(2)
-    except OSError:  # no descriptor 2 to redirect
-        yield
+    except OSError:
+        yield held
         return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
         try:
-            yield
+            yield held
         finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().splitlines(keepends=True) if line.rstrip() != _NATIVE_INFO]
-            if kept:
-                os.write(2, b"".join(kept))
+            sink.seek(0)
+            held["bytes"] = sink.read()
+
+
+def _pass_on(data: bytes | None) -> None:
+    if data:
+        os.write(2, data)
+
+
+@contextlib.contextmanager
+def quiet_delegate_notice() -> Any:
+    """Drop the line LiteRT's C++ prints on file descriptor 2 when it first applies its XNNPACK delegate
+    (``allocate_tensors``): it leaked into `mutate export`'s and `mutate pareto --sizes`' output. Every other
+    byte written to descriptor 2 meanwhile is passed on, in order, when the block ends."""
+    try:
+        with _held_fd2() as held:
+            yield
+    finally:
+        kept = [line for line in (held["bytes"] or b"").splitlines(keepends=True) if line.rstrip() != _NATIVE_INFO]
+        _pass_on(b"".join(kept))
 
 
 def run_litert(blob: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -269,20 +287,32 @@ def _litert_blobs(model: keras.Model, tmp: Path, forms: tuple[str, ...], path: P
             blobs[form] = out.read_bytes()
         return blobs
 
-    blobs = convert(tmp)
     rnns = [layer for layer in model._flatten_layers(include_self=False)
             if isinstance(layer, keras.layers.RNN) and not layer.unroll]
-    if not rnns or not any(_flex_ops(b) is not None for b in blobs.values()):
+    if not rnns:
+        return convert(tmp)
+    # the converter's report of the loop's select ops ("Flex ops: FlexTensorListReserve, ...") is held, and
+    # shown only when the unrolled conversion does not replace those files
+    try:
+        with _held_fd2() as report:
+            blobs = convert(tmp)
+    except BaseException:
+        _pass_on(report["bytes"])
+        raise
+    if not any(_flex_ops(b) is not None for b in blobs.values()):
+        _pass_on(report["bytes"])
         return blobs
     for layer in rnns:
         layer.unroll = True
     try:
-        return convert(tmp / "unrolled")
+        unrolled = convert(tmp / "unrolled")
     except Exception:  # noqa: BLE001 - e.g. Keras' "Cannot unroll a RNN if the time dimension is undefined"
+        _pass_on(report["bytes"])
         return blobs
     finally:
         for layer in rnns:
             layer.unroll = False
+    return unrolled
 
 
 def _flex_ops(blob: bytes) -> list[str] | None:
