@@ -43,6 +43,11 @@ def main(begin: int, operator: str, spe: int = 1, frequency: int = 5) -> dict:
            "mid_roundtrip": mid_roundtrip, "resumed": resumed,
            "dtype_truncated": [str(w.message)[:200] for w in seen if "truncated to dtype" in str(w.message)]}
     spliced = mutate.strip(cm)
+    if keras.backend.backend() == "torch":  # torch's view of the model: A dropped, the packed arrays in
+        live = {id(w.value) for w in spliced.weights}
+        params = list(spliced.parameters())
+        out["torch_params_stale"] = sum(int(p.numel()) for p in params if id(p) not in live)
+        out["torch_params_missing"] = len(live - {id(p) for p in params})
     pred = spliced.predict(x[:64], verbose=0)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.keras"

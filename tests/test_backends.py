@@ -46,6 +46,8 @@ def alike(a: dict, b: dict, backends: tuple) -> None:
         assert o["mid_roundtrip"] <= 1e-6, o["mid_roundtrip"]  # saved mid-blend, loaded: the same outputs
         assert o["resumed"] <= 1e-5, o["resumed"]  # and trained on: the same as the model that was never saved
         assert o["dtype_truncated"] == [], o["dtype_truncated"]  # JAX without x64 once warned on the int64 step
+        # PyTorch's parameters() after strip kept the dropped kernel A and lacked the packed arrays
+        assert o.get("torch_params_stale", 0) == 0 and o.get("torch_params_missing", 0) == 0, o
     assert a["layers"] == b["layers"] and a["bytes"] == b["bytes"]
     np.testing.assert_allclose(np.array(a["pred"]), np.array(b["pred"]), atol=1e-4, rtol=1e-4)  # seen: < 1e-6
 

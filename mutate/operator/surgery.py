@@ -234,7 +234,20 @@ def _retrace(model: keras.Model) -> None:
     for name in ("train_function", "test_function", "predict_function"):
         if getattr(model, name, None) is not None:
             setattr(model, name, None)
+    _retrack_torch_params(model)
     _rebuild_optimizer(model)
+
+
+def _retrack_torch_params(model: keras.Model) -> None:
+    """On PyTorch, rebuild the ``torch.nn.ParameterDict`` each layer and model keeps of its variables (Keras
+    fills it once, at build, from every variable below it): after `strip` a Sequential's ``parameters()`` and
+    ``state_dict()`` still held the dropped kernel A (never freed) and lacked the packed arrays."""
+    if keras.backend.backend() != "torch":
+        return
+    # torch's own walk: it also reaches a Sequential's inner Functional, which Keras' layer walk does not
+    for layer in [m for m in model.modules() if isinstance(m, keras.layers.Layer)]:
+        if hasattr(layer, "_torch_params"):
+            layer._track_variables()
 
 
 def optimizer_state(optimizer: Any) -> dict[str, Any]:
