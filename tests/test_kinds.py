@@ -355,6 +355,13 @@ def test_only_fits_own_steps_count_even_when_fit_is_interrupted_or_its_callbacks
     np.testing.assert_array_equal(model.predict(x[:4], verbose=0), before)
     with pytest.raises(RuntimeError, match="without mutate.CompressionCallback"):
         model.train_on_batch(x[:32], y[:32])
+    # on a model never trained, the fit the message asks for then trains (on TensorFlow the refusal, raised
+    # inside the trace, left a half-traced train function: "Creating variables on a non-first call")
+    model, state = fresh()
+    with pytest.raises(RuntimeError, match="without mutate.CompressionCallback"):
+        model.train_on_batch(x[:32], y[:32])
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    assert state.current_step() == 2
     # a sub-model compressed on its own, trained inside a wrapper mutate did not compress (its call takes no
     # `training`): with the callback, the wrapper's steps get their phase too (it stayed at step 0 before)
     inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="fc")], name="inner")

@@ -67,6 +67,19 @@ class CompressedModel:
                 k.compression.set_driven(False)
             raise
 
+    def train_on_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """Keras' ``train_on_batch``, refused before anything is traced while a kernel blends undriven (no
+        `CompressionCallback` drives it): the refusal used to come from inside the trace, and on TensorFlow the
+        half-traced train function then failed the ``fit`` with the callback that the message asks for
+        ("Creating variables on a non-first call")."""
+        from mutate.operator.state import _MISSING_CALLBACK
+        from mutate.operator.surgery import blending
+
+        undriven = [k for k in blending(self) if not k.compression._driven_py]
+        if undriven:
+            raise RuntimeError(_MISSING_CALLBACK.format(name=undriven[0].path))
+        return super().train_on_batch(*args, **kwargs)  # type: ignore[misc]
+
     def train_step(self, *args: Any, **kwargs: Any) -> Any:
         return _in_phase(True, super().train_step, args, kwargs)  # type: ignore[misc]
 
