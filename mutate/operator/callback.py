@@ -58,6 +58,7 @@ class CompressionCallback(keras.callbacks.Callback):
         super().__init__()
         self.verbose = verbose
         self._kernels: list[_Driven] = []
+        self._folded: list[_Driven] = []
         self._jax = False
         self._spe = 1
 
@@ -69,6 +70,7 @@ class CompressionCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._kernels = blending_kernels(self.model)
+        self._folded = []
         self._spe = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         self._jax = keras.backend.backend() == "jax"
         for k in self._kernels:
@@ -87,6 +89,15 @@ class CompressionCallback(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps")
         n = self._spe if not steps else max(1, min(self._spe, int(steps) - batch))
         due = [k for k in self._kernels if k.state.refactor_at(n) is not None]
+        # a JAX refresh moves a trainable factor through its shift; once the last one has run, fold the shifts
+        # into the factors (once per fit), so weight decay acts on the factor the layer uses
+        fold = [k for k in self._kernels if k.state.shifts and k not in self._folded
+                and k.state._host_step > k.state.schedule.final_step]
+        if fold:
+            self.model.jax_state_sync()
+            for k in fold:
+                k.state.fold_shifts()
+                self._folded.append(k)
         if due and self._jax:
             # JAX's fit trains on a copy of the state: write it back into the variables, so the factoring
             # reads the live kernel; fit then re-reads the state we assign.

@@ -292,9 +292,27 @@ class KernelState(keras.layers.Layer):
             packed.update(self._held(anchor))  # not exporting: the held codes (`_build_packed`)
             return {**self._generated_tensors(anchor), **self.compressor.unpack(packed, *self.matrix_shape())}
         if self.shifts:
-            return {**self._generated, **{k: v + self.shifts[k] if k in self.shifts else v
+            return {**self._generated, **{k: self._shifted(k) if k in self.shifts else v
                                           for k, v in self.factors.items()}}
         return {**self._generated, **self.factors}
+
+    def _shifted(self, name: str) -> Any:
+        """``factor + shift`` summed in the variables' dtype, then cast as Keras autocasts a variable (mixed
+        precision): under bfloat16 each was rounded before the sum, and a saved model (which stores the sum)
+        computed something else once loaded."""
+        with keras.src.backend.AutocastScope(None):
+            total = self.factors[name].value + self.shifts[name].value
+        scope = keras.src.backend.get_autocast_scope()
+        return total if scope is None else scope.maybe_cast(total)
+
+    def fold_shifts(self) -> None:
+        """Move each `shift` into its factor (the sum unchanged): after the blend's last refresh, so that an
+        optimizer's weight decay shrinks the factor the operator sees, as on the other backends (it shrank
+        ``factor`` alone, pulling the sum toward the shift)."""
+        for name, shift in self.shifts.items():
+            with keras.src.backend.AutocastScope(None):
+                self.factors[name].assign(self.factors[name].value + shift.value)
+            shift.assign(ops.zeros(shift.shape, shift.dtype))
 
     def _generated_tensors(self, anchor: Any) -> dict[str, Any]:
         """The generated factors: constants, or (exporting) computed in the graph from the run-time zero."""
