@@ -18,6 +18,8 @@ import numpy as np
 
 LENGTH_BITS = 5
 """Bits stored per code length in a table: lengths up to 31 (longer codes are refused)."""
+TABLE_WIDTH = 16
+"""Longest code `decode` reads through a full lookup table (2**16 entries); longer codes use per-length ranges."""
 
 
 def code_lengths(counts: np.ndarray) -> np.ndarray:
@@ -101,22 +103,26 @@ def decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     bits = np.unpackbits(np.asarray(stream, np.uint8))
     codes = canonical_codes(lengths)
     width = int(lengths.max())
-    # a lookup table over every `width`-bit window: (symbol, length) of the code it starts with
-    table_sym = np.full(1 << width, -1, np.int64)
-    table_len = np.zeros(1 << width, np.int64)
-    for s in np.flatnonzero(lengths):
-        pad = width - int(lengths[s])
-        lo = int(codes[s]) << pad
-        table_sym[lo:lo + (1 << pad)] = s
-        table_len[lo:lo + (1 << pad)] = lengths[s]
     total = len(bits)
-    bits = np.concatenate([bits, np.zeros(width, np.uint8)])
-    # the window starting at every bit position, then the position after the code that starts there
+    padded = np.concatenate([bits, np.zeros(width, np.uint8)])
+    # the `width`-bit window starting at every bit position
     dtype = np.int32 if width < 31 else np.int64
     window = np.zeros(total, dtype)
     for j in range(width):
-        window = (window << 1) | bits[j:j + total]
-    step = np.maximum(table_len[window], 1)  # (a window no code starts is never reached by a valid stream)
+        window = (window << 1) | padded[j:j + total]
+    if width <= TABLE_WIDTH:
+        # a lookup table over every window value: (symbol, length) of the code it starts with
+        table_sym = np.full(1 << width, -1, np.int64)
+        table_len = np.zeros(1 << width, np.int64)
+        for s in np.flatnonzero(lengths):
+            pad = width - int(lengths[s])
+            lo = int(codes[s]) << pad
+            table_sym[lo:lo + (1 << pad)] = s
+            table_len[lo:lo + (1 << pad)] = lengths[s]
+        sym_at, len_at = table_sym[window], table_len[window]
+    else:
+        sym_at, len_at = _canonical_lookup(window, width, lengths, codes)
+    step = np.maximum(len_at, 1)  # (a window no code starts is never reached by a valid stream)
     after = np.minimum(np.arange(total, dtype=np.int64) + step, total).astype(np.int64)
     after = np.append(after, total)  # position `total`: past the end, where a valid stream stops
     # symbol i starts at after^i(0): jumps of 1, 2, 4, ... symbols composed by the bits of i (pointer
@@ -128,7 +134,30 @@ def decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
         move = ((index >> k) & 1).astype(bool)
         starts[move] = jump[starts[move]]
         jump = jump[jump]
-    return table_sym[window[np.minimum(starts, total - 1)]]
+    return sym_at[np.minimum(starts, total - 1)]
+
+
+def _canonical_lookup(window: np.ndarray, width: int, lengths: np.ndarray,
+                      codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(symbol, length) of the code each ``width``-bit window starts with, without a 2**width table.
+
+    Canonical codes of one length are consecutive integers, and a window starts with a code of length L exactly
+    when its first L bits fall in that length's range; the shortest such L wins (no code is a prefix of another).
+    One vectorised pass per used length.
+    """
+    sym_at = np.full(len(window), -1, np.int64)
+    len_at = np.zeros(len(window), np.int64)
+    open_ = np.ones(len(window), bool)
+    for length in np.unique(lengths[lengths > 0]):
+        members = np.flatnonzero(lengths == length)
+        members = members[np.argsort(codes[members], kind="stable")]
+        first = int(codes[members[0]])
+        prefix = window.astype(np.int64) >> (width - int(length))
+        hit = open_ & (prefix >= first) & (prefix < first + len(members))
+        sym_at[hit] = members[prefix[hit] - first]
+        len_at[hit] = length
+        open_ &= ~hit
+    return sym_at, len_at
 
 
 def huffman_bits(symbols: np.ndarray, alphabet: int) -> int:

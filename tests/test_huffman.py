@@ -68,3 +68,20 @@ def test_decode_matches_a_symbol_by_symbol_reading_on_skewed_long_codes():
             read.append(by_code[(n, value)])
         np.testing.assert_array_equal(huffman.decode(stream, lengths, size), read)
         np.testing.assert_array_equal(read, symbols)
+
+
+def test_long_codes_decode_without_a_table_of_every_window(monkeypatch):
+    """Fibonacci counts give codes as long as the alphabet: a 2**width lookup table grows with the longest code
+    (2**31 entries at the format's limit); codes longer than TABLE_WIDTH are read by per-length canonical
+    ranges, and give the symbols the table gives."""
+    fib = [1, 1]
+    while len(fib) < 22:
+        fib.append(fib[-1] + fib[-2])
+    symbols = np.repeat(np.arange(len(fib)), fib)
+    np.random.default_rng(0).shuffle(symbols)
+    stream, lengths, _ = huffman.encode(symbols, len(fib))
+    assert lengths.max() == len(fib) - 1 > huffman.TABLE_WIDTH
+    ranged = huffman.decode(stream, lengths, len(symbols))
+    np.testing.assert_array_equal(ranged, symbols)
+    monkeypatch.setattr(huffman, "TABLE_WIDTH", 24)  # the table reader (2M entries) on the same stream
+    np.testing.assert_array_equal(huffman.decode(stream, lengths, len(symbols)), ranged)
