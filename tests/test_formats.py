@@ -191,6 +191,10 @@ def test_keras_and_saved_model_formats_and_what_is_refused(tmp_path):
         mutate.export_model(model, tmp_path / "y.tflite", x=x[:8], y=y[:5])
     with pytest.raises(BadInput, match="x has no rows to check the file on"):
         mutate.export_model(model, tmp_path / "e.tflite", x=x[:0])
+    with pytest.raises(BadInput, match=r"x has shape \(8, 15\); the model takes \(rows, 16\)"):
+        mutate.export_model(model, tmp_path / "s.tflite", x=x[:8, :15])
+    with pytest.raises(BadInput, match=r"x has shape \(128,\); the model takes \(rows, 16\)"):
+        mutate.export_model(model, tmp_path / "f.tflite", x=x[:8].ravel())
     assert not list(tmp_path.glob("*.tflite")) and not (tmp_path / "sm.keras").exists()
     blending = compile_(mutate.compress(mlp(), {"dense_1": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 9, 3)))
     with pytest.raises(BadInput, match="dense_1 still blending"):

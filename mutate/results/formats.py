@@ -187,7 +187,7 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
         raise BadInput(f"{path}: is a file, and a SavedModel is a folder; refusing to replace it (choose another "
                        "path, or name a .keras or .tflite file)")
     if x is not None:
-        _check_rows(path, x, y)
+        _check_rows(path, x, y, model)
     if path.is_dir() and not (fmt == "saved_model" and (path / "saved_model.pb").is_file()):
         # only a SavedModel is a folder this writes: never replace another folder (`--out .` with --force)
         raise BadInput(f"{path}: is a folder{' that is not a SavedModel' if fmt == 'saved_model' else ''}; "
@@ -401,15 +401,24 @@ def _bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _check_rows(path: Path, x: Any, y: Any) -> None:
-    """The rows a LiteRT file is checked on: at least one, and as many labels as rows.
+def _check_rows(path: Path, x: Any, y: Any, model: keras.Model | None = None) -> None:
+    """The rows a LiteRT file is checked on: at least one, of the model's input shape, and as many labels as
+    rows.
 
     Raises:
-        BadInput: an empty ``x``, or a ``y`` of another length.
+        BadInput: an empty ``x``, rows of another shape than the model's (single) input, or a ``y`` of another
+            length.
     """
     rows = len(x) if hasattr(x, "__len__") else None
     if rows == 0:
         raise BadInput(f"{path}: x has no rows to check the file on")
+    inputs = getattr(model, "inputs", None) if model is not None else None
+    shape = getattr(x, "shape", None)
+    if inputs and len(inputs) == 1 and shape is not None:
+        want = tuple(inputs[0].shape[1:])
+        if len(shape) - 1 != len(want) or any(w is not None and w != g for w, g in zip(want, shape[1:])):
+            expected = "(rows, " + ", ".join("?" if w is None else str(w) for w in want) + ")"
+            raise BadInput(f"{path}: x has shape {tuple(shape)}; the model takes {expected}")
     if y is not None and rows is not None and len(y) != rows:
         raise BadInput(f"{path}: y has {len(y):,} labels for {rows:,} rows of x")
 
