@@ -356,13 +356,15 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
     if table is None:
         table = sensitivity.measure(space, allowed, sizes, out=out, stop=stop) if cls.needs_metrics else sizes
         table.save(run_dir)
+    overhead = 0
     if space.budget.get("unit") == "litert":
-        budget = _litert_plan_budget(space, allowed, budget, table, out, runner=lite)
+        planned = _litert_plan_budget(space, allowed, budget, table, out, runner=lite)
+        budget, overhead = planned, budget - planned
     ctx = strategies.Context(operators=mut["operators"], allowed=allowed, budget=budget, table=table,
                              max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],
                              steps=space.training["steps"], window=mut["window"], seed=s["seed"],
                              seed_greedy=s["seed_greedy"], hedge=s["hedge"], learning_rate_factors=tuple(s["learning_rate_factors"]),
-                             budget_fractions=tuple(s["budget_fractions"]))
+                             budget_fractions=tuple(s["budget_fractions"]), overhead=overhead)
     return cls(ctx)
 
 

@@ -229,3 +229,67 @@ def test_niches_split_the_population_and_each_niche_starts_under_its_own_target(
         assert m is not None and c.table.predicted_bytes((*at_budget, m)) < c.table.predicted_bytes(at_budget)
     below = ctx(6_000, budget_fractions=(0.1,))  # no genome fits 600 B: that niche starts from the niche above's
     assert PBT(below).initial(4)[2:] == PBT(below).initial(4)[:2]
+
+
+def test_greedys_first_solution_does_not_depend_on_how_many_are_asked_for():
+    """Found by a bug hunt: the knapsack's pruning kept, of equal predicted cost, the model saving more bytes,
+    and the final order put the larger model first, so one solution and six differed in their first (real
+    tables tie often: costs are clipped at 0). Of equal cost the smaller model comes first now."""
+    rows = [Entry(layer, "pruning", {"sparsity": s}, saved, acc, 0.2)
+            for layer in ("a", "b") for s, saved, acc in ((0.5, 1000, 0.96), (0.8, 2000, 0.96), (0.95, 3000, 0.5))]
+    t = Table(rows, base_metric=0.96, base_loss=0.2, dense_bytes=DENSE)
+    allowed = {"a": ["pruning"], "b": ["pruning"]}
+    for budget in (DENSE, 9_000, 8_500, 7_000, 6_000):
+        firsts = {greedy_solutions(t, allowed, budget, n)[0] for n in (1, 2, 3, 6)}
+        assert len(firsts) == 1, (budget, firsts)
+        (first,) = firsts
+        sols = greedy_solutions(t, allowed, budget, 6)
+        ties = [g for g in sols if t.predicted_cost(g) == pytest.approx(t.predicted_cost(first))]
+        assert t.predicted_bytes(first) == min(t.predicted_bytes(g) for g in ties)
+
+
+def test_over_budget_a_gain_that_cuts_more_bytes_wins_over_the_same_gain_cutting_fewer(monkeypatch):
+    """Found by a bug hunt: with no move under the budget, moves were ranked by cost change per byte cut, and a
+    negative change over a 100-byte cut ranked before the same change over 20,000 bytes."""
+    import mutate.search.strategies as strategies
+
+    monkeypatch.setattr(strategies, "EPSILON", 0.0)
+    rows = [Entry("A", "pruning", {"sparsity": 0.95}, 60_000, 0.80, 0.8),
+            Entry("A", "kmeans", {"k": 16}, 60_100, 0.85, 0.55),
+            Entry("A", "low_rank", {"rank": 8}, 80_000, 0.85, 0.55),
+            Entry("B", "pruning", {"sparsity": 0.5}, 1_000, 0.85, 0.55)]
+    t = Table(rows, base_metric=0.9, base_loss=0.3, dense_bytes=200_000)
+    ops = {"pruning": {"sparsity": [0.5, 0.95]}, "kmeans": {"k": [16]}, "low_rank": {"rank": [8]}}
+    allowed = {"A": ["pruning", "kmeans", "low_rank"], "B": ["pruning"]}
+    pbt = PBT(Context(ops, allowed, 50_000, t))
+    genome = (Mutation("A", "pruning", {"sparsity": 0.95}, 10),)
+    assert pbt.propose(genome) == Mutation("A", "low_rank", {"rank": 8})
+
+
+def test_low_rank_by_ratio_tightens_and_loosens():
+    """Found by a bug hunt: a `ratio` level (low_rank's other parameter) had no direction, so PBT could only
+    undo it, and an over-budget trial at ratio 2 with ratios 4 and 8 fitting got no move."""
+    ops = {"low_rank": {"ratio": [2, 4, 8]}}
+    kinds: dict[str, list] = {}
+    for kind, m in policy.moves(ops, {"a": ["low_rank"]}, (Mutation("a", "low_rank", {"ratio": 4}, 1),)):
+        kinds.setdefault(kind, []).append(m)
+    assert kinds["tighten"] == [Mutation("a", "low_rank", {"ratio": 8})]
+    assert kinds["loosen"] == [Mutation("a", "low_rank", {"ratio": 2})]
+    rows = [Entry("a", "low_rank", {"ratio": r}, saved, 0.9, 0.3) for r, saved in ((2, 130_000), (4, 195_000),
+                                                                                 (8, 230_000))]
+    t = Table(rows, base_metric=0.95, base_loss=0.2, dense_bytes=262_144)
+    pbt = PBT(Context(ops, {"a": ["low_rank"]}, 65_536, t))
+    genome = (Mutation("a", "low_rank", {"ratio": 2}, 1),)
+    moves = [pbt.propose(genome) for _ in range(50)]
+    assert all(m is not None and t.predicted_bytes((*genome, m)) < t.predicted_bytes(genome) for m in moves)
+    assert set(moves) == {Mutation("a", "low_rank", {"ratio": 4})}  # a notch a move (the next goes on to 8)
+
+
+def test_a_niche_aims_at_its_share_of_the_measured_budget_less_the_overhead():
+    """``budget.unit: litert``: the strategies plan counted bytes for the file budget less the graph's
+    overhead; a niche's member is scored against its fraction of the file budget, so it plans for that less the
+    overhead (it planned the fraction of the planned budget: (1 - f) x overhead too large)."""
+    c = ctx(6_000, budget_fractions=(1.0, 0.5), overhead=1_000)
+    pbt = PBT(c)
+    assert pbt.target(1.0) == 6_000 and pbt.target(0.5) == 2_500  # floor(7,000 x 0.5) - 1,000
+    assert PBT(ctx(6_000, budget_fractions=(1.0, 0.5))).target(0.5) == 3_000

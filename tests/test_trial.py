@@ -422,3 +422,28 @@ def test_an_exploit_during_the_warm_up_explores_from_the_trials_own_planned_geno
         pbt._trial_state = {clone: SimpleNamespace(last_result={"genome": applied})}
         new, _ = pbt._get_new_config(trial, clone)
         assert new["member"]["genome"] == expect and new["member"]["learning_rate"] == 1.25e-3
+
+
+def test_a_resumed_run_replays_what_its_trials_observed_into_the_strategy(tmp_path, monkeypatch):
+    """Found by a bug hunt: the table's corrections (what trials taught it) lived only in the driver, and a
+    resumed search restored the table from sensitivity.json without them. The resumed run's points are
+    observed again, in order, as they were reported."""
+    from types import SimpleNamespace
+
+    from mutate.search import runner
+
+    seen: list = []
+    strategy = SimpleNamespace(observe=lambda genome, metric, settled: seen.append((genome, metric, settled)))
+    monkeypatch.setattr(runner, "_STRATEGY", [strategy])
+    points = runner._Points(str(tmp_path), budget=1000, interval=1e9, window=10)
+    genome = [{"layer": "d", "operator": "pruning", "params": {"sparsity": 0.5}, "step": 5}]
+    for step, acc in [(10, 0.8), (20, 0.85)]:
+        points.on_trial_result(0, [], SimpleNamespace(trial_id="t0"),
+                               {"step": step, "bytes": 900, "ratio": 0.09, "fits_budget": True, "score": acc,
+                                "genome": genome, "genome_summary": "d:pruning", "val_accuracy": acc})
+    assert [(m, s) for _, m, s in seen] == [(0.8, False), (0.85, True)]
+    live = list(seen)
+    seen.clear()
+    (tmp_path / "space.json").write_text('{"space": {"budget": {"bytes": 1000}}}')
+    runner._Points(str(tmp_path), budget=1000, interval=1e9, window=10).setup()
+    assert seen == live

@@ -18,7 +18,8 @@ def check_operator(name: str, params: dict[str, Any]) -> None:
 
 
 # Moving along a parameter's sorted choices in this direction compresses more.
-TIGHTER: dict[str, int] = {"rank": -1, "k": -1, "atoms": -1, "n_nonzero": -1, "sparsity": +1, "block_size": +1}
+TIGHTER: dict[str, int] = {"rank": -1, "k": -1, "atoms": -1, "n_nonzero": -1, "sparsity": +1, "block_size": +1,
+                           "ratio": +1}
 
 
 def direction_of(param: str) -> int | None:

@@ -182,8 +182,11 @@ class _Points(tune.Callback):
         self.last = 0.0
         self.front = []
         rows = read_points(Path(self.run_dir))
+        strategy = _STRATEGY[0]
         for row in rows:
             self._track(Point.from_row(row), delete=False)
+            if strategy is not None:  # a resumed run: the table relearns what its trials observed
+                self._observe(strategy, row)
         self.count = len(rows)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -201,9 +204,12 @@ class _Points(tune.Callback):
         self.count += 1
         strategy = _STRATEGY[0]
         if strategy is not None:
-            genome = from_json(row["genome"])
-            strategy.observe(genome, table_metric(row), settled=settled(genome, row["step"], self.window))
+            self._observe(strategy, row)
         self._track(Point.from_row(row), delete=True)
+
+    def _observe(self, strategy: Any, row: dict[str, Any]) -> None:
+        genome = from_json(row["genome"])
+        strategy.observe(genome, table_metric(row), settled=settled(genome, row["step"], self.window))
 
     def _track(self, p: Point, delete: bool) -> None:
         """Keep the validation front; remove the checkpoints of points that are not (or no longer) on it."""

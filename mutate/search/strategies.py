@@ -60,6 +60,9 @@ class Context:
             drawn at random (empty: the learning rate stays the space's).
         budget_fractions: the niches of pbt and greedy: each member aims at ``fraction * budget`` (1.0 first);
             PBT exploits within a niche, so lineages at smaller budgets cover the front below the budget.
+        overhead: bytes a trial's measured size adds above the counted bytes planned here (``budget.unit:
+            litert``: the file's graph; ``budget`` is then the file budget less it), so that a niche aims at its
+            fraction of the whole measured budget, less the overhead.
     """
 
     operators: Mapping[str, Mapping[str, Any]]
@@ -75,6 +78,7 @@ class Context:
     hedge: bool = True
     learning_rate_factors: tuple[float, ...] = ()
     budget_fractions: tuple[float, ...] = (1.0,)
+    overhead: int = 0
 
 
 class Strategy(abc.ABC):
@@ -104,8 +108,10 @@ class Strategy(abc.ABC):
         return [1.0] * (count - each * (len(fr) - 1)) + [f for f in fr[1:] for _ in range(each)]
 
     def target(self, fraction: float = 1.0) -> int:
-        """The bytes a member of niche ``fraction`` aims at."""
-        return int(math.floor(self.ctx.budget * fraction))
+        """The counted bytes a member of niche ``fraction`` aims at: its share of the measured budget (a trial
+        scores its size against ``floor(fraction * measured budget)``), less the measured overhead."""
+        c = self.ctx
+        return int(math.floor((c.budget + c.overhead) * fraction)) - c.overhead
 
     @abc.abstractmethod
     def initial(self, count: int) -> list[Genome]:
@@ -134,7 +140,9 @@ def greedy_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
 
     An exact knapsack over layers (each dense or at one table level of an allowed operator) with the costs
     summed, pruned after each layer to the states dominated (more cost, fewer bytes saved) by fewer than
-    ``count`` others and to the ``keep`` cheapest of those. Ties go to the larger (less compressed) model.
+    ``count`` others and to the ``keep`` cheapest of those. Of equal predicted cost, the smaller model comes
+    first (it dominates: the same predicted accuracy in fewer bytes), so the first solution does not depend on
+    ``count``.
     """
     states: list[tuple[float, int, tuple[Mutation, ...]]] = [(0.0, 0, ())]
     need = table.dense_bytes - budget
@@ -146,7 +154,7 @@ def greedy_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
                 opts.append((table.cost(m), e.saved, (m,)))
         merged = [(c + oc, s + os, ch + och) for c, s, ch in states for oc, os, och in opts]
         states = _prune(merged, count, keep)
-    fits = sorted((st for st in states if st[1] >= need), key=lambda st: (round(st[0], 12), st[1]))
+    fits = sorted((st for st in states if st[1] >= need), key=_order)
     return [st[2] for st in fits[:count]]
 
 
@@ -188,9 +196,14 @@ def hedged_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
     return out
 
 
+def _order(state: tuple[float, int, tuple]) -> tuple[float, int]:
+    """Knapsack states by predicted cost (rounded: sums in another order are equal), then most bytes saved."""
+    return round(state[0], 12), -state[1]
+
+
 def _prune(states: list[tuple[float, int, tuple]], count: int, keep: int) -> list[tuple[float, int, tuple]]:
     """States dominated by fewer than ``count`` others (sweep by cost with a heap of the largest savings)."""
-    states.sort(key=lambda st: (st[0], -st[1]))
+    states.sort(key=_order)
     top: list[int] = []
     out = []
     for st in states:
@@ -296,14 +309,23 @@ class PBT(Strategy):
             fitting = [x for x in legal if x["bytes"] <= budget]
             if fitting:
                 return min(fitting, key=lambda x: (x["dcost"], x["cut"]))["mutation"]
-            return min(legal, key=lambda x: (x["dcost"] / x["cut"], -x["cut"]))["mutation"]
+            return min(legal, key=_per_byte)["mutation"]
         gains = [x for x in legal if x["dcost"] < -1e-12]
         if gains:
             return min(gains, key=lambda x: (x["dcost"], x["cut"]))["mutation"]
         if c.learning_rate_factors:
             return None
         cuts = [x for x in cands if x["cut"] > 0]
-        return min(cuts, key=lambda x: (x["dcost"] / x["cut"], -x["cut"]))["mutation"] if cuts else None
+        return min(cuts, key=_per_byte)["mutation"] if cuts else None
+
+
+def _per_byte(move: dict[str, Any]) -> tuple[int, float, float]:
+    """Byte-cutting moves, best first: those expected to gain (or cost nothing) by the most bytes cut (then
+    the largest gain), then the others by cost per byte cut (a gain over a small cut is a large negative ratio:
+    ranking gains by the ratio put a 100-byte cut before a 20,000-byte cut of the same gain)."""
+    if move["dcost"] <= 0:
+        return 0, -float(move["cut"]), move["dcost"]
+    return 1, move["dcost"] / move["cut"], -float(move["cut"])
 
 
 class RandomGenomes(Strategy):
