@@ -277,3 +277,17 @@ def test_the_user_model_example_builds_from_the_module_beside_its_space(tmp_path
     again = keras.saving.load_model(tmp_path / "m.keras")
     x = data.x_test[:16]
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy, refused", [("pbt", True), ("greedy", True), ("uniform", False),
+                                               ("random", False)])
+def test_more_niches_than_members_is_refused_only_where_niches_are_used(tmp_path, strategy, refused):
+    """Found by a bug hunt: a space listing three niches was refused for `--strategy uniform` with a population
+    of 2, though uniform and random ignore niches."""
+    data = base()
+    data["search"].update(budget_fractions=[1.0, 0.5, 0.25], population=2, strategy=strategy)
+    if refused:
+        with pytest.raises(SpaceError, match="at most search.population"):
+            load(tmp_path, data)
+    else:
+        assert load(tmp_path, data).search["population"] == 2

@@ -244,7 +244,11 @@ def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
                                                    and 0 < x <= 1 for x in f):
         raise c.fail("search.budget_fractions", "auto, or a non-empty list of numbers in (0, 1]", f)
     s["budget_fractions"] = sorted({float(x) for x in f} | {1.0}, reverse=True)
-    if s["population"] < len(s["budget_fractions"]):
+    from mutate.search import strategies
+
+    kind = strategies.STRATEGIES.get(s["strategy"])
+    niched = kind is not None and kind.niched  # uniform and random have no niches
+    if niched and s["population"] < len(s["budget_fractions"]):
         raise c.fail("search.budget_fractions", f"at most search.population ({s['population']}) niches, 1.0 "
                      "included", f)
     return s
