@@ -78,9 +78,10 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
         run_dir = Path(resume).resolve()
         space = rundirs.load_recorded_space(run_dir)
         limit, timing = space.search["time_budget_s"], rundirs.read_timing(run_dir)
-        if limit is not None and timing is not None and timing.get("wall_s", 0) >= limit:
+        spent = timing.get("spent_s", timing.get("wall_s", 0)) if timing is not None else 0
+        if limit is not None and timing is not None and spent >= limit:
             raise BadInput(f"{run_dir}: this search stopped at its time budget (search.time_budget_s: {limit:g} s, "
-                           f"{timing['wall_s']:g} s spent); Ray Tune restores the spent budget, so a resume would "
+                           f"{spent:g} s spent); Ray Tune restores the spent budget, so a resume would "
                            "train nothing: start a new search with a larger search.time_budget_s")
         began = rundirs.started_in(run_dir)
         if began is not None and began.resolve() != run_dir:
@@ -105,6 +106,30 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
             raise
         finally:
             runner.stop_ray()
+
+
+def _session_end(run_dir: Path, summary: dict[str, Any], limit: float | None, resume: bool) -> float:
+    """After Ray Tune's run: the seconds this search spent in it over all its sessions (Tune counts
+    ``search.time_budget_s`` over them). Unfinished trials under that budget mean Ctrl-C: the spent time is
+    recorded for a resume and KeyboardInterrupt raised (no test evaluation); at the budget, a line says so.
+
+    Raises:
+        KeyboardInterrupt: the search was interrupted (a fresh one with no point is removed by `search`).
+    """
+    unfinished = summary.get("unfinished", 0)
+    spent = (rundirs.read_spent(run_dir) if resume else 0.0) + summary["wall_s"]
+    if unfinished and not (limit is not None and spent >= limit):
+        if not resume and not summary["points"]:
+            print(f"\ninterrupted before any trial reported: nothing kept ({run_dir} is removed)", flush=True)
+        else:
+            rundirs.write_spent(run_dir, spent)
+            print(f"\ninterrupted: {unfinished} of {summary['trials']} trials unfinished, {summary['points']} "
+                  f"points kept; `mutate search --resume {run_dir}` continues it", flush=True)
+        raise KeyboardInterrupt
+    if unfinished:
+        print(f"\nstopped by search.time_budget_s ({limit:g} s, {spent:.0f} s spent): {unfinished} of "
+              f"{summary['trials']} trials unfinished; the front below is of what they reported", flush=True)
+    return spent
 
 
 def _resume_backend(run_dir: Path) -> None:
@@ -242,19 +267,11 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
                                                                       resume, address, verbose, out, lite)
     summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
                          address=address, verbose=verbose, interval=progress, strategy=strategy, out=out)
-    unfinished, limit = summary.get("unfinished", 0), s["time_budget_s"]
-    if unfinished and not (limit is not None and summary["wall_s"] >= limit):
-        # Ray Tune caught Ctrl-C and stopped the trials: the search did not end, so no test evaluation
-        print(f"\ninterrupted: {unfinished} of {summary['trials']} trials unfinished, {summary['points']} points "
-              f"kept; `mutate search --resume {run_dir}` continues it", flush=True)
-        raise KeyboardInterrupt
-    if unfinished:
-        print(f"\nstopped by search.time_budget_s ({limit:g} s): {unfinished} of {summary['trials']} trials "
-              "unfinished; the front below is of what they reported", flush=True)
+    spent = _session_end(run_dir, summary, s["time_budget_s"], resume)
     # the overhead counts Ray's start in full, although it ran while the sensitivity table was measured
     summary["wall_s"] += ray_start_s
     wall, compute = summary["wall_s"], summary["compute_s"]
-    slots = max(1, min(s["population"], _cpus() // max(1, int(space.resources["cpus"]))))
+    slots = summary["slots"]
     overhead_pct = 100 * (1 - compute / slots / max(wall, 1e-9))
     print(f"\nsearch done in {wall:.0f}s: {summary['points']} points; trial compute {compute:.0f}s over {slots} "
           f"parallel slot(s); overhead (wall - compute/slots) {wall - compute / slots:.0f}s "
@@ -273,7 +290,8 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     t1 = time.perf_counter()
     final.evaluate_front(run_dir)
     test_s = time.perf_counter() - t1
-    rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots, sensitivity_s=sensitivity_s,
+    rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots, spent_s=spent,
+                         sensitivity_s=sensitivity_s,
                          ray_start_s=ray_start_s, test_s=test_s, total_s=time.perf_counter() - t0,
                          **({"actor_setup_s": sum(setups) / len(setups), "actors": len(setups)} if setups else {}))
     print(f"  before and after Ray: sensitivity table {sensitivity_s:.1f}s (while Ray started, {ray_start_s:.1f}s), "
@@ -396,12 +414,6 @@ def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budg
     if not strategies.greedy_solutions(table, allowed, budget - overhead, 1):  # type: ignore[arg-type]
         raise unreachable(budget - overhead, f", less the graph's {overhead:,} B")
     return budget - overhead
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> None:

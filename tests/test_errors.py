@@ -5,6 +5,7 @@ In-process through `mutate.cli.main`, with no training and no Ray.
 """
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -526,3 +527,63 @@ def test_a_resume_runs_on_the_recorded_backend_and_a_dead_address_fails_fast(tmp
     with pytest.raises(BadInput, match=r"^s.yaml: ray.address nosuchhost.invalid:6379: cannot join a Ray cluster"):
         runner._init_ray(SimpleNamespace(where="s.yaml", ray={"address": "nosuchhost.invalid:6379"}), None, False)
     assert time.perf_counter() - t0 < 30
+
+
+def test_a_resumed_search_counts_the_time_budget_over_its_sessions_and_a_bare_interrupt_offers_no_resume(
+        tmp_path, capsys):
+    """Found by a bug hunt: a search interrupted (Ctrl-C) and resumed stopped at its time budget (Tune restores
+    the spent part) and said "interrupted ... --resume continues it", exit 130, in a loop: only the last
+    session's wall was compared with the budget. And Ctrl-C before any report named a --resume of the folder
+    it then removed."""
+    from mutate import commands
+
+    d = runs.prepare_run_dir(spaces.load(SPACE, [f"storage={tmp_path / 'runs'}", "search.time_budget_s=90"]))
+    with pytest.raises(KeyboardInterrupt):  # first session: Ctrl-C after 50 s
+        commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 8, "wall_s": 50.0}, 90.0, False)
+    assert runs.read_spent(d) == 50.0 and "--resume" in capsys.readouterr().out
+    # the resumed session stops at 45 s: 95 s in all, the budget
+    assert commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 20, "wall_s": 45.0}, 90.0,
+                                 True) == 95.0
+    assert "stopped by search.time_budget_s (90 s, 95 s spent)" in capsys.readouterr().out
+    runs.write_timing(d, wall_s=45.0, compute_s=80.0, slots=2, spent_s=95.0)
+    assert cli.main(["search", "--resume", str(d)]) == 2
+    assert "95 s spent" in stderr_lines(capsys)[0]
+    with pytest.raises(KeyboardInterrupt):  # a fresh search with no point: nothing to resume
+        commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 0, "wall_s": 3.0}, None, False)
+    out = capsys.readouterr().out
+    assert "nothing kept" in out and "--resume" not in out
+
+
+def test_parallel_slots_follow_fractional_cpus_and_gpus_and_local_is_the_embedded_ray(monkeypatch):
+    """Found by a bug hunt: resources.cpus 1.5 on 2 CPUs ran one trial at a time while the summary said 2 slots
+    (int(1.5) = 1), and `--address local` (Ray's word for a new local instance) was taken for a cluster that
+    may grow: a GPU it lacked left trials pending forever instead of the one-line refusal."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from mutate.search import runner
+
+    def space(cpus, gpus=0, population=4):
+        return SimpleNamespace(resources={"cpus": cpus, "gpus": gpus, "tpu": 0}, search={"population": population},
+                               ray={"address": None, "dashboard": False}, where="s.yaml")
+
+    assert runner.slots(space(1.5), {"CPU": 2.0}) == 1
+    assert runner.slots(space(0.5), {"CPU": 2.0}) == 4
+    assert runner.slots(space(0.5, population=3), {"CPU": 2.0}) == 3
+    assert runner.slots(space(1), {"CPU": 16.0, "GPU": 2.0}) == 4
+    assert runner.slots(space(1, gpus=1), {"CPU": 16.0, "GPU": 2.0}) == 2
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(init=kw))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(runner, "_check_resources", lambda s, r, embedded: seen.update(embedded=embedded))
+    monkeypatch.setitem(runner._RAY, "started", False)
+    monkeypatch.setitem(runner._RAY, "resources", None)
+    environ = dict(os.environ)
+    try:
+        runner._init_ray(space(1, gpus=1), "local", False)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    assert seen["embedded"] is True and "address" not in seen["init"]

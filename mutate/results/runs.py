@@ -19,6 +19,9 @@ from mutate.search.space import Space, SpaceError, from_dict
 POINTS = "points.jsonl"
 SPACE_FILE = "space.json"
 TIMING = "timing.json"
+SPENT = "spent.json"
+"""Seconds of Ray Tune's run the sessions of an interrupted search spent (Tune restores that much of
+``search.time_budget_s`` on a resume)."""
 DIVERGED = "diverged"
 
 
@@ -156,6 +159,19 @@ def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int,
 def read_timing(run_dir: Path) -> dict[str, float] | None:
     """The record of `write_timing`, or None for a run that never finished (or predates it)."""
     return read_record(Path(run_dir) / TIMING)  # damaged: one line naming it
+
+
+def read_spent(run_dir: Path) -> float:
+    """Seconds earlier sessions of this search spent in Ray Tune (`SPENT`; 0 for none)."""
+    record = read_record(Path(run_dir) / SPENT)
+    return float(record.get("spent_s", 0.0)) if record else 0.0
+
+
+def write_spent(run_dir: Path, seconds: float) -> None:
+    """Record (atomically) the seconds this search's sessions spent in Ray Tune so far."""
+    tmp = Path(run_dir) / (SPENT + ".tmp")
+    tmp.write_text(json.dumps({"spent_s": round(seconds, 1)}))
+    tmp.replace(Path(run_dir) / SPENT)
 
 
 def started_in(run_dir: Path) -> Path | None:

@@ -19,7 +19,7 @@ import time
 import uuid
 from types import SimpleNamespace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
@@ -280,6 +280,7 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
         if not _RAY["started"] and _RAY["checked"] is not space:  # the user's own ray.init: used as it is
             _RAY["checked"] = space
             _check_resources(space, ray.cluster_resources(), embedded=False)
+            _RAY["resources"] = dict(ray.cluster_resources())
         return
     level = logging.INFO if verbose else logging.ERROR
     if not verbose:  # failures are reported by our own one-line progress output
@@ -287,6 +288,8 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     named = "--address" if address is not None else f"{space.where}: ray.address"
     address = address if address is not None else space.ray["address"]
+    if address == "local":  # Ray's word for a new local instance: the embedded Ray below
+        address = None
     if address:
         _reachable(address, named)
         try:
@@ -303,6 +306,7 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
                      log_to_driver=verbose, _node_ip_address="127.0.0.1", configure_logging=True)
     _RAY["started"] = True
     _check_resources(space, ray.cluster_resources(), embedded=not address)
+    _RAY["resources"] = dict(ray.cluster_resources())
 
 
 def _reachable(address: str, named: str) -> None:
@@ -645,4 +649,16 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     unfinished = sum(1 for r in results
                      if r.error is None and int((r.metrics or {}).get("training_iteration") or 0) < iters)
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed,
-            "actor_setup_s": setups, "unfinished": unfinished}
+            "actor_setup_s": setups, "unfinished": unfinished, "slots": slots(space, _RAY.get("resources") or {})}
+
+
+def slots(space: Space, resources: Mapping[str, float]) -> int:
+    """Trials that run at once: the cluster's CPUs (and GPUs, when trials take some) divided by one trial's
+    share, at most the population, at least 1 (``resources.cpus`` may be fractional: 1.5 of 2 CPUs is one
+    slot, 0.5 four)."""
+    r = space.resources
+    cpus = float(resources.get("CPU") or 0) or float(os.cpu_count() or 1)
+    fit = math.floor(cpus / r["cpus"] + 1e-9)
+    if r.get("gpus"):
+        fit = min(fit, math.floor(float(resources.get("GPU") or 0) / r["gpus"] + 1e-9))
+    return max(1, min(space.search["population"], fit))
