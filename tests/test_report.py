@@ -213,3 +213,29 @@ def test_html_renders_every_point_without_console_errors(run_dir):
     assert not console, console
     drawn = re.findall(r'class="point (all|front)"', res.stdout)
     assert drawn.count("all") == len(ROWS) and drawn.count("front") == 3  # every point in grey, the front on top
+
+
+def test_a_comparison_takes_its_metric_from_a_run_with_points_and_lm_columns_stay_apart(run_dir, tmp_path, capsys):
+    """Found by a bug hunt: with a first run that had no points yet, a comparison of language models was drawn
+    as "validation accuracy" without dense or budget lines; perplexity hypervolumes (hundreds) ran into the
+    front count ("2682.8494682.8817")."""
+    from mutate.results import plots
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "space.json").write_text(json.dumps({"space": SPACE, "space_path": None}))
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    (lm / "space.json").write_text(json.dumps({"space": SPACE, "space_path": None}))
+    for i, (size, ppl) in enumerate([(1000, 600.0), (300, 650.0), (90, 900.0)]):
+        append_point(lm, {"trial": "t0", "step": 50 * (i + 1), "bytes": size, "ratio": size / 1000,
+                          "val_perplexity": ppl, "genome": [], "genome_summary": "dense" if i == 0 else f"g{i}",
+                          "checkpoint": f"models/{i}"})
+    runs = [report.load_run(empty), report.load_run(lm)]
+    assert plots.reference(runs).dir == lm
+    html = plots.pareto_html(runs)
+    assert "perplexity" in html and "accuracy" not in html
+    lines = report.compare_table(runs).splitlines()
+    lm_row = next(line for line in lines if line.startswith("lm "))
+    fields = lm_row.split()
+    assert fields[1:3] == ["3", "3"] and float(fields[3]) == pytest.approx(runs[1].hypervolume(), abs=1e-4), lm_row

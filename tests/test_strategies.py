@@ -293,3 +293,14 @@ def test_a_niche_aims_at_its_share_of_the_measured_budget_less_the_overhead():
     pbt = PBT(c)
     assert pbt.target(1.0) == 6_000 and pbt.target(0.5) == 2_500  # floor(7,000 x 0.5) - 1,000
     assert PBT(ctx(6_000, budget_fractions=(1.0, 0.5))).target(0.5) == 3_000
+
+
+def test_a_language_models_table_shows_the_loss_itself():
+    """Found by a bug hunt: the "loss +" column of a language model's table held minus the validation loss
+    (-4.5608), not a loss or an increase."""
+    rows = [Entry("emb", "low_rank", {"rank": 8}, 5_000, -4.6, 4.6), Entry("emb", "low_rank", {"rank": 4}, 6_000,
+                                                                           -4.9, 4.9)]
+    t = Table(rows, base_metric=-4.5, base_loss=4.5, lm=True, dense_bytes=DENSE)
+    lines = t.lines()
+    assert lines[0].split()[-3:] == ["val", "loss", "cost"]
+    assert [line.split()[-2:] for line in lines[1:]] == [["4.9000", "0.4000"], ["4.6000", "0.1000"]]

@@ -35,7 +35,7 @@ def pareto_png(runs: list[Any]) -> bytes:
             ax.step(xs, ys, where="post", color=colours[i % len(colours)], zorder=2)
             ax.scatter(xs, ys, s=28, color=colours[i % len(colours)], zorder=3,
                        label=f"front: {label} (HV {run.hypervolume():.3f})")
-    first = runs[0]
+    first = reference(runs)
     if first.dense_bytes:
         ax.axvline(first.dense_bytes, color="k", linestyle=":", linewidth=1, label="dense model")
     if first.budget_bytes():
@@ -51,6 +51,12 @@ def pareto_png(runs: list[Any]) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def reference(runs: list) -> object:
+    """The run that names a comparison's metric and draws its dense and budget lines: the first with points (a
+    run with none yet knows neither its metric nor its dense model's size)."""
+    return next((r for r in runs if r.points()), runs[0])
 
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -100,7 +106,7 @@ def pareto_html(runs: list[Any]) -> str:
 
     from mutate.results.pareto import front
 
-    first = runs[0]
+    first = reference(runs)
     metric = "perplexity" if first.lm else "accuracy"
     width, height, left, right, top, bottom = 900, 520, 80, 30, 30, 60
     opened = []

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +144,17 @@ def compare_table(runs: list[Run]) -> str:
     """Several runs side by side: the front's hypervolume on validation (what chose it) and on test, and the
     validation-chosen winner at each run's own budget with its size and test metric."""
     short = "ppl" if any(r.lm for r in runs) else "acc"
-    lines = [f"{'run':<30}{'points':>7}{'front':>6}{'HV val':>8}{'HV test':>8}  {'best under budget:':<19}"
-             f"{'bytes':>10}{'val ' + short:>9}{'test ' + short:>9}"]
+    # every column after the name starts with a space: perplexity hypervolumes run to thousands
+    lines = [f"{'run':<30}{'points':>7}{'front':>6} {'HV val':>10} {'HV test':>10}  {'best under budget:':<19}"
+             f"{'bytes':>10} {'val ' + short:>9} {'test ' + short:>9}"]
     for run in runs:
         best = run.best_under_budget()
         if best is None:
             tail = f"{'-' if run.budget_bytes() is None else 'none fits':>28}"
         else:
-            tail = f"{best.size:>28,}{best.metric:>9.4f}{_fmt(best.test):>9}"
-        lines.append(f"{run.dir.name:<30}{len(run.points()):>7}{len(run.pareto_front()):>6}"
-                     f"{run.hypervolume():>8.4f}{_fmt(run.test_hypervolume()):>8}  {tail}")
+            tail = f"{best.size:>28,} {best.metric:>9.4f} {_fmt(best.test):>9}"
+        lines.append(f"{run.dir.name:<30} {len(run.points()):>6} {len(run.pareto_front()):>5} "
+                     f"{run.hypervolume():>10.4f} {_fmt(run.test_hypervolume()):>10}  {tail}")
     return "\n".join(lines)
 
 
@@ -262,9 +264,15 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
             if t is None:
                 print("  (no sensitivity table in this run)")
             else:
-                base = "-" if t.base_metric is None else f"{t.base_metric:.4f}"
-                print(f"\nsensitivity table ({len(t.entries)} entries, warm-up model {base} on {t.subset} validation "
-                      f"examples, built in {t.seconds:.1f}s):")
+                if t.base_metric is None:
+                    base = "not measured"
+                elif t.lm and t.base_loss is not None:
+                    base = f"loss {t.base_loss:.4f} (perplexity {math.exp(min(t.base_loss, 700)):.4g})"
+                else:
+                    base = f"accuracy {t.base_metric:.4f}"
+                print(f"\nsensitivity table ({len(t.entries)} entries, warm-up model's validation {base} on "
+                      f"{t.subset} examples, built in {t.seconds:.1f}s; cost: the predicted "
+                      f"{'loss increase' if t.lm else 'accuracy lost'}):")
                 print("\n".join(t.lines()))
         if wrote:
             print(f"wrote pareto.csv, pareto.json, pareto.png, pareto.html in {run.dir}\n")

@@ -208,12 +208,14 @@ class Table:
 
     def lines(self) -> list[str]:
         """A readable table, one row per entry, most bytes saved per point of metric first within a layer."""
-        unit = "loss +" if self.lm else "acc"
+        # a language model's entries hold minus the loss as their metric: its column shows the loss itself
+        unit = "val loss" if self.lm else "val acc"
         out = [f"{'layer':<24}{'option':<34}{'saved B':>10}{unit:>10}{'cost':>9}"]
         for layer in self.layers():
             for e in sorted(self.options(layer), key=lambda e: -e.saved):
                 args = ",".join(f"{k}={v}" for k, v in sorted(e.params.items()))
-                metric = "-" if e.metric is None else f"{e.metric:.4f}"
+                value = e.loss if self.lm else e.metric
+                metric = "-" if value is None else f"{value:.4f}"
                 cost = self.cost(Mutation(e.layer, e.operator, e.params))
                 out.append(f"{layer:<24}{e.operator + '(' + args + ')':<34}{e.saved:>10,}{metric:>10}{cost:>9.4f}")
         return out
