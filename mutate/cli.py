@@ -17,6 +17,7 @@ Exit codes (``--verbose`` shows the traceback of any error instead of the one li
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -77,6 +78,17 @@ def quiet_tensorflow_import(verbose: bool = False) -> None:
         os.close(devnull)
 
 
+def _seconds(text: str) -> float:
+    """An interval in seconds: a finite number >= 0 (``nan``, ``inf`` and negative ones were taken silently)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds as a finite number >= 0 (0: no progress lines)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutate", description="Compression as a genetic operator for Keras 3.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and Ray's own logs")
@@ -92,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                              "and level everywhere, among the combinations that fit the budget)")
     search.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: an embedded Ray)")
     search.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted search")
-    search.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
+    search.add_argument("--progress", type=_seconds, default=10.0, metavar="SECONDS",
                         help="seconds between progress lines (default 10; 0: none)")
 
     pareto = sub.add_parser("pareto", help="print and plot the size/accuracy front of one or more runs")

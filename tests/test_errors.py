@@ -587,3 +587,12 @@ def test_parallel_slots_follow_fractional_cpus_and_gpus_and_local_is_the_embedde
         os.environ.clear()
         os.environ.update(environ)
     assert seen["embedded"] is True and "address" not in seen["init"]
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", "soon"])
+def test_progress_seconds_must_be_finite_and_not_negative(value, capsys):
+    """Found by a bug hunt: `--progress -5`, `nan` and `inf` were taken silently (a negative one meant no lines)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["search", str(SPACE), "--progress", value])
+    assert e.value.code == 2
+    assert f"argument --progress: '{value}': seconds as a finite number >= 0" in capsys.readouterr().err
