@@ -596,3 +596,19 @@ def test_progress_seconds_must_be_finite_and_not_negative(value, capsys):
         cli.main(["search", str(SPACE), "--progress", value])
     assert e.value.code == 2
     assert f"argument --progress: '{value}': seconds as a finite number >= 0" in capsys.readouterr().err
+
+
+def test_a_time_budget_that_ends_before_any_report_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    """Found by a bug hunt: search.time_budget_s shorter than the actors' start exited 0 with no point and left
+    a run folder nothing could read."""
+    from mutate import commands
+    from mutate.search import runner
+
+    monkeypatch.setattr(commands, "_strategy_while_ray_starts", lambda *a, **k: (None, 0.0, 0.0))
+    monkeypatch.setattr(runner, "run", lambda *a, **k: {"wall_s": 20.0, "compute_s": 0.0, "points": 0, "trials": 2,
+                                                        "failed": [], "actor_setup_s": [], "unfinished": 2,
+                                                        "slots": 2})
+    storage = tmp_path / "runs"
+    with pytest.raises(BadInput, match=r"digits_mlp.yaml: search.time_budget_s: 20: no trial reported within it"):
+        commands.search(SPACE, overrides=[f"storage={storage}", "search.time_budget_s=20"])
+    assert not storage.exists()
