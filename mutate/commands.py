@@ -269,8 +269,8 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
                          address=address, verbose=verbose, interval=progress, strategy=strategy, out=out)
     spent = _session_end(run_dir, summary, s["time_budget_s"], resume)
     if not summary["points"] and summary.get("unfinished"):  # the budget ended it before any report
-        raise space.error("search.time_budget_s", f"{s['time_budget_s']!r}: no trial reported within it (actors "
-                                                  "start, and train to their first report, first): nothing to keep")
+        raise space.error("search.time_budget_s", f"{s['time_budget_s']!r}: no trial reported within it (each trial "
+                                                  "starts its actor and trains to its first report): nothing kept")
     # the overhead counts Ray's start in full, although it ran while the sensitivity table was measured
     summary["wall_s"] += ray_start_s
     wall, compute = summary["wall_s"], summary["compute_s"]
