@@ -50,8 +50,17 @@ def _outer_training() -> Any:
     opening a call context (Keras' `_get_call_context` would make this call the context's entry)."""
     from keras.src.backend.common import global_state
 
+    from mutate.operator.state import PHASE
+
     context = global_state.get_global_attribute("current_call_ctx")
-    return None if context is None else context.training
+    if context is None:
+        return None
+    if PHASE.value is not None and not getattr(context.entry_layer, "_call_has_training_arg", True):
+        # Keras' step called a model whose call takes no `training` without one: a value in the shared context
+        # is an earlier layer's signature default (Dropout's, an RNN's training=False, stashed "for downstream
+        # layers"), not the caller's word; the step's phase decides (it hid every later layer from the schedule)
+        return None
+    return context.training
 
 
 class _Untold(threading.local):
