@@ -132,6 +132,7 @@ LiteRT refused in one line) under KERAS_BACKEND=jax, in a child pytest."""
                           "one_in_an_rnn_cell_is_refused",
                           "tests/test_kinds.py::test_only_fits_own_steps_count_even_when_fit_is_interrupted_or_its_"
                           "callbacks_reused",
+                          "tests/test_layers.py::test_a_dataset_of_unknown_length_factors_at_the_step_a_known_one_does",
                           "tests/test_layers.py::test_an_epochs_short_last_execution_does_not_bring_the_next_update_"
                           "forward",
                           "tests/test_kinds.py::test_kernels_inside_a_nested_sequential_and_rnn_wrappers_reload_and_"

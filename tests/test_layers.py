@@ -163,6 +163,36 @@ def test_an_epochs_short_last_execution_does_not_bring_the_next_update_forward(m
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
+def test_a_dataset_of_unknown_length_factors_at_the_step_a_known_one_does(monkeypatch):
+    """Found by a bug hunt: a tf.data dataset of unknown length (a `filter`) gives Keras no steps per epoch, so
+    the epoch's short last execution (1 batch of 4 here) was counted as 4 and the update at step 9, the next
+    epoch's first batch, was factored at step 8. The callback now learns the epoch's length from the first
+    epoch and, in it, waits with a first factoring for an execution that starts at or after it."""
+    tf = pytest.importorskip("tensorflow")
+    seen = []
+    original = KernelState.refactor
+    monkeypatch.setattr(KernelState, "refactor",
+                        lambda self, a: (seen.append(int(keras.ops.convert_to_numpy(self.step))), original(self, a)))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((288, 16)).astype("float32"), rng.integers(0, 4, 288)
+    outputs = []
+    for unknown in (False, True):
+        seen.clear()
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((16,))
+        c = keras.Model(inp, keras.layers.Dense(4, name="out")(keras.layers.Dense(32, name="h")(inp)))
+        mutate.compress(c, {"h": ("kmeans", {"k": 4})}, mutate.Schedule(begin_step=9, end_step=17, frequency=4))
+        c.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=4)
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        ds = (ds.filter(lambda a, b: True) if unknown else ds).batch(32)  # 9 batches: executions of 4, 4, 1
+        assert (int(ds.cardinality()) < 0) == unknown
+        c.fit(ds, epochs=3, verbose=0, callbacks=[mutate.CompressionCallback()])
+        assert seen and seen[-1] == 9 and set(seen) == {9}, (unknown, seen)
+        outputs.append(c.predict(x, verbose=0))
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("operator, params", [("low_rank", {"rank": 2}), ("pruning", {"sparsity": 0.7})])
 def test_refreshes_run_in_the_graph_at_their_exact_step(monkeypatch, operator, params):
     """TensorFlow: low_rank and pruning refresh inside the training step, so refreshes that fall inside an

@@ -61,6 +61,8 @@ class CompressionCallback(keras.callbacks.Callback):
         self._folded: list[_Driven] = []
         self._jax = False
         self._spe = 1
+        self._epoch_len: int | None = None  # batches an epoch of unknown length held (learnt at the next epoch)
+        self._epoch_first: int | None = None
 
     def set_model(self, model: keras.Model) -> None:
         # before fit builds its train function (Keras takes `model.train_step` then, before on_train_begin)
@@ -75,6 +77,7 @@ class CompressionCallback(keras.callbacks.Callback):
         self._jax = keras.backend.backend() == "jax"
         for k in self._kernels:
             k.state.set_driven(True)
+        self._epoch_len = self._epoch_first = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         # the host count restarts from the variables: an epoch's last execution may hold fewer batches
@@ -82,13 +85,23 @@ class CompressionCallback(keras.callbacks.Callback):
             self.model.jax_state_sync()
         for k in self._kernels:
             k.state.sync_host()
+        if self._kernels:  # a dataset of unknown length: the epoch before held as many batches as the step moved
+            now = self._kernels[0].state._host_step
+            if self._epoch_first is not None and now > self._epoch_first:
+                self._epoch_len = now - self._epoch_first
+            self._epoch_first = now
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # this execution's batches: an epoch's last one may hold fewer than steps_per_execution (once counted
         # in full, an update at the next epoch's first batch was factored an execution early)
-        steps = (self.params or {}).get("steps")
+        steps = (self.params or {}).get("steps") or self._epoch_len
         n = self._spe if not steps else max(1, min(self._spe, int(steps) - batch))
         due = [k for k in self._kernels if k.state.refactor_at(n) is not None]
+        if not steps and n > 1:
+            # the first epoch of a dataset of unknown length: this execution may end the epoch before n
+            # batches, so a first factoring due inside it (perhaps at the next epoch's first batch) waits for
+            # an execution that starts at or after it (alpha holds at 1 until the factors exist)
+            due = [k for k in due if k.state._host_factored or k.state.refactor_at(1) is not None]
         # a JAX refresh moves a trainable factor through its shift; once the last one has run, fold the shifts
         # into the factors (once per fit), so weight decay acts on the factor the layer uses
         fold = [k for k in self._kernels if k.state.shifts and k not in self._folded
