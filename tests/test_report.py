@@ -239,3 +239,28 @@ def test_a_comparison_takes_its_metric_from_a_run_with_points_and_lm_columns_sta
     lm_row = next(line for line in lines if line.startswith("lm "))
     fields = lm_row.split()
     assert fields[1:3] == ["3", "3"] and float(fields[3]) == pytest.approx(runs[1].hypervolume(), abs=1e-4), lm_row
+
+
+def test_the_test_set_line_counts_only_the_points_it_evaluated(run_dir, monkeypatch):
+    """A front point whose checkpoint was removed is skipped with a line; the summary line counted it as
+    evaluated (found by a bug hunt's reading)."""
+    from types import SimpleNamespace
+
+    import keras
+
+    from mutate.results import final
+    from mutate.search import builders
+    from mutate.results import runs
+
+    (run_dir / "models" / "2").mkdir(parents=True)
+    (run_dir / "models" / "2" / "model.keras").write_bytes(b"stand-in")
+    monkeypatch.setattr(runs, "load_recorded_space", lambda d: SimpleNamespace(data={}, where="s.yaml"))
+    monkeypatch.setattr(builders, "import_user_modules", lambda space: None)
+    monkeypatch.setattr(builders, "load_data", lambda data, where: SimpleNamespace(x_test=None, y_test=None))
+    monkeypatch.setattr(keras.saving, "load_model", lambda path, compile=False: path)
+    monkeypatch.setattr(final, "evaluate", lambda model, x, y, lm: 0.5)
+    lines: list[str] = []
+    values = final.evaluate_front(run_dir, out=lines.append)
+    assert values == {"models/2": 0.5}
+    assert sum("has no checkpoint" in line for line in lines) == 2, lines  # models/1 and models/0
+    assert "evaluated the 1 validation-front point(s)" in lines[-1], lines

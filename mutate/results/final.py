@@ -64,6 +64,7 @@ def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[st
     space = load_recorded_space(run.dir)
     builders.import_user_modules(space)
     data = builders.load_data(space.data, space.where)
+    done = 0
     for p in todo:
         path = run.dir / p.checkpoint / "model.keras"
         if not path.is_file():
@@ -72,6 +73,7 @@ def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[st
         model = keras.saving.load_model(path, compile=False)
         values[p.checkpoint] = evaluate(model, data.x_test, data.y_test, run.lm)
         write_tests(run.dir, values)
-    out(f"  test set: evaluated the {len(todo)} validation-front point(s) once each in "
+        done += 1
+    out(f"  test set: evaluated the {done} validation-front point(s) once each in "
         f"{time.perf_counter() - t0:.1f}s")
     return values
