@@ -447,3 +447,20 @@ def test_a_resumed_run_replays_what_its_trials_observed_into_the_strategy(tmp_pa
     (tmp_path / "space.json").write_text('{"space": {"budget": {"bytes": 1000}}}')
     runner._Points(str(tmp_path), budget=1000, interval=1e9, window=10).setup()
     assert seen == live
+
+
+def test_a_fitting_language_model_scores_above_every_model_over_its_target():
+    """The floor under which over-target reports score was -1e9 for a language model: a fitting model at
+    perplexity 1e10 (a loss of 23 nats) scored below every model over its target."""
+    from mutate.search.trial import MAX_LOSS, member_score
+
+    worst_fit = member_score(-math.exp(MAX_LOSS), 900, 1000, MAX_LOSS, lm=True)
+    assert member_score(-1e10, 900, 1000, 23.0, lm=True) == -23.0  # minus the loss: the perplexity's order
+    assert member_score(-20.0, 900, 1000, math.log(20.0), lm=True) > member_score(-30.0, 900, 1000, math.log(30.0),
+                                                                                  lm=True)
+    assert worst_fit > member_score(-1e10, 1001, 1000, 23.0, lm=True)
+    for size, loss in ((1001, 0.1), (5000, 1.0), (10 ** 9, 0.0)):
+        assert member_score(-10.0, size, 1000, loss, lm=True) < worst_fit
+        assert member_score(0.9, size, 1000, loss, lm=False) < member_score(0.0, 1000, 1000, 9.0, lm=False)
+    assert member_score(-10.0, 2000, 1000, 1.0, lm=True) > member_score(-10.0, 3000, 1000, 1.0, lm=True)
+    assert member_score(0.5, 2000, 1000, 1.0, lm=False) > member_score(0.5, 2000, 1000, 2.0, lm=False)

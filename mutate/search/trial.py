@@ -99,6 +99,24 @@ def nonfinite_weights(model: keras.Model, layers: list[str] | None = None) -> st
     return ""
 
 
+MAX_LOSS = 50.0
+"""Validation losses are capped here for scores (a language model's perplexity is exp(loss): at most e**50)."""
+
+
+def member_score(metric: float, nbytes: int, target: int, loss: float, lm: bool) -> float:
+    """PBT's score of a report. When the model fits its member's ``target``: ``metric``, the validation
+    accuracy; for a language model minus the validation loss (the log of the perplexity: the same order, and
+    small enough that the floor below keeps sizes apart; minus the perplexity itself reached -e**50, and the
+    floor of -1e9 under it put a fitting model at perplexity 1e10 below every model over its target). Over the
+    target: below every score that fits, smaller first, and among equal sizes (every dense trial) the lower
+    validation loss."""
+    loss = min(loss, MAX_LOSS)
+    if nbytes <= target and math.isfinite(metric):
+        return -loss if lm else metric
+    floor = -(MAX_LOSS + 1.0) if lm else -1.0
+    return floor - nbytes / max(target, 1) - 1e-6 * loss
+
+
 class TrialRunner:
     """Trains one model of a space and applies its genome's mutations when their step comes.
 
@@ -252,13 +270,10 @@ class TrialRunner:
             raise NonFiniteLoss(f"validation loss became {val['loss']} at step {self.step} "
                                 f"(genome {summary(self.genome)})")
         nbytes = self.litert_bytes() if self.unit == "litert" else mutate.model_size(self.model).bits // 8
-        metric = -math.exp(min(val["loss"], 50.0)) if self.lm else val["accuracy"]
+        metric = -math.exp(min(val["loss"], MAX_LOSS)) if self.lm else val["accuracy"]
         fits = nbytes <= self.budget
         target = int(math.floor(self.budget * self.fraction))
-        floor = -1.0 if not self.lm else -1e9
-        # Over the target: smaller is better, and among equal sizes (e.g. every dense trial) the lower validation loss.
-        score = (metric if nbytes <= target and math.isfinite(metric)
-                 else floor - nbytes / max(target, 1) - 1e-6 * min(val["loss"], 50.0))
+        score = member_score(metric, nbytes, target, val["loss"], self.lm)
         out = {"step": self.step, "bytes": nbytes, "ratio": nbytes / self.dense_bytes, "fits_budget": fits,
                "target": target,
                "score": score, "genome": to_json(self.genome), "genome_summary": summary(self.genome),
