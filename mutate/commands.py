@@ -274,7 +274,7 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     # the overhead counts Ray's start in full, although it ran while the sensitivity table was measured
     summary["wall_s"] += ray_start_s
     wall, compute = summary["wall_s"], summary["compute_s"]
-    slots = summary["slots"]
+    slots = summary.get("slots") or runner.slots(space, {})
     overhead_pct = 100 * (1 - compute / slots / max(wall, 1e-9))
     print(f"\nsearch done in {wall:.0f}s: {summary['points']} points; trial compute {compute:.0f}s over {slots} "
           f"parallel slot(s); overhead (wall - compute/slots) {wall - compute / slots:.0f}s "

@@ -57,7 +57,7 @@ def test_a_search_whose_every_trial_failed_exits_1(tmp_path, monkeypatch, capsys
 
     failed = [("abc12_00000", "RuntimeError: boom"), ("abc12_00001", "NonFiniteLoss: training loss became nan")]
     monkeypatch.setattr(search, "run", lambda space, **kw: {"wall_s": 1.0, "compute_s": 0.0, "points": 0,
-                                                            "trials": 2, "failed": failed})
+                                                            "trials": 2, "failed": failed, "slots": 2})
     space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
     code = cli.main(["search", str(space), "--set", "model.hidden=[32,32]", "--set", f"storage={tmp_path}"])
     out, err = capsys.readouterr()
