@@ -140,23 +140,35 @@ def test_steps_per_execution_8_gives_the_weights_of_1_when_updates_fall_on_execu
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_an_epochs_short_last_execution_does_not_bring_the_next_update_forward(monkeypatch):
-    """13 batches an epoch at steps_per_execution=8: executions of 8 and 5. The first update at step 13 (the next
-    epoch's first batch, an execution boundary) was factored at step 8, the callback counting the 5 as 8."""
-    seen = []
+def _record_factoring_steps(monkeypatch) -> list[int]:
+    """The kernel's step at each host factoring (`KernelState.refactor`), appended as fits run."""
+    seen: list[int] = []
     original = KernelState.refactor
     monkeypatch.setattr(KernelState, "refactor",
                         lambda self, a: (seen.append(int(keras.ops.convert_to_numpy(self.step))), original(self, a)))
+    return seen
+
+
+def _kmeans_mlp(schedule, steps_per_execution):
+    """A 16-32-4 MLP (seed 0) whose hidden kernel blends into k-means k=4 on ``schedule``, compiled."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,))
+    c = keras.Model(inp, keras.layers.Dense(4, name="out")(keras.layers.Dense(32, name="h")(inp)))
+    mutate.compress(c, {"h": ("kmeans", {"k": 4})}, schedule)
+    c.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              steps_per_execution=steps_per_execution)
+    return c
+
+
+def test_an_epochs_short_last_execution_does_not_bring_the_next_update_forward(monkeypatch):
+    """13 batches an epoch at steps_per_execution=8: executions of 8 and 5. The first update at step 13 (the next
+    epoch's first batch, an execution boundary) was factored at step 8, the callback counting the 5 as 8."""
+    seen = _record_factoring_steps(monkeypatch)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((208, 16)).astype("float32"), rng.integers(0, 4, 208)
     outputs = []
     for spe in (1, 8):
-        keras.utils.set_random_seed(0)
-        inp = keras.Input((16,))
-        c = keras.Model(inp, keras.layers.Dense(4, name="out")(keras.layers.Dense(32, name="h")(inp)))
-        mutate.compress(c, {"h": ("kmeans", {"k": 4})}, mutate.Schedule(begin_step=13, end_step=16, frequency=3))
-        c.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=spe)
+        c = _kmeans_mlp(mutate.Schedule(begin_step=13, end_step=16, frequency=3), spe)
         c.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[mutate.CompressionCallback()])
         outputs.append(c.predict(x, verbose=0))
     assert seen == [13, 13]
@@ -169,21 +181,13 @@ def test_a_dataset_of_unknown_length_factors_at_the_step_a_known_one_does(monkey
     epoch's first batch, was factored at step 8. The callback now learns the epoch's length from the first
     epoch and, in it, waits with a first factoring for an execution that starts at or after it."""
     tf = pytest.importorskip("tensorflow")
-    seen = []
-    original = KernelState.refactor
-    monkeypatch.setattr(KernelState, "refactor",
-                        lambda self, a: (seen.append(int(keras.ops.convert_to_numpy(self.step))), original(self, a)))
+    seen = _record_factoring_steps(monkeypatch)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((288, 16)).astype("float32"), rng.integers(0, 4, 288)
     outputs = []
     for unknown in (False, True):
         seen.clear()
-        keras.utils.set_random_seed(0)
-        inp = keras.Input((16,))
-        c = keras.Model(inp, keras.layers.Dense(4, name="out")(keras.layers.Dense(32, name="h")(inp)))
-        mutate.compress(c, {"h": ("kmeans", {"k": 4})}, mutate.Schedule(begin_step=9, end_step=17, frequency=4))
-        c.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=4)
+        c = _kmeans_mlp(mutate.Schedule(begin_step=9, end_step=17, frequency=4), 4)
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         ds = (ds.filter(lambda a, b: True) if unknown else ds).batch(32)  # 9 batches: executions of 4, 4, 1
         assert (int(ds.cardinality()) < 0) == unknown
