@@ -161,6 +161,10 @@ def _save_traceback(e: BaseException, run_dir: Path) -> Path | None:
         tmp.write_text("".join(traceback.format_exception(type(e), e, e.__traceback__)), encoding="utf-8")
         tmp.replace(path)
     except OSError:
+        try:
+            tmp.unlink(missing_ok=True)  # a full disk: no partial file left
+        except OSError:
+            pass
         return None
     return path
 

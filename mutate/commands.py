@@ -78,16 +78,21 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
         run_dir = Path(resume).resolve()
         space = rundirs.load_recorded_space(run_dir)
         limit, timing = space.search["time_budget_s"], rundirs.read_timing(run_dir)
+        rundirs.read_spent(run_dir)  # damaged: one line now, not after a session of training
         spent = timing.get("spent_s", timing.get("wall_s", 0)) if timing is not None else 0
         if limit is not None and timing is not None and spent >= limit:
             raise BadInput(f"{run_dir}: this search stopped at its time budget (search.time_budget_s: {limit:g} s, "
                            f"{spent:g} s spent); Ray Tune restores the spent budget, so a resume would "
                            "train nothing: start a new search with a larger search.time_budget_s")
+        if timing is not None and not timing.get("failed", 0) and not timing.get("unfinished", 0):
+            raise BadInput(f"{run_dir}: this search finished (its timing.json records no failed or unfinished trial): "
+                           f"nothing to resume; `mutate pareto {run_dir}` shows its front")
         began = rundirs.started_in(run_dir)
         if began is not None and began.resolve() != run_dir:
             raise BadInput(f"{run_dir}: this run was started in {began}, which Ray Tune's state and its trials "
                            "name: a resume would write there. Resume it in that folder (move it back); "
                            "`mutate pareto` and `mutate export` read a run anywhere.")
+        rundirs.check_search_state(run_dir)
     with _run_dir_context(run_dir):
         if resume is not None:
             prepared = driver.prepare(space)
@@ -108,17 +113,23 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
             runner.stop_ray()
 
 
-def _session_end(run_dir: Path, summary: dict[str, Any], limit: float | None, resume: bool) -> float:
+def _session_end(run_dir: Path, summary: dict[str, Any], limit: float | None, spent_before: float,
+                 resume: bool) -> float:
     """After Ray Tune's run: the seconds this search spent in it over all its sessions (Tune counts
-    ``search.time_budget_s`` over them). Unfinished trials under that budget mean Ctrl-C: the spent time is
-    recorded for a resume and KeyboardInterrupt raised (no test evaluation); at the budget, a line says so.
+    ``search.time_budget_s`` over them; ``spent_before``: the earlier sessions'). Unfinished trials after a
+    signal (Ctrl-C) mean an interrupt: the spent time is recorded for a resume and KeyboardInterrupt raised
+    (no test evaluation); without one, Tune stopped at the time budget and a line says so (the time recorded
+    is then at least the budget, whatever an earlier session killed outright left in ``spent.txt``).
 
     Raises:
         KeyboardInterrupt: the search was interrupted (a fresh one with no point is removed by `search`).
     """
     unfinished = summary.get("unfinished", 0)
-    spent = (rundirs.read_spent(run_dir) if resume else 0.0) + summary["wall_s"]
-    if unfinished and not (limit is not None and spent >= limit):
+    spent = spent_before + summary["wall_s"]
+    interrupted = summary.get("interrupted")
+    if interrupted is None:  # not known (a search run off the main thread): the clock decides
+        interrupted = not (limit is not None and spent >= limit)
+    if unfinished and (interrupted or limit is None):
         if not resume and not summary["points"]:
             print(f"\ninterrupted before any trial reported: nothing kept ({run_dir} is removed)", flush=True)
         else:
@@ -127,6 +138,7 @@ def _session_end(run_dir: Path, summary: dict[str, Any], limit: float | None, re
                   f"points kept; `mutate search --resume {run_dir}` continues it", flush=True)
         raise KeyboardInterrupt
     if unfinished:
+        spent = max(spent, float(limit))
         print(f"\nstopped by search.time_budget_s ({limit:g} s, {spent:.0f} s spent): {unfinished} of "
               f"{summary['trials']} trials unfinished; the front below is of what they reported", flush=True)
     return spent
@@ -265,9 +277,10 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     out = lambda line: print(line, file=console, flush=True)  # noqa: E731 (Ray's start redirects stdout)
     strategy, sensitivity_s, ray_start_s = _strategy_while_ray_starts(space, run_dir, allowed, budget, sizes,
                                                                       resume, address, verbose, out, lite)
-    summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume,
-                         address=address, verbose=verbose, interval=progress, strategy=strategy, out=out)
-    spent = _session_end(run_dir, summary, s["time_budget_s"], resume)
+    spent_before = rundirs.read_spent(run_dir) if resume else 0.0
+    summary = runner.run(space, run_dir=run_dir, budget=budget, resume=resume, address=address, verbose=verbose,
+                         interval=progress, strategy=strategy, out=out, spent_before=spent_before)
+    spent = _session_end(run_dir, summary, s["time_budget_s"], spent_before, resume)
     if not summary["points"] and summary.get("unfinished"):  # the budget ended it before any report
         raise space.error("search.time_budget_s", f"{s['time_budget_s']!r}: no trial reported within it (each trial "
                                                   "starts its actor and trains to its first report): nothing kept")
@@ -293,7 +306,8 @@ def _run(space: spaces.Space, run_dir: Path, prepared: tuple, *, resume: bool,
     t1 = time.perf_counter()
     final.evaluate_front(run_dir)
     test_s = time.perf_counter() - t1
-    rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots, spent_s=spent,
+    rundirs.write_timing(run_dir, wall_s=wall, compute_s=compute, slots=slots, spent_s=spent, failed=len(failed),
+                         unfinished=int(summary.get("unfinished") or 0),
                          sensitivity_s=sensitivity_s,
                          ray_start_s=ray_start_s, test_s=test_s, total_s=time.perf_counter() - t0,
                          **({"actor_setup_s": sum(setups) / len(setups), "actors": len(setups)} if setups else {}))

@@ -17,13 +17,16 @@ import numpy as np
 Factors = dict[str, np.ndarray]
 """Factor name -> array, in the order of `Compressor.specs`."""
 
-_BITS = {"float16": 16, "float32": 32, "float64": 64, "int8": 8, "uint8": 8, "int16": 16, "uint16": 16,
+_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64, "int8": 8, "uint8": 8, "int16": 16, "uint16": 16,
          "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}
 
 
 def dtype_bits(dtype: Any) -> int:
     """Bits one stored element of ``dtype`` takes (bool is stored as a byte)."""
-    name = np.dtype(dtype).name
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # a name NumPy alone does not know ("bfloat16" without ml_dtypes registered)
+        name = str(getattr(dtype, "name", dtype))
     if name == "bool":
         return 8
     if name not in _BITS:
@@ -176,6 +179,8 @@ class Compressor(abc.ABC):
         """``a`` as a float32 (m, n) matrix, or a ValueError: not 2-D, not real numbers, NaN/Inf, or finite
         values beyond float32's range (they would become Inf)."""
         a = np.asarray(a)
+        if a.dtype.name == "bfloat16":  # ml_dtypes' type is no np.number; its values are exact in float32
+            a = a.astype(np.float32)
         if a.ndim != 2:
             raise ValueError(f"{self.name}: expected a 2-D matrix, but got an array of shape {a.shape}.")
         if np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):

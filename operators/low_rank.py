@@ -20,11 +20,14 @@ def _orthonormal_tensor(y: Any) -> Any:
     """An orthonormal basis of the span of ``y``'s columns (m x k, k small) in Keras ops: ``y V / sqrt(w)``
     from the eigendecomposition ``V diag(w) V^T`` of its k x k Gram matrix, twice (the second pass restores
     the orthogonality the first loses in float32 when ``y`` is ill-conditioned; directions weaker than 1e-6
-    of the strongest eigenvalue are clamped, so a rank-deficient ``y`` gives short columns, never NaN).
+    of the strongest eigenvalue are clamped, so a rank-deficient ``y`` gives short columns, never NaN). ``y``
+    is first divided by its largest magnitude (the span is the same): the Gram matrix of a diverging layer's
+    finite but huge entries (1e17 in a bug hunt's SGD at rate 10) overflowed to Inf, and ``eigh`` raised.
     Not a Householder QR: in a step that refreshes once in 25 steps, XLA on the CPU pays a cold cost on every
     QR (or thin SVD) of 784 x 16 that a 16 x 16 eigh does not (`experiments/bench_refresh_bases.py`)."""
     from keras import ops
 
+    y = y / ops.maximum(ops.max(ops.abs(y)), 1e-30)
     for _ in range(2):
         w, v = ops.eigh(ops.matmul(ops.transpose(y), y))
         floor = ops.maximum(ops.max(w) * 1e-6, 1e-30)

@@ -35,6 +35,8 @@ def run_dir(tmp_path):
     for i, (size, acc) in enumerate([(1000, 0.95), (200, 0.90)]):
         runs.append_point(d, {"trial": "t0", "step": 50 * (i + 1), "bytes": size, "ratio": size / 1000,
                               "val_accuracy": acc, "genome": [], "genome_summary": "dense", "checkpoint": f"ckpt/{i}"})
+    (d / "tuner.pkl").write_bytes(b"a stand-in for Ray Tune's pickled tuner")
+    (d / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [["t0", "{}"]]}))
     return d
 
 
@@ -104,6 +106,62 @@ def test_a_search_stopped_by_its_time_budget_is_not_resumed_in_a_loop(tmp_path, 
         "search.time_budget_s"]
 
 
+def test_a_damaged_ray_tune_state_refuses_the_resume_naming_the_file(run_dir, capsys):
+    """Found by a bug hunt: an experiment_state file cut short made Tune restore a search of fewer trials (each
+    failing with KeyError 'run_dir'), which the resume then finished (test set, pruning): the other trial was
+    gone. A missing or empty tuner.pkl was an internal error."""
+    state = next(run_dir.glob("experiment_state-*.json"))
+    good = state.read_text()
+    state.write_text(good[:20])
+    assert cli.main(["search", "--resume", str(run_dir)]) == 2
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"mutate: error: {state}: damaged, not JSON (")
+    state.write_text(json.dumps({"runner_data": {}}))
+    assert cli.main(["search", "--resume", str(run_dir)]) == 2
+    assert stderr_lines(capsys)[0].startswith(f"mutate: error: {state}: damaged, no trial_data")
+    state.write_text(good)
+    (run_dir / "tuner.pkl").write_bytes(b"")
+    assert cli.main(["search", "--resume", str(run_dir)]) == 2
+    assert stderr_lines(capsys)[0].startswith(f"mutate: error: {run_dir / 'tuner.pkl'}: empty")
+    # the record of the time spent: refused before a session trains, not after it (as it was)
+    for text, says in (('{"spent_s": ', "damaged, not JSON"), ('{"spent_s": "abc"}', "damaged, spent_s: 'abc' is not")):
+        (run_dir / "spent.txt").write_text(text)
+        assert cli.main(["search", "--resume", str(run_dir)]) == 2
+        assert stderr_lines(capsys)[0].startswith(f"mutate: error: {run_dir / 'spent.txt'}: {says}")
+    assert not (run_dir / "timing.json").exists() and not (run_dir / cli.INTERNAL_ERROR_FILE).exists()
+
+
+def test_a_finished_search_is_not_resumed_and_a_file_named_like_a_run_is_taken(run_dir, capsys):
+    """Found by a bug hunt: `--resume` of a finished run restored nothing to train and overwrote its timing.json
+    with that empty session's (wall 70 s -> 12 s, compute 39 s -> 0); a failed or time-stopped one still
+    resumes (Tune retries errored trials). A file where the run folder would go was an internal error
+    (NotADirectoryError); it is taken like a folder, and the run goes to NAME-2."""
+    runs.write_timing(run_dir, wall_s=70.0, compute_s=39.0, slots=2, failed=0, unfinished=0)
+    before = (run_dir / "timing.json").read_text()
+    assert cli.main(["search", "--resume", str(run_dir)]) == 2
+    assert stderr_lines(capsys) == [f"mutate: error: {run_dir}: this search finished (its timing.json records no "
+                                    f"failed or unfinished trial): nothing to resume; `mutate pareto {run_dir}` "
+                                    "shows its front"]
+    assert (run_dir / "timing.json").read_text() == before
+    storage = run_dir.parent.parent / "other"
+    storage.mkdir()
+    (storage / "digits_mlp").write_text("a file, not a run")
+    d = runs.prepare_run_dir(spaces.load(SPACE, [f"storage={storage}"]))
+    assert d.name == "digits_mlp-2" and (storage / "digits_mlp").read_text() == "a file, not a run"
+
+
+def test_a_failed_trials_reason_is_its_message_not_tensorflows_node_line():
+    """Found by a bug hunt: a trial's one-line reason was TensorFlow's trailing `[[{{node ...}}]] [Op:...]`."""
+    from mutate.search.runner import reason
+
+    error = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+             "tensorflow.python.framework.errors_impl.InvalidArgumentError: Graph execution error:\n\n"
+             "Self-adjoint eigen decomposition was not successful.\n"
+             "\t [[{{node mlp_1/dense_2_1/cond/SelfAdjointEigV2}}]] [Op:__inference_one_step_on_data_1234]")
+    assert reason(error) == "Self-adjoint eigen decomposition was not successful."
+    assert reason("ray.exceptions.RayTaskError: boom") == "RayTaskError: boom"
+
+
 def test_a_run_resumes_only_in_the_folder_it_was_started_in(run_dir, tmp_path, capsys):
     """A copy resumed ran its trials into the original folder (Tune's state and the trials' configs hold its
     path): 12 new rows there, the copy's front and pruning run on stale rows, exit 0; a moved run failed
@@ -133,7 +191,17 @@ def test_damaged_run_files_are_one_line_naming_the_file(run_dir, capsys):
              ("test_metrics.json", "{oops", r"test_metrics.json: damaged, not JSON"),
              ("sensitivity.json", '{"entries": 3}', r"sensitivity.json: damaged, not a sensitivity table"),
              ("points.jsonl", '{"trial": "t", "step": 1, "val_accuracy": 0.5}\n', r"points.jsonl: row 1 has no bytes, "
-                                                                                  r"ratio: damaged")]
+                                                                                  r"ratio: damaged"),
+             # a second bug hunt: wrong types were internal errors (int(None), float("abc"), 1 / 0)
+             ("points.jsonl", '{"trial": "t", "step": 1, "bytes": null, "ratio": 0.1, "val_accuracy": 0.5}\n',
+              r"points.jsonl: row 1: bytes: None is not a number: damaged"),
+             ("points.jsonl", '{"trial": "t", "step": 1, "bytes": 9, "ratio": 0.1, "val_accuracy": "abc"}\n',
+              r"points.jsonl: row 1: val_accuracy: 'abc' is not a number: damaged"),
+             ("test_metrics.json", '{"ckpt/0": "high"}', r"test_metrics.json: damaged, ckpt/0: 'high' is not a number"),
+             ("space.json", good.replace('"classes": 10', '"classes": 0'), r"space.json: damaged, classes: 0 is not"),
+             ("space.json", good.replace('"classes": 10', '"classes": "ten"'), r"space.json: damaged, classes: 'ten'"),
+             ("space.json", json.dumps({**json.loads(good), "space": {**json.loads(good)["space"], "budget": [1]}}),
+              r"space.json: damaged, budget: \[1\] is not a budget")]
     import re
 
     for name, text, message in cases:
@@ -148,13 +216,16 @@ def test_damaged_run_files_are_one_line_naming_the_file(run_dir, capsys):
             (run_dir / name).write_text(before)
 
 
-def test_a_damaged_checkpoint_is_an_internal_error_of_export(run_dir, tmp_path, capsys):
+def test_a_damaged_checkpoint_is_one_line_of_export_naming_it(run_dir, tmp_path, capsys):
+    """A checkpoint cut short (a full disk, a copy) was an internal error saying Keras' "File not found";
+    like the run's other damaged files it is one line naming it, exit 2, nothing written."""
     (run_dir / "ckpt" / "1").mkdir(parents=True)  # point 0 is the smaller one
-    (run_dir / "ckpt" / "1" / "model.keras").write_text("not a zip")
-    assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.keras")]) == 1
-    (line,) = stderr_lines(capsys)
-    assert line.startswith("mutate: internal error: ") and line.endswith(f"(traceback in {run_dir}/internal_error.txt)")
-    assert not (tmp_path / "m.keras").exists()
+    for text in ("not a zip", ""):
+        (run_dir / "ckpt" / "1" / "model.keras").write_text(text)
+        assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.keras")]) == 2
+        assert stderr_lines(capsys) == [f"mutate: error: {run_dir}/ckpt/1/model.keras: damaged, not a Keras model "
+                                        "file (a .keras file is a zip archive); point t0/100 cannot be exported"]
+        assert not (tmp_path / "m.keras").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -539,17 +610,30 @@ def test_a_resumed_search_counts_the_time_budget_over_its_sessions_and_a_bare_in
 
     d = runs.prepare_run_dir(spaces.load(SPACE, [f"storage={tmp_path / 'runs'}", "search.time_budget_s=90"]))
     with pytest.raises(KeyboardInterrupt):  # first session: Ctrl-C after 50 s
-        commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 8, "wall_s": 50.0}, 90.0, False)
+        commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 8, "wall_s": 50.0,
+                                  "interrupted": True}, 90.0, 0.0, False)
     assert runs.read_spent(d) == 50.0 and "--resume" in capsys.readouterr().out
-    # the resumed session stops at 45 s: 95 s in all, the budget
-    assert commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 20, "wall_s": 45.0}, 90.0,
-                                 True) == 95.0
+    # the resumed session stops at 45 s: 95 s in all, the budget (no signal: Tune's budget stopped it)
+    assert commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 20, "wall_s": 45.0,
+                                     "interrupted": False}, 90.0, runs.read_spent(d), True) == 95.0
     assert "stopped by search.time_budget_s (90 s, 95 s spent)" in capsys.readouterr().out
     runs.write_timing(d, wall_s=45.0, compute_s=80.0, slots=2, spent_s=95.0)
     assert cli.main(["search", "--resume", str(d)]) == 2
     assert "95 s spent" in stderr_lines(capsys)[0]
+    # a second bug hunt: a session killed outright (kill -9) recorded nothing, so its time was missing from the
+    # sum and the next one, stopped by Tune's restored budget, read as an interrupt (exit 130) forever; now no
+    # signal means the budget, whose seconds are recorded as spent at least
+    assert commands._session_end(d, {"unfinished": 1, "trials": 2, "points": 9, "wall_s": 30.0,
+                                     "interrupted": False}, 90.0, 25.0, True) == 90.0
+    assert "stopped by search.time_budget_s (90 s, 90 s spent)" in capsys.readouterr().out
+    # off the main thread Tune installs no handler: the clock decides, as before
+    with pytest.raises(KeyboardInterrupt):
+        commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 8, "wall_s": 20.0,
+                                  "interrupted": None}, 90.0, 0.0, True)
+    capsys.readouterr()
     with pytest.raises(KeyboardInterrupt):  # a fresh search with no point: nothing to resume
-        commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 0, "wall_s": 3.0}, None, False)
+        commands._session_end(d, {"unfinished": 2, "trials": 2, "points": 0, "wall_s": 3.0,
+                                  "interrupted": True}, None, 0.0, False)
     out = capsys.readouterr().out
     assert "nothing kept" in out and "--resume" not in out
 
@@ -612,3 +696,43 @@ def test_a_time_budget_that_ends_before_any_report_is_one_line_and_leaves_no_fol
     with pytest.raises(BadInput, match=r"digits_mlp.yaml: search.time_budget_s: 20: no trial reported within it"):
         commands.search(SPACE, overrides=[f"storage={storage}", "search.time_budget_s=20"])
     assert not storage.exists()
+
+
+@pytest.mark.parametrize("signalled", [False, True])
+def test_the_search_knows_a_signal_from_its_time_budget_and_puts_the_sigint_handler_back(
+        tmp_path, monkeypatch, signalled):
+    """Found by a bug hunt: Ray Tune's SIGINT handler stayed installed after `fit` when no signal came, so a
+    Ctrl-C during the test evaluation (or later in a notebook) was swallowed; and a stop was told from the
+    time budget by the clock only, which a session killed outright (no record of its time) fooled. Here a
+    stand-in `fit` installs a handler as Tune does and, when `signalled`, runs it (Tune's handler puts the
+    earlier one back); the summary says which, the handler before `run` is in place after it, and the time
+    spent is recorded while it runs."""
+    import signal
+    import time
+
+    from mutate.search import runner
+
+    def tune_handler(sig, frame):  # what Tune's handler does on a signal: stop, and put the earlier one back
+        signal.signal(signal.SIGINT, before)
+
+    class Tuner:
+        def fit(self):
+            signal.signal(signal.SIGINT, tune_handler)
+            cb = runner._Points(str(d), 100, 0.0, spent_before=40.0)
+            cb.setup()
+            cb.recorded -= runner.SPENT_EVERY_S  # a record is due
+            cb.on_step_end(0, [])
+            if signalled:
+                tune_handler(signal.SIGINT, None)
+            return []
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(runner, "_init_ray", lambda *a: None)
+    monkeypatch.setattr(runner, "_tuner", lambda *a: Tuner())
+    space = spaces.load(SPACE, [f"storage={tmp_path}"])
+    d = runs.prepare_run_dir(space)
+    t0 = time.time()
+    summary = runner.run(space, run_dir=d, budget=100, strategy=None, verbose=True, spent_before=40.0)
+    assert summary["interrupted"] is signalled
+    assert signal.getsignal(signal.SIGINT) is before
+    assert 40.0 <= runs.read_spent(d) <= 40.0 + (time.time() - t0) + 0.1

@@ -239,15 +239,17 @@ def test_a_refresh_computes_the_same_factors_in_numpy_and_in_the_graph(operator,
     assert err <= 1.01 * np.linalg.norm(moved - keras.ops.convert_to_numpy(fresh))  # as good as factoring afresh
 
 
-@pytest.mark.parametrize("spectrum", ["graded", "rank3", "zero"])
+@pytest.mark.parametrize("spectrum", ["graded", "rank3", "zero", "huge"])
 def test_the_graph_refresh_of_low_rank_survives_ill_conditioned_and_rank_deficient_kernels(spectrum):
     """The graph's bases come from Gram eigendecompositions, not a QR: singular values over 4 decades (the
-    power step squares them: 8), a kernel of rank 3 < k = 6, and an all-zero kernel give finite factors as
-    good as factoring afresh."""
+    power step squares them: 8), a kernel of rank 3 < k = 6, an all-zero kernel, and a diverging one (finite
+    entries near 1e17, whose Gram matrix overflowed float32 and made ``eigh`` raise: a bug hunt's SGD at rate
+    10) give finite factors as good as factoring afresh."""
     import operators
 
     rng = np.random.default_rng(1)
-    s = {"graded": np.geomspace(1.0, 1e-4, 12), "rank3": np.r_[np.ones(3), np.zeros(9)], "zero": np.zeros(12)}[spectrum]
+    s = {"graded": np.geomspace(1.0, 1e-4, 12), "rank3": np.r_[np.ones(3), np.zeros(9)], "zero": np.zeros(12),
+         "huge": np.geomspace(1e19, 1e17, 12)}[spectrum]
     a = (np.linalg.qr(rng.normal(size=(60, 12)))[0] * s @ np.linalg.qr(rng.normal(size=(40, 12)))[0].T).astype("float32")
     op = operators.get("low_rank", rank=6)
     start = op.factor(a + 0.01 * rng.normal(size=a.shape).astype("float32"))  # factors of an earlier A
@@ -405,3 +407,30 @@ def test_a_spliced_layer_trains_on_held_codes_exactly_as_on_its_packed_arrays(op
     loaded = state(keras.saving.load_model(tmp_path / "m.keras"), "dense_1")
     for name, var in st.decoded.items():
         np.testing.assert_array_equal(loaded.decoded[name].numpy(), var.numpy())
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_a_layer_of_another_dtype_splices_and_is_sized_at_its_own_width(dtype, tmp_path):
+    """Found by a bug hunt: a Dense(dtype="bfloat16") was compressed, then `fit` died at its first factoring
+    ("expected a real-valued matrix": ml_dtypes' bfloat16 is no np.number) and `model_size` refused even the
+    plain model; and a compressed layer's dense bits counted 32 per kernel element whatever its dtype, so a
+    float16 layer that stores more bits once spliced (its factors are float32) read as 1.87x smaller, a float64
+    one 1.83x instead of 3.6x."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12,))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Dense(16, dtype=dtype, name="t")(inp)))
+    plain = mutate.model_size(model)
+    mutate.compress(model, {"t": ("pruning", {"sparsity": 0.5})}, mutate.Schedule(begin_step=0, end_step=4, frequency=2))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+    model.fit(x, np.zeros((64, 3), "float32"), batch_size=16, epochs=2, verbose=0,
+              callbacks=[mutate.CompressionCallback()])
+    mutate.strip(model)
+    size = mutate.model_size(model)
+    assert size.dense_bits == plain.bits  # the plain model's bits, at the layer's width
+    row = next(r for r in size.layers if r.name == "t")
+    bits = {"bfloat16": 16, "float16": 16, "float64": 64}[dtype]
+    assert row.dense_bits == bits * 12 * 16 + bits * 16  # kernel and bias at the layer's width
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again(x[:4])), keras.ops.convert_to_numpy(model(x[:4])))

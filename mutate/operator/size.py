@@ -22,7 +22,7 @@ class LayerSize:
         state: ``"dense"``, ``"blending"`` or ``"spliced"``.
         params: stored elements.
         bits: bits stored now (a blending layer stores A, its factors and its schedule state).
-        dense_bits: bits of the uncompressed layer: 32 per float32 weight.
+        dense_bits: bits of the uncompressed layer: each weight at its dtype's width (32 for float32).
         final_bits: bits once spliced (equal to ``bits`` unless the layer is blending).
     """
 
@@ -109,8 +109,11 @@ def model_size(model: keras.Model) -> ModelSize:
 
     Dense float32 weights count 32 bits each; every stored array counts elements times its dtype width
     (a pruning bitmask counts its bytes, k-means codes their integer type). Optimizer state is not counted.
-    A compressed layer's dense bits are 32 per element of each compressed kernel plus its other weights
-    (bias; an LSTM's recurrent kernel when only its input kernel is compressed): the bits of the plain layer.
+    A compressed layer's dense bits are its kernels' width (the layer's variable dtype: 32 bits in float32
+    and under mixed precision, 16 for a float16 or bfloat16 layer) per element of each compressed kernel plus
+    its other weights (bias; an LSTM's recurrent kernel when only its input kernel is compressed): the bits
+    of the plain layer. Factors are stored in float32 whatever the layer's dtype, so a spliced float16 layer
+    can store more bits than its plain one (its ratio is then below 1).
     A stack that ends in ``huffman`` counts its entropy-coded bits (`operators.stack`), although the layer
     holds its arrays before coding. Rows are named by the layer's path in the model.
     """
@@ -126,9 +129,10 @@ def model_size(model: keras.Model) -> ModelSize:
         a_vars = {id(s.variable(layer)) for s, st in pairs if not st.spliced}
         kept = [v for v in variables if id(v) not in state_vars and id(v) not in a_vars]
         dense = final = saved = 0
+        kernel_bits = dtype_bits(layer.dtype_policy.variable_dtype)  # the plain kernel's width
         for _, st in pairs:
             m, n = st.matrix_shape()
-            dense += 32 * m * n
+            dense += kernel_bits * m * n
             if st.spliced:
                 raw = _bits(list(st.packed.values()))
                 coded = st.compressor.size_bits(st.factor_values()) if st.compressor.entropy_coded else raw

@@ -84,6 +84,11 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     checkpoint = run.dir / chosen.checkpoint / "model.keras"
     if not checkpoint.is_file():
         raise MissingInput(f"{run.dir}: point {chosen.trial}/{chosen.step}: its checkpoint {checkpoint} is missing")
+    import zipfile
+
+    if not zipfile.is_zipfile(checkpoint):  # cut short (a full disk, a copy): Keras said "File not found"
+        raise BadInput(f"{checkpoint}: damaged, not a Keras model file (a .keras file is a zip archive); point "
+                       f"{chosen.trial}/{chosen.step} cannot be exported")
     model = keras.saving.load_model(checkpoint, compile=False)
     data = builders.load_data(space.data, space.where)
     spliced = mutate.strip(model, finished_only=True)

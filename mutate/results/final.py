@@ -17,9 +17,16 @@ TESTS = "test_metrics.json"
 
 def read_tests(run_dir: Path) -> dict[str, float]:
     """checkpoint -> test metric (accuracy or perplexity) for the points evaluated so far."""
+    from mutate.errors import BadInput
     from mutate.results.runs import read_record
 
-    return read_record(Path(run_dir) / TESTS) or {}
+    path = Path(run_dir) / TESTS
+    values = read_record(path) or {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInput(f"{path}: damaged, {key}: {value!r} is not a number; delete the file (`mutate search "
+                           "--resume` or `mutate export` evaluates the front again)")
+    return values
 
 
 def write_tests(run_dir: Path, values: dict[str, float]) -> None:

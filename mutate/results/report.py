@@ -30,6 +30,7 @@ class Run:
             missing = [k for k in ("trial", "step", "bytes", "ratio") if k not in r]
             if missing:
                 raise BadInput(f"{self.dir / 'points.jsonl'}: row {i + 1} has no {', '.join(missing)}: damaged")
+            _check_numbers(self.dir / "points.jsonl", i + 1, r)
         self.lm = any("val_perplexity" in r for r in rows)
         tests = read_tests(self.dir)
         name = f"test_{'perplexity' if self.lm else 'accuracy'}"
@@ -39,6 +40,14 @@ class Run:
             raise BadInput(f"{self.dir / 'space.json'}: damaged, no recorded space")
         self.space = info["space"]
         self.classes = info.get("classes")
+        classes = self.classes
+        if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+            raise BadInput(f"{self.dir / 'space.json'}: damaged, classes: {classes!r} is not a count of classes")
+        budget = self.space.get("budget", {})
+        if not isinstance(budget, dict) or any(
+                budget.get(k) is not None and (isinstance(budget[k], bool) or not isinstance(budget[k], (int, float)))
+                for k in ("bytes", "ratio")):
+            raise BadInput(f"{self.dir / 'space.json'}: damaged, budget: {budget!r} is not a budget (bytes or ratio)")
 
     @property
     def test_source(self) -> str:
@@ -105,6 +114,22 @@ class Run:
 
         return export(self.dir, point=point, max_size=max_size, min_accuracy=min_accuracy, out=Path(out),
                       force=force)
+
+
+def _check_numbers(path: Path, line: int, row: dict[str, Any]) -> None:
+    """A row's sizes, step and metrics are numbers (a hand edit or a damaged copy made them text or null).
+
+    Raises:
+        BadInput: naming the file, the row and the key.
+    """
+    for key in ("step", "bytes", "ratio", "val_accuracy", "val_perplexity", "val_loss", "test_accuracy",
+                "test_perplexity", "accuracy", "perplexity"):
+        if key not in row or (row[key] is None and key not in ("step", "bytes", "ratio", "val_accuracy",
+                                                                 "val_perplexity")):
+            continue
+        value = row[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInput(f"{path}: row {line}: {key}: {value!r} is not a number: damaged")
 
 
 def load_run(run_dir: str | Path) -> Run:

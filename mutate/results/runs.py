@@ -9,6 +9,7 @@ diverged (NaN/Inf) leaves ``diverged/TRIAL.txt`` with its reason.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ from mutate.search.space import Space, SpaceError, from_dict
 POINTS = "points.jsonl"
 SPACE_FILE = "space.json"
 TIMING = "timing.json"
-SPENT = "spent.json"
+SPENT = "spent.txt"
+"""The seconds a search's sessions spent in Ray Tune, as JSON. Not ``.json``: a resumed Tune copies the run's
+``.json`` files into its staging folder and syncs them back over the run while it runs, which put an earlier
+record back over the driver's newer ones (``spent.json`` is what the version before wrote, and is read)."""
+SPENT_BEFORE = "spent.json"
 """Seconds of Ray Tune's run the sessions of an interrupted search spent (Tune restores that much of
 ``search.time_budget_s`` on a resume)."""
 DIVERGED = "diverged"
@@ -75,7 +80,7 @@ def read_points(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows: dict[Any, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # bad bytes: a damaged line
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -108,7 +113,7 @@ def prepare_run_dir(space: Space, classes: int | None = None, backend: str | Non
     absolute path."""
     base = (space.storage / space.name).resolve()
     run_dir, i = base, 1
-    while run_dir.exists() and any(run_dir.iterdir()):
+    while run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):  # a file of that name: taken
         i += 1
         run_dir = base.with_name(f"{base.name}-{i}")
     try:
@@ -163,8 +168,15 @@ def read_timing(run_dir: Path) -> dict[str, float] | None:
 
 def read_spent(run_dir: Path) -> float:
     """Seconds earlier sessions of this search spent in Ray Tune (`SPENT`; 0 for none)."""
-    record = read_record(Path(run_dir) / SPENT)
-    return float(record.get("spent_s", 0.0)) if record else 0.0
+    path = Path(run_dir) / SPENT
+    if not path.is_file():
+        path = Path(run_dir) / SPENT_BEFORE
+    record = read_record(path)
+    value = record.get("spent_s", 0.0) if record else 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise BadInput(f"{path}: damaged, spent_s: {value!r} is not a number of seconds; delete it (a resumed search "
+                       "then counts only the sessions after it against search.time_budget_s)")
+    return float(value)
 
 
 def write_spent(run_dir: Path, seconds: float) -> None:
@@ -172,6 +184,29 @@ def write_spent(run_dir: Path, seconds: float) -> None:
     tmp = Path(run_dir) / (SPENT + ".tmp")
     tmp.write_text(json.dumps({"spent_s": round(seconds, 1)}))
     tmp.replace(Path(run_dir) / SPENT)
+
+
+def check_search_state(run_dir: Path) -> None:
+    """Before a resume: Ray Tune's state in ``run_dir`` is whole (its newest ``experiment_state-*.json``, the one
+    Tune restores, is JSON with its trials; ``tuner.pkl`` is there and not empty). A damaged state made Tune
+    restore a search of fewer trials (each failing on its missing config) and the resume then finished it.
+
+    Raises:
+        BadInput: a file is missing or damaged, naming it (nothing is changed).
+    """
+    run_dir = Path(run_dir)
+    pickled = run_dir / "tuner.pkl"
+    if not pickled.is_file() or pickled.stat().st_size == 0:
+        raise BadInput(f"{pickled}: {'empty' if pickled.is_file() else 'missing'}: Ray Tune's record of the search "
+                       "is needed to resume it (`mutate pareto` and `mutate export` still read the run)")
+    states = sorted(run_dir.glob("experiment_state-*.json"))
+    if not states:
+        raise BadInput(f"{run_dir}: no experiment_state-*.json: Ray Tune's state of the search is needed to resume "
+                       "it (`mutate pareto` and `mutate export` still read the run)")
+    state = read_record(states[-1])
+    if not isinstance(state.get("trial_data"), list) or not state["trial_data"]:
+        raise BadInput(f"{states[-1]}: damaged, no trial_data: Ray Tune would restore a search without its trials; "
+                       "restore the file from a copy, or delete it to resume from an earlier state file")
 
 
 def started_in(run_dir: Path) -> Path | None:
@@ -208,7 +243,10 @@ def load_recorded_space(run_dir: Path) -> Space:
         raw, where = record["space"], record.get("space_path")
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON or not the layout written here
         raise SpaceError(f"{f}: not a space recorded by mutate ({type(e).__name__}: {e})") from None
-    return from_dict(raw, path=Path(where) if where else None)
+    try:
+        return from_dict(raw, path=Path(where) if where else None)
+    except SpaceError as e:  # its YAML's name alone pointed at a file the user may have fixed since
+        raise SpaceError(f"{f}: the space recorded in it is invalid: {e}") from None
 
 
 def disk_bytes(folder: Path) -> int:

@@ -38,7 +38,8 @@ def _glob_matches(space: Space, key: str, globs: list[str], model: keras.Model, 
                                f"{', '.join(k.path for k in kernels)}")
 
 
-def _level_entries(space: Space, op_name: str, layer_name: str, m: int, n: int) -> list[Entry]:
+def _level_entries(space: Space, op_name: str, layer_name: str, m: int, n: int,
+                   kernel_bits: int = 32) -> list[Entry]:
     """One sizes-only table entry per combination of ``op_name``'s choices on an m x n layer.
 
     Raises:
@@ -47,7 +48,7 @@ def _level_entries(space: Space, op_name: str, layer_name: str, m: int, n: int) 
     out = []
     for params in policy.levels(space.mutations["operators"], op_name):
         try:
-            saved = saved_bytes(operators.get(op_name, **params), m, n)
+            saved = saved_bytes(operators.get(op_name, **params), m, n, kernel_bits)
         except (ValueError, TypeError) as e:
             raise space.error(f"mutations.operators.{op_name}",
                               f"{params} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
@@ -155,7 +156,8 @@ def prepare(space: Space) -> Prepared:
                         bad = v if q == p else choices[q][0]
                         raise space.error(f"mutations.operators.{op}.{q}",
                                           f"{bad!r} does not fit layer {layer_name!r} ({m}x{n}): {e}") from None
-        levels = [e for op in allowed[layer_name] for e in _level_entries(space, op, layer_name, m, n)]
+        bits = operators.dtype_bits(by_path[layer_name].layer.dtype_policy.variable_dtype)
+        levels = [e for op in allowed[layer_name] for e in _level_entries(space, op, layer_name, m, n, bits)]
         entries += levels
         saved += max(0, max(e.saved for e in levels))
     budget = budget_bytes(space, dense_bytes)

@@ -14,7 +14,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -28,7 +30,7 @@ from ray.tune.search import BasicVariantGenerator
 from mutate.errors import BadInput, NonFiniteLoss
 from mutate.search.genome import from_json, to_json
 from mutate.results.pareto import Point, front
-from mutate.results.runs import append_point, divergence, read_points, record_divergence
+from mutate.results.runs import append_point, divergence, read_points, record_divergence, write_spent
 from mutate.search.space import Space, from_dict
 from mutate.search.strategies import Strategy, settled, table_metric
 
@@ -160,6 +162,14 @@ def _emit(line: str) -> None:
 
 
 _STRATEGY: list[Strategy | None] = [None]
+_SIGINT: list[Any] = [None]
+"""The SIGINT handler Ray Tune installed for this search's `fit` (seen by `_Points.setup`): when `fit` returns
+with another one in place, Tune's handler ran (Ctrl-C, or Tune's SIGUSR1 stop) and put back the one before it."""
+
+SPENT_EVERY_S = 5.0
+"""Seconds between the driver's records of the time the search has spent (``spent.txt``): a driver killed
+outright (kill -9, a lost terminal) leaves a record at most this old, and a resumed search with
+``search.time_budget_s`` counts the earlier sessions from it (Ray Tune restores its own remaining budget)."""
 
 
 class _Points(tune.Callback):
@@ -167,11 +177,14 @@ class _Points(tune.Callback):
     the model checkpoint of every point that falls off the validation front, and prints one progress line per
     interval."""
 
-    def __init__(self, run_dir: str, budget: int, interval: float, window: int = 0, iters: int = 0) -> None:
+    def __init__(self, run_dir: str, budget: int, interval: float, window: int = 0, iters: int = 0,
+                 spent_before: float | None = None) -> None:
         self.run_dir, self.budget, self.interval, self.window = run_dir, budget, interval, window
         self.iters = iters  # reports in a whole trial: a finished trial that made fewer was stopped
+        self.spent_before = spent_before  # earlier sessions' seconds (None: the time is not recorded)
         self.t0 = time.time()
         self.last = 0.0
+        self.recorded = 0.0
         self.count = 0
         self.front: list[Point] = []
 
@@ -180,7 +193,10 @@ class _Points(tune.Callback):
         from those already reported (a resumed run's line read "points 0 | best under budget: none yet")."""
         self.t0 = time.time()
         self.last = 0.0
+        self.recorded = self.t0
         self.front = []
+        if threading.current_thread() is threading.main_thread():
+            _SIGINT[0] = signal.getsignal(signal.SIGINT)
         rows = read_points(Path(self.run_dir))
         strategy = _STRATEGY[0]
         for row in rows:
@@ -224,6 +240,10 @@ class _Points(tune.Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.time()
+        if self.spent_before is not None and now - self.recorded >= SPENT_EVERY_S:
+            self.recorded = now
+            with contextlib.suppress(OSError):  # a full disk: the trials' own writes fail and say so
+                write_spent(Path(self.run_dir), self.spent_before + now - self.t0)
         if self.interval > 0 and now - self.last >= self.interval:  # 0: no progress lines
             self.last = now
             _emit(self.line(trials))
@@ -258,8 +278,10 @@ class _Points(tune.Callback):
 
 def reason(error: Any) -> str:
     """One line for a failed trial: the last line of its error (Ray's traceback ends with the exception),
-    without the exception's module path, at most 300 characters."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    without the exception's module path, at most 300 characters. TensorFlow's trailing node lines
+    (``[[{{node ...}}]] [Op:...]``) are skipped for the message before them."""
+    lines = [line.strip() for line in str(error).strip().splitlines()
+             if line.strip() and not line.strip().startswith("[[")]
     line = lines[-1] if lines else "unknown error"
     return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Z]\w*: )", "", line)[:300]
 
@@ -553,13 +575,26 @@ def burn_in(space: Space) -> int:
 
 
 def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore: bool,
-           interval: float) -> tune.Tuner:
+           interval: float, spent_before: float | None = None) -> tune.Tuner:
     s, t, r = space.search, space.training, space.resources
     iters = t["steps"] // t["report_every"]
     trainable = tune.with_resources(MutationTrainable, {"cpu": r["cpus"], "gpu": r["gpus"],
                                                          **({"TPU": r["tpu"]} if r["tpu"] else {})})
     if restore:
-        return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        import pickle
+
+        try:
+            tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        except (pickle.UnpicklingError, EOFError) as e:  # cut short: the rest of the state is checked before
+            raise BadInput(f"{run_dir / 'tuner.pkl'}: damaged ({type(e).__name__}: {e}); restore it from a copy "
+                           "(`mutate pareto` and `mutate export` still read the run)") from None
+        internal = getattr(tuner, "_local_tuner", None)  # the callbacks come back from tuner.pkl as pickled
+        config = internal.get_run_config() if internal is not None else None
+        for cb in (config.callbacks if config is not None else None) or []:
+            if isinstance(cb, _Points):
+                cb.spent_before = spent_before
+        return tuner
     scheduler = None
     perturb = max(1, s["perturbation_interval"] // t["report_every"])
     if strategy.explores:
@@ -578,7 +613,7 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
         run_config=tune.RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent), verbose=0,
             stop={"training_iteration": iters},
-            callbacks=[_Points(str(run_dir), budget, interval, space.mutations["window"], iters)],
+            callbacks=[_Points(str(run_dir), budget, interval, space.mutations["window"], iters, spent_before)],
             failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
             # PBT may clone any trial's last checkpoint, even a finished trial's, and a resumed search restores
             # the one its last saved experiment state names (num_to_keep could delete it): keep them all while
@@ -599,7 +634,7 @@ def start_ray(space: Space, run_dir: Path, address: str | None = None, verbose: 
 
 def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
         resume: bool = False, address: str | None = None, verbose: bool = False, interval: float = 10.0,
-        out: Callable[[str], None] = print) -> dict[str, Any]:
+        out: Callable[[str], None] = print, spent_before: float | None = None) -> dict[str, Any]:
     """Run (or resume) a search into ``run_dir``; returns a summary with wall time and compute time.
 
     Args:
@@ -613,12 +648,17 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
         verbose: show Ray's own logs.
         interval: seconds between progress lines.
         out: where progress lines go.
+        spent_before: seconds earlier sessions spent; with it, the time spent so far is recorded in
+            ``spent.txt`` every `SPENT_EVERY_S` while the search runs (None: not recorded).
 
     Returns:
         ``wall_s``, ``compute_s``, ``points`` (reported points in the run), ``trials`` (how many),
         ``failed``: (trial id, one-line reason) for each trial that ended in error after its retries,
         ``actor_setup_s``: each actor's start in seconds (imports, data, first model; outside ``compute_s``),
-        and ``unfinished``: trials stopped before their last step (Ctrl-C, or ``search.time_budget_s``).
+        ``unfinished``: trials stopped before their last step (Ctrl-C, or ``search.time_budget_s``), and
+        ``interrupted``: whether Tune stopped on a signal (Ctrl-C; None when that cannot be known: `fit` ran
+        off the main thread, or Tune installed no handler). Tune's SIGINT handler stays installed after a
+        `fit` that no signal stopped; the one before it is put back, so a Ctrl-C after the trials interrupts.
         On resume, ``compute_s`` and ``actor_setup_s`` count this session's reports only.
     """
     if not verbose:
@@ -630,14 +670,25 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     _PBT[0] = None
     earlier = len(read_points(run_dir)) if resume else 0  # a resumed run's earlier sessions are not timed here
     t0 = time.time()
-    if verbose:
-        _init_ray(space, address, verbose)
-        results = _tuner(space, run_dir, strategy, budget, resume, interval).fit()
-    else:  # Ray's own console output goes to ray_output.log in the run directory; our lines still show
-        with open(run_dir / "ray_output.log", "a", encoding="utf-8") as log, \
-                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, getattr(signal, "SIGUSR1", None))
+                if sig is not None} if main else {}
+    _SIGINT[0] = None
+    try:
+        if verbose:
             _init_ray(space, address, verbose)
-            results = _tuner(space, run_dir, strategy, budget, resume, interval).fit()
+            results = _tuner(space, run_dir, strategy, budget, resume, interval, spent_before).fit()
+        else:  # Ray's own console output goes to ray_output.log in the run directory; our lines still show
+            with open(run_dir / "ray_output.log", "a", encoding="utf-8") as log, \
+                    contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                _init_ray(space, address, verbose)
+                results = _tuner(space, run_dir, strategy, budget, resume, interval, spent_before).fit()
+    finally:
+        during, after = _SIGINT[0], signal.getsignal(signal.SIGINT) if main else None
+        for sig, handler in handlers.items():  # Tune leaves its handlers installed unless a signal came
+            signal.signal(sig, handler)
+    tune_handled = main and during is not None and during is not handlers.get(signal.SIGINT)
+    interrupted = (after is not during) if tune_handled else None
     wall = time.time() - t0
     points = read_points(run_dir)
     failed = [(Path(r.path).name.removeprefix("trial_") if r.path else "?", reason(r.error))
@@ -649,7 +700,8 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     unfinished = sum(1 for r in results
                      if r.error is None and int((r.metrics or {}).get("training_iteration") or 0) < iters)
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed,
-            "actor_setup_s": setups, "unfinished": unfinished, "slots": slots(space, _RAY.get("resources") or {})}
+            "actor_setup_s": setups, "unfinished": unfinished, "interrupted": interrupted,
+            "slots": slots(space, _RAY.get("resources") or {})}
 
 
 def slots(space: Space, resources: Mapping[str, float]) -> int:

@@ -106,7 +106,7 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
         finally:
             var.assign(original)
         if op.entropy_coded:  # a stack ending in huffman: its coded size depends on the weights; measure it here
-            e.saved = (32 * a.size - op.size_bits(factors)) // 8
+            e.saved = (operators.dtype_bits(original.dtype) * a.size - op.size_bits(factors)) // 8
         e.seconds = time.perf_counter() - t1
     table.base_metric, table.base_loss, table.lm = base_metric, base_loss, lm
     table.subset, table.seconds = len(x), time.perf_counter() - t0

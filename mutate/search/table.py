@@ -221,13 +221,13 @@ class Table:
         return out
 
 
-def saved_bytes(op: Any, m: int, n: int) -> int:
-    """Bytes an (m, n) float32 kernel saves once spliced with the operator ``op``: 4*m*n minus the bytes of its
-    packed arrays (negative when the factors are larger than the kernel)."""
+def saved_bytes(op: Any, m: int, n: int, kernel_bits: int = 32) -> int:
+    """Bytes an (m, n) kernel of ``kernel_bits`` per element (float32: 32) saves once spliced with the
+    operator ``op``: its bytes minus those of its packed arrays (negative when the factors are larger)."""
     import operators
 
     bits = sum(int(np.prod(s.shape)) * operators.dtype_bits(s.dtype) for s in op.packed_specs(m, n).values())
-    return (32 * m * n - bits) // 8
+    return (kernel_bits * m * n - bits) // 8
 
 
 def load(run_dir: Path) -> Table | None:
