@@ -56,7 +56,9 @@ def bench(name: str, yaml: str, overrides: list[str]) -> str:
 def main() -> None:
     head = f"{'model':<16}{'state':<10}{'vars':>6}{'steps':>8}{'report ms':>12}{'check ms':>10}{'share':>10}"
     out = [head,
-           bench("digits_mlp", "digits_mlp.yaml", ["mutations.window=1000"]),
+           # the longest window digits_mlp.yaml allows (steps 1200 - warm-up 300; the space check refuses 1000,
+           # which the numbers in bench_nan_check.txt were measured with before that check existed)
+           bench("digits_mlp", "digits_mlp.yaml", ["mutations.window=900"]),
            bench("lenet-300-100", "fashion_mlp.yaml", ["mutations.window=1000"])]
     text = "\n".join(out)
     print(text)

@@ -14,12 +14,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mutate.search import space as spaces  # noqa: E402
+from mutate.search import builders, space as spaces  # noqa: E402
 from mutate.search.trial import EVAL_BATCH, TrialRunner  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
     space = spaces.load(argv[0], argv[1:])
+    builders.importable_beside(space)  # a model module next to the YAML (sepnet.yaml, user_model.yaml)
     t0 = time.perf_counter()
     runner = TrialRunner(space, seed=space.search["seed"] * 1000)  # trial 0's seed, as the sensitivity table
     steps = space.training["steps"]

@@ -174,7 +174,11 @@ def main() -> None:
         for seed in args.seeds:
             for strategy in args.strategies:
                 run_dir = storage / f"{name}_s{seed}_{strategy}"
-                if not (args.keep and read_timing(run_dir) is not None):
+                done = [d for d in [run_dir, *storage.glob(f"{name}_s{seed}_{strategy}-*")]
+                        if d.is_dir() and read_timing(d) is not None]  # a stopped run left NAME, a rerun NAME-2
+                if args.keep and done:
+                    run_dir = max(done, key=lambda d: (d / "timing.json").stat().st_mtime)
+                else:
                     run_dir = search(space, strategy, seed, storage, extra)
                 row = {"space": name, "seed": seed, "strategy": strategy, **describe(run_dir)}
                 rows.append(row)
