@@ -17,6 +17,7 @@ Exit codes (``--verbose`` shows the traceback of any error instead of the one li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -161,10 +162,8 @@ def _save_traceback(e: BaseException, run_dir: Path) -> Path | None:
         tmp.write_text("".join(traceback.format_exception(type(e), e, e.__traceback__)), encoding="utf-8")
         tmp.replace(path)
     except OSError:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # a full disk: no partial file left
-        except OSError:
-            pass
         return None
     return path
 

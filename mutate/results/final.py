@@ -18,12 +18,12 @@ TESTS = "test_metrics.json"
 def read_tests(run_dir: Path) -> dict[str, float]:
     """checkpoint -> test metric (accuracy or perplexity) for the points evaluated so far."""
     from mutate.errors import BadInput
-    from mutate.results.runs import read_record
+    from mutate.results.runs import is_number, read_record
 
     path = Path(run_dir) / TESTS
     values = read_record(path) or {}
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise BadInput(f"{path}: damaged, {key}: {value!r} is not a number; delete the file (`mutate search "
                            "--resume` or `mutate export` evaluates the front again)")
     return values

@@ -14,7 +14,7 @@ from typing import Any
 from mutate.errors import BadInput
 from mutate.results.final import read_tests
 from mutate.results.pareto import Point, front, hypervolume
-from mutate.results.runs import read_points, read_record
+from mutate.results.runs import is_number, read_points, read_record
 
 
 class Run:
@@ -41,12 +41,11 @@ class Run:
         self.space = info["space"]
         self.classes = info.get("classes")
         classes = self.classes
-        if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        if classes is not None and (not is_number(classes) or not isinstance(classes, int) or classes < 1):
             raise BadInput(f"{self.dir / 'space.json'}: damaged, classes: {classes!r} is not a count of classes")
         budget = self.space.get("budget", {})
         if not isinstance(budget, dict) or any(
-                budget.get(k) is not None and (isinstance(budget[k], bool) or not isinstance(budget[k], (int, float)))
-                for k in ("bytes", "ratio")):
+                budget.get(k) is not None and not is_number(budget[k]) for k in ("bytes", "ratio")):
             raise BadInput(f"{self.dir / 'space.json'}: damaged, budget: {budget!r} is not a budget (bytes or ratio)")
 
     @property
@@ -127,9 +126,8 @@ def _check_numbers(path: Path, line: int, row: dict[str, Any]) -> None:
         if key not in row or (row[key] is None and key not in ("step", "bytes", "ratio", "val_accuracy",
                                                                  "val_perplexity")):
             continue
-        value = row[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadInput(f"{path}: row {line}: {key}: {value!r} is not a number: damaged")
+        if not is_number(row[key]):
+            raise BadInput(f"{path}: row {line}: {key}: {row[key]!r} is not a number: damaged")
 
 
 def load_run(run_dir: str | Path) -> Run:

@@ -21,12 +21,12 @@ POINTS = "points.jsonl"
 SPACE_FILE = "space.json"
 TIMING = "timing.json"
 SPENT = "spent.txt"
-"""The seconds a search's sessions spent in Ray Tune, as JSON. Not ``.json``: a resumed Tune copies the run's
-``.json`` files into its staging folder and syncs them back over the run while it runs, which put an earlier
-record back over the driver's newer ones (``spent.json`` is what the version before wrote, and is read)."""
+"""Seconds of Ray Tune's run the sessions of a search spent (Tune restores that much of
+``search.time_budget_s`` on a resume), as JSON. Not ``.json``: a resumed Tune copies the run's ``.json``
+files into its staging folder and syncs them back over the run while it runs, which put an earlier record
+back over the driver's newer ones."""
 SPENT_BEFORE = "spent.json"
-"""Seconds of Ray Tune's run the sessions of an interrupted search spent (Tune restores that much of
-``search.time_budget_s`` on a resume)."""
+"""`SPENT` as the version before wrote it (still read)."""
 DIVERGED = "diverged"
 
 
@@ -63,6 +63,11 @@ def append_point(run_dir: Path, row: dict[str, Any]) -> None:
         f.write(("\n" if torn else "") + json.dumps(row, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def is_number(value: Any) -> bool:
+    """Whether a value read from a run's JSON is a number (not a bool, a string or null)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_points(run_dir: Path) -> list[dict[str, Any]]:
@@ -173,7 +178,7 @@ def read_spent(run_dir: Path) -> float:
         path = Path(run_dir) / SPENT_BEFORE
     record = read_record(path)
     value = record.get("spent_s", 0.0) if record else 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_number(value) or not math.isfinite(value) or value < 0:
         raise BadInput(f"{path}: damaged, spent_s: {value!r} is not a number of seconds; delete it (a resumed search "
                        "then counts only the sessions after it against search.time_budget_s)")
     return float(value)
