@@ -8,21 +8,27 @@ Prints one line: steps, bytes, validation and test accuracy (perplexity for a la
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mutate.errors import BadInput  # noqa: E402
 from mutate.search import builders, space as spaces  # noqa: E402
 from mutate.search.trial import EVAL_BATCH, TrialRunner  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    space = spaces.load(argv[0], argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("space", help="a search space YAML")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, as `mutate search --set`")
+    args = parser.parse_args(argv)
+    try:
+        space = spaces.load(args.space, args.overrides)
+    except BadInput as exc:  # the user's YAML or overrides: one line, exit 2
+        parser.exit(2, f"error: {exc}\n")
     builders.importable_beside(space)  # a model module next to the YAML (sepnet.yaml, user_model.yaml)
     t0 = time.perf_counter()
     runner = TrialRunner(space, seed=space.search["seed"] * 1000)  # trial 0's seed, as the sensitivity table
