@@ -201,7 +201,26 @@ def test_damaged_run_files_are_one_line_naming_the_file(run_dir, capsys):
              ("space.json", good.replace('"classes": 10', '"classes": 0'), r"space.json: damaged, classes: 0 is not"),
              ("space.json", good.replace('"classes": 10', '"classes": "ten"'), r"space.json: damaged, classes: 'ten'"),
              ("space.json", json.dumps({**json.loads(good), "space": {**json.loads(good)["space"], "budget": [1]}}),
-              r"space.json: damaged, budget: \[1\] is not a budget")]
+              r"space.json: damaged, budget: \[1\] is not a budget"),
+             # a third: NaN took the whole front (every comparison with it is false), Infinity an OverflowError,
+             # budgets the space refuses a math domain error half-way through the files, a list an unhashable key
+             ("points.jsonl", '{"trial": "t", "step": 1, "bytes": 9, "ratio": 0.01, "val_accuracy": NaN}\n',
+              r"points.jsonl: row 1: val_accuracy: nan is out of range: damaged"),
+             ("points.jsonl", '{"trial": "t", "step": 1, "bytes": Infinity, "ratio": 0.01, "val_accuracy": 0.5}\n',
+              r"points.jsonl: row 1: bytes: inf is out of range: damaged"),
+             ("points.jsonl", '{"trial": "t", "step": 1, "bytes": -9, "ratio": 0.01, "val_accuracy": 0.5}\n',
+              r"points.jsonl: row 1: bytes: -9 is out of range: damaged"),
+             ("points.jsonl", '{"trial": "t", "step": 1, "bytes": 9, "ratio": 0.01, "val_accuracy": 0.5, '
+                              '"checkpoint": ["a"]}\n', r"points.jsonl: row 1: checkpoint: \['a'\] is not a folder name"),
+             ("test_metrics.json", '{"ckpt/0": NaN}', r"test_metrics.json: damaged, ckpt/0: nan is not a number"),
+             *[("space.json", json.dumps({**json.loads(good), "space": {**json.loads(good)["space"], "budget": b}}),
+                r"space.json: damaged, budget: .* is not a budget \(bytes >= 1 or a ratio in \(0, 1\]\)")
+               for b in ({"bytes": -5}, {"ratio": float("nan")}, {"ratio": 1e308}, {"bytes": 0})],
+             ("sensitivity.json", json.dumps({"entries": [{"layer": "fc", "operator": "pruning", "params": {},
+                                                           "saved": "x"}]}),
+              r"sensitivity.json: damaged, not a sensitivity table \(TypeError: entry 'fc'/'pruning': saved: 'x'"),
+             ("sensitivity.json", json.dumps({"base_metric": "0.9", "entries": []}),
+              r"sensitivity.json: damaged, not a sensitivity table \(TypeError: base_metric: '0.9' is not a number")]
     import re
 
     for name, text, message in cases:
@@ -224,8 +243,37 @@ def test_a_damaged_checkpoint_is_one_line_of_export_naming_it(run_dir, tmp_path,
         (run_dir / "ckpt" / "1" / "model.keras").write_text(text)
         assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.keras")]) == 2
         assert stderr_lines(capsys) == [f"mutate: error: {run_dir}/ckpt/1/model.keras: damaged, not a Keras model "
-                                        "file (a .keras file is a zip archive); point t0/100 cannot be exported"]
+                                        "file (a .keras file is a zip archive holding config.json); point t0/100 "
+                                        "cannot be exported"]
         assert not (tmp_path / "m.keras").exists()
+    import zipfile
+
+    with zipfile.ZipFile(run_dir / "ckpt" / "1" / "model.keras", "w") as z:  # a zip, but no model (was KeyError)
+        z.writestr("weights.h5", b"")
+    assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(tmp_path / "m.keras")]) == 2
+    assert "damaged, not a Keras model file" in stderr_lines(capsys)[0]
+
+
+def test_a_points_file_that_is_a_folder_is_damaged_not_empty(run_dir, capsys):
+    (run_dir / "points.jsonl").unlink()
+    (run_dir / "points.jsonl").mkdir()
+    assert cli.main(["pareto", str(run_dir)]) == 2
+    assert stderr_lines(capsys) == [f"mutate: error: {run_dir / 'points.jsonl'}: not a file: damaged"]
+
+
+def test_the_fronts_files_are_written_all_or_none(run_dir, capsys):
+    """pareto.png a folder: csv and json were rewritten, html kept the old front, and the note said none were."""
+    assert cli.main(["pareto", str(run_dir)]) == 0
+    capsys.readouterr()
+    files = {name: (run_dir / name).read_bytes() for name in ("pareto.csv", "pareto.json", "pareto.html")}
+    (run_dir / "pareto.png").unlink()
+    (run_dir / "pareto.png").mkdir()
+    runs.append_point(run_dir, {"trial": "t1", "step": 50, "bytes": 100, "ratio": 0.1, "val_accuracy": 0.5,
+                                "genome": [], "genome_summary": "dense", "checkpoint": "ckpt/2"})
+    assert cli.main(["pareto", str(run_dir)]) == 0
+    assert "could not write the front's files" in capsys.readouterr().err
+    assert {name: (run_dir / name).read_bytes() for name in files} == files
+    assert sorted(p.name for p in run_dir.glob("pareto*")) == ["pareto.csv", "pareto.html", "pareto.json", "pareto.png"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -736,3 +784,16 @@ def test_the_search_knows_a_signal_from_its_time_budget_and_puts_the_sigint_hand
     assert summary["interrupted"] is signalled
     assert signal.getsignal(signal.SIGINT) is before
     assert 40.0 <= runs.read_spent(d) <= 40.0 + (time.time() - t0) + 0.1
+
+
+def test_a_damaged_file_sizes_entry_is_converted_again_not_printed(run_dir):
+    """`pareto --sizes` printed a cached entry whatever it held (ValueError, AttributeError in the table)."""
+    from mutate.results import formats
+
+    good = {"counted": 100, "keras": 900, "tflite": 500, "tflite_gzip": 400}
+    refused = {"counted": 100, "keras": 900, "tflite": None, "tflite_gzip": None, "tflite_refused": "Flex ops"}
+    damaged = [{"counted": "x", "keras": 1, "tflite": 1, "tflite_gzip": 1}, 5, {}, {**good, "tflite_gzip": None},
+               {**refused, "tflite_refused": None}]
+    names = [f"gone/{i}" for i in range(len(damaged))]  # no model.keras: a damaged entry leaves nothing
+    (run_dir / formats.SIZES_FILE).write_text(json.dumps({"ok": good, "no": refused, **dict(zip(names, damaged))}))
+    assert formats.file_sizes(run_dir, ["ok", "no", *names]) == {"ok": good, "no": refused}

@@ -152,10 +152,11 @@ def test_a_run_that_refuses_files_still_prints_its_front(run_dir, monkeypatch, c
     (an internal error, no table)."""
     from mutate import cli
 
-    def refuse(path, data):
-        raise PermissionError(13, "Permission denied", str(path))
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(report, "_write_atomic", refuse)
+    monkeypatch.setattr(report.Path, "write_text", refuse)
+    monkeypatch.setattr(report.Path, "write_bytes", refuse)
     assert cli.main(["pareto", str(run_dir)]) == 0
     out, err = capsys.readouterr()
     assert "on the front chosen on validation" in out and "wrote pareto" not in out

@@ -86,9 +86,16 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
         raise MissingInput(f"{run.dir}: point {chosen.trial}/{chosen.step}: its checkpoint {checkpoint} is missing")
     import zipfile
 
-    if not zipfile.is_zipfile(checkpoint):  # cut short (a full disk, a copy): Keras said "File not found"
-        raise BadInput(f"{checkpoint}: damaged, not a Keras model file (a .keras file is a zip archive); point "
-                       f"{chosen.trial}/{chosen.step} cannot be exported")
+    def readable() -> bool:  # cut short (a full disk, a copy): Keras said "File not found" or KeyError
+        try:
+            with zipfile.ZipFile(checkpoint) as z:
+                return "config.json" in z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return False
+
+    if not readable():
+        raise BadInput(f"{checkpoint}: damaged, not a Keras model file (a .keras file is a zip archive holding "
+                       f"config.json); point {chosen.trial}/{chosen.step} cannot be exported")
     model = keras.saving.load_model(checkpoint, compile=False)
     data = builders.load_data(space.data, space.where)
     spliced = mutate.strip(model, finished_only=True)

@@ -23,7 +23,7 @@ def read_tests(run_dir: Path) -> dict[str, float]:
     path = Path(run_dir) / TESTS
     values = read_record(path) or {}
     for key, value in values.items():
-        if not is_number(value):
+        if not is_number(value) or math.isnan(value) or (math.isinf(value) and value < 0):  # perplexity may be +inf
             raise BadInput(f"{path}: damaged, {key}: {value!r} is not a number; delete the file (`mutate search "
                            "--resume` or `mutate export` evaluates the front again)")
     return values

@@ -455,7 +455,7 @@ def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int
         cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     except (ValueError, UnicodeDecodeError):
         cache = {}
-    cache = cache if isinstance(cache, dict) else {}
+    cache = {k: v for k, v in cache.items() if _sizes_entry_ok(v)} if isinstance(cache, dict) else {}
     if any(name not in cache for name in checkpoints):  # a user model's class registers when its module loads
         check_backend("litert", Path(run_dir) / SIZES_FILE)
         from mutate.results.runs import load_recorded_space
@@ -478,6 +478,20 @@ def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int
         if lite is None:
             cache[name]["tflite_refused"] = why
         tmp_path = cache_path.with_suffix(".tmp")
-        tmp_path.write_text(json.dumps(cache, indent=1))
-        tmp_path.replace(cache_path)
+        try:  # a read-only run (or a full disk) still gets its sizes, converted again next time
+            tmp_path.write_text(json.dumps(cache, indent=1))
+            tmp_path.replace(cache_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink(missing_ok=True)
     return {n: cache[n] for n in checkpoints if n in cache}
+
+
+def _sizes_entry_ok(entry: Any) -> bool:
+    """A cached entry of `file_sizes` as it writes them (a damaged or hand-edited one is converted again)."""
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    return (isinstance(entry, dict) and count(entry.get("counted")) and count(entry.get("keras"))
+            and (count(entry.get("tflite")) and count(entry.get("tflite_gzip"))
+                 or entry.get("tflite") is None and isinstance(entry.get("tflite_refused"), str)))

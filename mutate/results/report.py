@@ -44,9 +44,9 @@ class Run:
         if classes is not None and (not is_number(classes) or not isinstance(classes, int) or classes < 1):
             raise BadInput(f"{self.dir / 'space.json'}: damaged, classes: {classes!r} is not a count of classes")
         budget = self.space.get("budget", {})
-        if not isinstance(budget, dict) or any(
-                budget.get(k) is not None and not is_number(budget[k]) for k in ("bytes", "ratio")):
-            raise BadInput(f"{self.dir / 'space.json'}: damaged, budget: {budget!r} is not a budget (bytes or ratio)")
+        if not isinstance(budget, dict) or not _budget_ok(budget.get("bytes"), budget.get("ratio")):
+            raise BadInput(f"{self.dir / 'space.json'}: damaged, budget: {budget!r} is not a budget (bytes >= 1 "
+                           "or a ratio in (0, 1])")
 
     @property
     def test_source(self) -> str:
@@ -115,19 +115,31 @@ class Run:
                       force=force)
 
 
+def _budget_ok(nbytes: Any, ratio: Any) -> bool:
+    """A recorded budget as the space allows it: bytes an integer >= 1, a ratio in (0, 1], or absent."""
+    return ((nbytes is None or (is_number(nbytes) and math.isfinite(nbytes) and nbytes >= 1))
+            and (ratio is None or (is_number(ratio) and 0 < ratio <= 1)))
+
+
 def _check_numbers(path: Path, line: int, row: dict[str, Any]) -> None:
-    """A row's sizes, step and metrics are numbers (a hand edit or a damaged copy made them text or null).
+    """A row's sizes, step and metrics are numbers, finite (a perplexity may overflow to +inf), the sizes and
+    the step not negative: a hand edit or a damaged copy made them text, null, NaN or Infinity, and one NaN
+    metric would take over the front (every comparison with it is false).
 
     Raises:
-        BadInput: naming the file, the row and the key.
+        BadInput: naming the file, the row, the key and the value.
     """
     for key in ("step", "bytes", "ratio", "val_accuracy", "val_perplexity", "val_loss", "test_accuracy",
                 "test_perplexity", "accuracy", "perplexity"):
         if key not in row or (row[key] is None and key not in ("step", "bytes", "ratio", "val_accuracy",
                                                                  "val_perplexity")):
             continue
-        if not is_number(row[key]):
-            raise BadInput(f"{path}: row {line}: {key}: {row[key]!r} is not a number: damaged")
+        value = row[key]
+        if not is_number(value):
+            raise BadInput(f"{path}: row {line}: {key}: {value!r} is not a number: damaged")
+        if math.isnan(value) or (math.isinf(value) and not (key.endswith("perplexity") and value > 0)) or (
+                key in ("step", "bytes", "ratio") and value < 0):
+            raise BadInput(f"{path}: row {line}: {key}: {value!r} is out of range: damaged")
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -181,17 +193,25 @@ def compare_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _write_set(files: dict[Path, str | bytes]) -> None:
+    """Write files that belong together (a front's csv, json, png and html) all or none: every one goes to a
+    temporary file first, and they replace their targets only once all are written; a target that is a
+    folder refuses the set before anything moves (`IsADirectoryError`)."""
+    tmps = {path: path.with_name(path.name + ".tmp") for path in files}
     try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data)
-        tmp.replace(path)
+        for path, data in files.items():
+            if path.is_dir():
+                raise IsADirectoryError(21, "Is a directory", str(path))
+            if isinstance(data, bytes):
+                tmps[path].write_bytes(data)
+            else:
+                tmps[path].write_text(data)
+        for path, tmp in tmps.items():
+            tmp.replace(path)
     except OSError:
-        with contextlib.suppress(OSError):  # nothing half-written (a full disk)
-            tmp.unlink(missing_ok=True)
+        for tmp in tmps.values():  # nothing half-written (a full disk, a read-only folder)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         raise
 
 
@@ -224,16 +244,14 @@ def write_outputs(run: Run) -> None:
         writer = csv.DictWriter(buf, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    _write_atomic(run.dir / "pareto.csv", buf.getvalue())
     summary = {"front": rows, "selected_on": "validation", "test_source": run.test_source,
                "hypervolume": run.hypervolume(), "test_hypervolume": run.test_hypervolume(),
                "hypervolume_reference": {"ratio": 1.0, "metric": run.reference_metric},
                "dense_bytes": run.dense_bytes, "budget_bytes": run.budget_bytes(), "points": len(run.points())}
-    _write_atomic(run.dir / "pareto.json", json.dumps(summary, indent=1))
     from mutate.results.plots import pareto_html, pareto_png
 
-    _write_atomic(run.dir / "pareto.png", pareto_png([run]))
-    _write_atomic(run.dir / "pareto.html", pareto_html([run]))
+    _write_set({run.dir / "pareto.csv": buf.getvalue(), run.dir / "pareto.json": json.dumps(summary, indent=1),
+                run.dir / "pareto.png": pareto_png([run]), run.dir / "pareto.html": pareto_html([run])})
 
 
 def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> None:
@@ -304,6 +322,6 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
 
         out = opened[0].dir.parent / compare_name([r.dir.name for r in opened])
         print(compare_table(opened))
-        if _written(out.parent, lambda: (_write_atomic(out, pareto_png(opened)),
-                                         _write_atomic(out.with_suffix(".html"), pareto_html(opened)))):
+        if _written(out.parent, lambda: _write_set({out: pareto_png(opened),
+                                                    out.with_suffix(".html"): pareto_html(opened)})):
             print(f"wrote {out} and {out.with_suffix('.html').name}")

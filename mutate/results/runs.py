@@ -77,22 +77,29 @@ def read_points(run_dir: Path) -> list[dict[str, Any]]:
 
     Raises:
         MissingInput: ``run_dir`` is not a run directory (a ``FileNotFoundError`` and a ``BadInput``).
+        BadInput: ``points.jsonl`` is not a file, or a row's ``checkpoint`` is not a folder name.
     """
     run_dir = Path(run_dir)
     if not (run_dir / SPACE_FILE).is_file():
         raise MissingInput(f"{run_dir}: not a mutate run directory (no {SPACE_FILE})")
     path = run_dir / POINTS
-    if not path.is_file():
+    if not path.exists():
         return []
+    if not path.is_file():
+        raise BadInput(f"{path}: not a file: damaged")
     rows: dict[Any, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # bad bytes: a damaged line
+    text = path.read_text(encoding="utf-8", errors="replace")  # bad bytes: a damaged line
+    for i, line in enumerate(text.splitlines()):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
         if not isinstance(row, dict):  # `null`, a number: not a row (skipped as a torn line is)
             continue
-        rows[row.get("checkpoint") or len(rows)] = row
+        checkpoint = row.get("checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise BadInput(f"{path}: row {i + 1}: checkpoint: {checkpoint!r} is not a folder name: damaged")
+        rows[checkpoint or len(rows)] = row
     return list(rows.values())
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -67,6 +68,19 @@ class Entry:
     metric: float | None = None
     loss: float | None = None
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Refuse a row of the wrong types (a damaged or hand-edited sensitivity.json): `load` says which file."""
+        def number(v: Any, optional: bool) -> bool:
+            return (v is None and optional) or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+
+        if not (isinstance(self.layer, str) and isinstance(self.operator, str) and isinstance(self.params, dict)):
+            raise TypeError(f"entry {self.layer!r}/{self.operator!r}: layer, operator and params must be text, "
+                            "text and a mapping")
+        for name, optional in (("saved", False), ("metric", True), ("loss", True), ("seconds", False)):
+            if not number(getattr(self, name), optional):
+                raise TypeError(f"entry {self.layer!r}/{self.operator!r}: {name}: {getattr(self, name)!r} is not "
+                                "a number")
 
     @property
     def option(self) -> Option:
@@ -194,6 +208,10 @@ class Table:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Table:
+        for name in ("base_metric", "base_loss"):
+            v = d.get(name)
+            if v is not None and (not isinstance(v, numbers.Real) or isinstance(v, bool)):
+                raise TypeError(f"{name}: {v!r} is not a number")
         return cls([Entry(**e) for e in d["entries"]], base_metric=d.get("base_metric"),
                    base_loss=d.get("base_loss"), lm=bool(d.get("lm")), dense_bytes=int(d.get("dense_bytes", 0)),
                    seconds=float(d.get("seconds", 0.0)), subset=int(d.get("subset", 0)))
