@@ -147,6 +147,21 @@ def test_many_runs_compare_under_a_short_name_and_commands_are_shell_quoted(run_
     assert "wrote" in capsys.readouterr().out
 
 
+def test_two_runs_of_one_name_compare_under_distinct_labels(run_dir, tmp_path, capsys):
+    """The same run name from two storages (a pbt and a greedy study) printed two identical rows."""
+    for side in ("pbt", "greedy"):
+        shutil.copytree(run_dir, tmp_path / side / "digits_mlp")
+    report.pareto([tmp_path / "pbt" / "digits_mlp", tmp_path / "greedy" / "digits_mlp"])
+    out = capsys.readouterr().out
+    table = out[out.index("best under budget:"):].splitlines()[1:3]
+    rows = [line.split()[0] for line in table]
+    assert rows == ["pbt/digits_mlp", "greedy/digits_mlp"], out
+    assert (tmp_path / "pbt" / "compare_pbt_digits_mlp_vs_greedy_digits_mlp.png").is_file()
+    html = (tmp_path / "pbt" / "compare_pbt_digits_mlp_vs_greedy_digits_mlp.html").read_text()
+    assert "pbt/digits_mlp: front of" in html and "greedy/digits_mlp: front of" in html
+    assert report.distinct_labels([tmp_path / "a", tmp_path / "b"]) == ["a", "b"]
+
+
 def test_a_run_that_refuses_files_still_prints_its_front(run_dir, monkeypatch, capsys):
     """A read-only run (a shared copy): `mutate pareto` wrote its files before printing and died on the first
     (an internal error, no table)."""

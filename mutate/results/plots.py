@@ -25,7 +25,7 @@ def pareto_png(runs: list[Any]) -> bytes:
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for i, run in enumerate(runs):
         pts = run.points()
-        label = run.dir.name
+        label = run.label
         ax.scatter([p.size for p in pts], [p.metric for p in pts], s=12, color="0.7",
                    label="all points" if i == 0 else None, zorder=1)
         fr = run.pareto_front()
@@ -155,7 +155,7 @@ def pareto_html(runs: list[Any]) -> str:
             test = "not evaluated" if p.test is None else f"{p.test:.4f}"
             cmd = (f"mutate export {shlex.quote(str(run.dir))} --point {index[id(p)]} --out model.keras" if id(p) in index
                    else "not on the front")
-            return escape(f"{run.dir.name}: {p.genome or 'dense'}\n{p.size:,} bytes ({p.ratio:.4f} of dense)\n"
+            return escape(f"{run.label}: {p.genome or 'dense'}\n{p.size:,} bytes ({p.ratio:.4f} of dense)\n"
                           f"validation {metric} {p.metric:.4f}, test {test}\ntrial {p.trial}, step {p.step}\n{cmd}",
                           quote=True)
 
@@ -169,11 +169,11 @@ def pareto_html(runs: list[Any]) -> str:
             svg.append(f'<path d="{"".join(path)}" fill="none" stroke="{colour}" stroke-width="2"/>')
             svg += [f'<circle class="point front" cx="{x(p.size):.1f}" cy="{y(p.metric):.1f}" r="5.5" '
                     f'fill="{colour}" data-tip="{tip(p)}"/>' for p in fr]
-        legend.append(f'<li><span style="background:{colour}"></span>{escape(run.dir.name)}: front of '
+        legend.append(f'<li><span style="background:{colour}"></span>{escape(run.label)}: front of '
                       f'{len(fr)} point(s) from {len(pts)} reported (hypervolume {run.hypervolume():.3f})</li>')
         for k, p in enumerate(fr):
             test = "-" if p.test is None else f"{p.test:.4f}"
-            rows.append(f"<tr><td>{escape(run.dir.name)}</td><td>{k}</td><td>{p.size:,}</td><td>{p.ratio:.4f}</td>"
+            rows.append(f"<tr><td>{escape(run.label)}</td><td>{k}</td><td>{p.size:,}</td><td>{p.ratio:.4f}</td>"
                         f"<td>{p.metric:.4f}</td><td>{test}</td><td>{escape(p.genome or 'dense')}</td>"
                         f"<td><code>mutate export {escape(shlex.quote(str(run.dir)))} --point {k} --out model.keras"
                         "</code></td></tr>")

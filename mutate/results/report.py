@@ -22,6 +22,7 @@ class Run:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.dir = Path(run_dir).resolve()
+        self.label = self.dir.name  # its name in comparisons (`distinct_labels` when two folders share one)
         rows = read_points(self.dir)
         for i, r in enumerate(rows):
             if "val_accuracy" not in r and "val_perplexity" not in r:
@@ -162,6 +163,17 @@ def table(run: Run) -> str:
     return "\n".join(lines)
 
 
+def distinct_labels(dirs: list[Path]) -> list[str]:
+    """Each run's folder name, with as many parent folders (joined by ``/``) as tell the compared runs apart:
+    ``a/digits_mlp`` and ``b/digits_mlp`` instead of two ``digits_mlp`` rows."""
+    parts = [Path(d).resolve().parts for d in dirs]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels  # the same folder given twice
+
+
 def compare_name(names: list[str]) -> str:
     """``compare_A_vs_B.png``; past 120 bytes (a file name holds 255), the first name, the count and a digest of
     them all: ``compare_A_and_8_more_3f2a9c1e.png``."""
@@ -188,7 +200,7 @@ def compare_table(runs: list[Run]) -> str:
             tail = f"{'-' if run.budget_bytes() is None else 'none fits':>28}"
         else:
             tail = f"{best.size:>28,} {best.metric:>9.4f} {_fmt(best.test):>9}"
-        lines.append(f"{run.dir.name:<30} {len(run.points()):>6} {len(run.pareto_front()):>5} "
+        lines.append(f"{run.label:<30} {len(run.points()):>6} {len(run.pareto_front()):>5} "
                      f"{run.hypervolume():>10.4f} {_fmt(run.test_hypervolume()):>10}  {tail}")
     return "\n".join(lines)
 
@@ -259,6 +271,8 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
     ``sensitivity``, also print each run's sensitivity table (`mutate.search.table`); with ``sizes``, the
     .keras, .tflite and gzip(.tflite) bytes of each front point (`mutate.results.formats.file_sizes`)."""
     opened = [Run(r) for r in runs]
+    for run, label in zip(opened, distinct_labels([r.dir for r in opened])):
+        run.label = label
     kinds = {run.lm: run for run in opened if run.points()}
     if len(kinds) == 2:  # one plot and one table per comparison: perplexity and accuracy on one axis is noise
         raise BadInput(f"{kinds[True].dir} measures perplexity and {kinds[False].dir} accuracy; a comparison "
@@ -320,7 +334,7 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
     if len(opened) > 1:
         from mutate.results.plots import pareto_html, pareto_png
 
-        out = opened[0].dir.parent / compare_name([r.dir.name for r in opened])
+        out = opened[0].dir.parent / compare_name([r.label.replace("/", "_") for r in opened])
         print(compare_table(opened))
         if _written(out.parent, lambda: _write_set({out: pareto_png(opened),
                                                     out.with_suffix(".html"): pareto_html(opened)})):
