@@ -17,8 +17,15 @@ from mutate.search.runner import NichedPBT, _PopulationVariants
 class Member(tune.Trainable):
     def setup(self, config):
         self.step_ = 0
+        open(os.path.join(config["out"], f"started_{config['member']['index']}"), "w").close()
 
     def step(self):
+        # on a loaded machine one actor could start seconds after the other and finish its 16 steps first
+        # (no exploit to observe): the first step waits until both members have started
+        deadline = time.monotonic() + 120
+        while self.step_ == 0 and time.monotonic() < deadline and not all(
+                os.path.exists(os.path.join(self.config["out"], f"started_{i}")) for i in range(2)):
+            time.sleep(0.05)
         time.sleep(0.05)
         self.step_ += 1
         return {"score": float(self.config["member"]["index"]) + self.step_ * 1e-3, "pid": os.getpid()}

@@ -623,7 +623,11 @@ def test_a_resume_runs_on_the_recorded_backend_and_a_dead_address_fails_fast(tmp
 
     from mutate.search import runner
 
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)  # (restored after the test, as the code sets it)
+    # setenv first so that the teardown restores the variable's absence: a bare delenv of an unset variable
+    # records nothing, and the later setenv("torch") then restored the "jax" the code set, so every later test
+    # of this worker (and their child processes: a MirroredStrategy check) ran on JAX
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.delenv("KERAS_BACKEND")
     (tmp_path / "space.json").write_text(json.dumps({"space": {}, "backend": "jax"}))
     with pytest.raises(BadInput, match=r"the search ran on Keras' jax backend and this process runs tensorflow; "
                                        r"resume it with KERAS_BACKEND=jax$"):
