@@ -421,14 +421,15 @@ def _litert_plan_budget(space: spaces.Space, allowed: dict[str, list[str]], budg
         return space.error(key, f"{value!r}: {budget:,} B of LiteRT file{why} leaves {planned:,} B for the "
                                 "arrays, below the smallest model this space can reach (budget.unit litert)")
 
-    sols = strategies.greedy_solutions(table, allowed, budget, 1)  # type: ignore[arg-type]
+    cap = space.mutations["max_mutations"]
+    sols = strategies.greedy_solutions(table, allowed, budget, 1, max_len=cap)  # type: ignore[arg-type]
     if not sols:
         raise unreachable(budget, "")
     runner.apply(tuple(m.applied(0) for m in sols[0]))
     overhead = max(0, runner.litert_bytes() - table.predicted_bytes(sols[0]))  # type: ignore[attr-defined]
     out(f"  budget.unit litert: greedy's first genome exports {overhead:,} B above its counted bytes (the "
         f"graph); the strategies plan for {budget - overhead:,} B")
-    if not strategies.greedy_solutions(table, allowed, budget - overhead, 1):  # type: ignore[arg-type]
+    if not strategies.greedy_solutions(table, allowed, budget - overhead, 1, max_len=cap):  # type: ignore[arg-type]
         raise unreachable(budget - overhead, f", less the graph's {overhead:,} B")
     return budget - overhead
 

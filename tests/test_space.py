@@ -180,6 +180,9 @@ def test_set_overrides_any_key_and_parses_yaml(tmp_path):
     (["mutations.operators.kmeans.block_size=[7]"], "mutations.operators.kmeans.block_size: 7 does not fit",
      "must divide"),
     (["budget.ratio=0.001"], "budget.ratio", "below the smallest model"),
+    # a genome mutates at most max_mutations layers: a budget only all three layers reach is out of reach
+    (["budget.ratio=0.1", "mutations.max_mutations=1"], "budget.ratio",
+     "below the smallest model this space can reach with at most mutations.max_mutations=1 mutated layers"),
     (["mutations.layers=[flatten_x, logits]"], "mutations.layers", "'flatten_x' matches no compressible kernel"),
     (["model.hidden=oops"], "model", ""),
     (["mutations.operators.pruning+low_rank={sparsity: [0.5], rank: [2]}"], "mutations.operators.pruning+low_rank",

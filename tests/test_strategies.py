@@ -304,3 +304,59 @@ def test_a_language_models_table_shows_the_loss_itself():
     lines = t.lines()
     assert lines[0].split()[-3:] == ["val", "loss", "cost"]
     assert [line.split()[-2:] for line in lines[1:]] == [["4.9000", "0.4000"], ["4.6000", "0.1000"]]
+
+
+def _many_levels_table(layers: int = 6, levels: int = 9) -> Table:
+    """Layers of many k-means levels whose cost grows almost in proportion to the bytes saved: the knapsack's
+    non-dominated states run to thousands."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(layers):
+        for j in range(levels):
+            saved = 1000 * (10 - j) * (i + 1) + rng.randint(0, 50)
+            rows.append(Entry(f"d{i}", "kmeans", {"k": 2 ** (j + 1)}, saved, 0.9, 0.2 + 1e-4 * saved * (1 + 0.01 * rng.random())))
+    return Table(rows, base_metric=0.96, base_loss=0.2, lm=True, dense_bytes=400_000)
+
+
+def test_greedy_finds_a_tight_budgets_genome_when_its_states_run_to_thousands():
+    """The knapsack kept the 4000 cheapest states, all of small savings, and found nothing for budgets only
+    large savings reach (every niche's population fell back to dense or random)."""
+    t = _many_levels_table()
+    allowed = {layer: ["kmeans"] for layer in t.layers()}
+    most = sum(max(e.saved for e in t.options(layer)) for layer in t.layers())
+    for slack in (10, 40_000, 80_000):
+        budget = t.dense_bytes - most + slack
+        for count in (1, 2, 8):
+            sols = greedy_solutions(t, allowed, budget, count)
+            assert sols and all(t.predicted_bytes(g) <= budget for g in sols), (slack, count)
+            assert len(set(sols)) == len(sols)
+
+
+def test_max_mutations_caps_every_first_genome_and_an_over_budget_trial_at_the_cap_still_cuts():
+    c = ctx(5_000, budget_fractions=(1.0, 0.5))
+    import dataclasses
+
+    capped = dataclasses.replace(c, max_mutations=2)
+    for strategy in (Greedy(capped), PBT(capped), make("random", capped)):
+        pop = strategy.initial(6)
+        assert pop and all(len(g) <= 2 for g in pop), (strategy.name, pop)
+    assert all(len(g) <= 2 for g in greedy_solutions(c.table, ALLOWED, 5_000, 8, max_len=2))
+    assert any(len(g) == 3 for g in greedy_solutions(c.table, ALLOWED, 5_000, 8))  # the cap is what limits them
+    genome = (Mutation("a", "pruning", {"sparsity": 0.5}, 100), Mutation("b", "pruning", {"sparsity": 0.5}, 100))
+    t = c.table
+    over, under = PBT(dataclasses.replace(capped, budget=t.predicted_bytes(genome) - 1)), PBT(dataclasses.replace(
+        capped, budget=t.predicted_bytes(genome) + 5_000, learning_rate_factors=()))
+    for _ in range(20):
+        move = over.propose(genome)
+        assert move is not None and t.predicted_bytes((*genome, move)) < t.predicted_bytes(genome)
+        assert under.propose(genome) is None  # under budget at the cap: no more moves
+
+
+def test_greedys_niches_train_distinct_genomes():
+    """A solution of a smaller niche also fits the larger one: greedy trained [x, y, x, y] with close niches."""
+    c = ctx(9_500, budget_fractions=(1.0, 0.95))
+    pop = Greedy(c).initial(4)
+    genomes = [tuple((m.layer, m.operator, tuple(sorted(m.params.items()))) for m in g) for g in pop]
+    assert len(set(genomes)) == 4, pop
+    fr = Greedy(c).fractions(4)
+    assert all(c.table.predicted_bytes(g) <= Greedy(c).target(f) for g, f in zip(pop, fr))

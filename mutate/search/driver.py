@@ -138,7 +138,7 @@ def prepare(space: Space) -> Prepared:
                                            "the operators cannot factor it")
     size = model_size(model)
     dense_bytes = size.dense_bits // 8
-    saved = 0
+    best_saved: list[int] = []  # per mutable layer: the most bytes one mutation there saves
     entries: list[Entry] = []
     for layer_name, ops in allowed.items():
         m, n = by_path[layer_name].matrix
@@ -159,14 +159,16 @@ def prepare(space: Space) -> Prepared:
         bits = operators.dtype_bits(by_path[layer_name].layer.dtype_policy.variable_dtype)
         levels = [e for op in allowed[layer_name] for e in _level_entries(space, op, layer_name, m, n, bits)]
         entries += levels
-        saved += max(0, max(e.saved for e in levels))
+        best_saved.append(max(0, max(e.saved for e in levels)))
     budget = budget_bytes(space, dense_bytes)
-    floor = dense_bytes - saved
+    cap = space.mutations["max_mutations"]  # a genome mutates at most this many layers
+    floor = dense_bytes - sum(sorted(best_saved, reverse=True)[:cap])
     if budget < floor:
         key = "budget.bytes" if space.budget["bytes"] is not None else "budget.ratio"
         value = space.budget["bytes"] if space.budget["bytes"] is not None else space.budget["ratio"]
-        raise space.error(key, f"{value!r} ({budget:,} bytes) is below the smallest model this space can reach "
-                               f"({floor:,} bytes of {dense_bytes:,} dense)")
+        within = f" with at most mutations.max_mutations={cap} mutated layers" if cap < len(best_saved) else ""
+        raise space.error(key, f"{value!r} ({budget:,} bytes) is below the smallest model this space can reach"
+                               f"{within} ({floor:,} bytes of {dense_bytes:,} dense)")
     return Prepared(allowed, budget, dense_bytes, int(data.num_classes), Table(entries, dense_bytes=dense_bytes),
                     [str(k) for k in kernels])
 

@@ -127,10 +127,10 @@ def moves(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list
 
 
 def random_genome(operators: Mapping[str, Mapping[str, Any]], allowed: Mapping[str, list[str]], rng: random.Random,
-                  *, first_step: int, last_step: int) -> Genome:
-    """A random genome for ``--strategy random``: 1 to len(allowed) mutations on distinct layers, each
-    planned at a random step in [first_step, last_step] (kept in order)."""
-    count = rng.randint(1, len(allowed))
+                  *, first_step: int, last_step: int, most: int | None = None) -> Genome:
+    """A random genome for ``--strategy random``: 1 to len(allowed) mutations (at most ``most``) on distinct
+    layers, each planned at a random step in [first_step, last_step] (kept in order)."""
+    count = rng.randint(1, max(1, min(len(allowed), most or len(allowed))))
     steps = sorted(rng.randint(first_step, max(first_step, last_step)) for _ in range(count))
     out: list[Mutation] = []
     for step in steps:

@@ -135,14 +135,16 @@ class Strategy(abc.ABC):
 
 
 def greedy_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int, count: int,
-                     keep: int = 4000) -> list[Genome]:
-    """Up to ``count`` distinct genomes that fit ``budget`` at the lowest predicted cost, best first.
+                     keep: int = 4000, max_len: int | None = None) -> list[Genome]:
+    """Up to ``count`` distinct genomes that fit ``budget`` at the lowest predicted cost, best first, each with at
+    most ``max_len`` mutations (``mutations.max_mutations``; None: no limit).
 
     An exact knapsack over layers (each dense or at one table level of an allowed operator) with the costs
     summed, pruned after each layer to the states dominated (more cost, fewer bytes saved) by fewer than
-    ``count`` others and to the ``keep`` cheapest of those. Of equal predicted cost, the smaller model comes
-    first (it dominates: the same predicted accuracy in fewer bytes), so the first solution does not depend on
-    ``count``.
+    ``count`` others; past ``keep`` such states (many layers of many levels), to the cheapest ``count`` in each
+    of ``keep // count`` equal bands of bytes saved, so the states a tight budget needs survive. Of equal
+    predicted cost, the smaller model comes first (it dominates: the same predicted accuracy in fewer bytes),
+    so the first solution does not depend on ``count``.
     """
     states: list[tuple[float, int, tuple[Mutation, ...]]] = [(0.0, 0, ())]
     need = table.dense_bytes - budget
@@ -152,13 +154,15 @@ def greedy_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
             if e.operator in allowed.get(layer, ()):
                 m = Mutation(layer, e.operator, dict(e.params))
                 opts.append((table.cost(m), e.saved, (m,)))
-        merged = [(c + oc, s + os, ch + och) for c, s, ch in states for oc, os, och in opts]
+        merged = [(c + oc, s + os, ch + och) for c, s, ch in states for oc, os, och in opts
+                  if max_len is None or len(ch) + len(och) <= max_len]
         states = _prune(merged, count, keep)
     fits = sorted((st for st in states if st[1] >= need), key=_order)
     return [st[2] for st in fits[:count]]
 
 
-def hedged_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int, count: int) -> list[Genome]:
+def hedged_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int, count: int,
+                     max_len: int | None = None) -> list[Genome]:
     """Up to ``count`` genomes that fit ``budget``: greedy's best (`greedy_solutions`) alternating with, for
     each other operator allowed on the layer that can save the most bytes, the best genome that uses it there
     (cheapest predicted cost first); distinct, greedy's best first.
@@ -169,7 +173,7 @@ def hedged_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
     k=4 there trained 0.3-0.9 points better on validation: experiments/README.md, search_study). The largest
     layer's operator decides most of the size and most of that difference, so PBT starts with both and its
     exploit keeps what trains best."""
-    best = greedy_solutions(table, allowed, budget, count)
+    best = greedy_solutions(table, allowed, budget, count, max_len=max_len)
     if count < 2 or not best:
         return best
 
@@ -182,7 +186,7 @@ def hedged_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int
     for op in allowed.get(big, ()):
         if op in on_big:
             continue
-        sols = greedy_solutions(table, {**allowed, big: [op]}, budget, 1)
+        sols = greedy_solutions(table, {**allowed, big: [op]}, budget, 1, max_len=max_len)
         if sols and any(m.layer == big and m.operator == op for m in sols[0]):
             alts.append(sols[0])
     alts.sort(key=table.predicted_cost)
@@ -213,7 +217,21 @@ def _prune(states: list[tuple[float, int, tuple]], count: int, keep: int) -> lis
             heapq.heappush(top, st[1])
         elif st[1] > top[0]:
             heapq.heapreplace(top, st[1])
-    return out[:keep]
+    if len(out) <= keep:
+        return out
+    # too many: the cheapest `count` in each band of bytes saved (the cheapest overall kept the small savings
+    # only, and a tight budget then had no state left that fits it)
+    bands = max(1, keep // max(1, count))
+    low, high = min(st[1] for st in out), max(st[1] for st in out)
+    width = (high - low) / bands or 1.0
+    kept: dict[int, int] = {}
+    banded = []
+    for st in out:  # cheapest first
+        band = min(bands - 1, int((st[1] - low) / width))
+        if kept.get(band, 0) < count:
+            kept[band] = kept.get(band, 0) + 1
+            banded.append(st)
+    return banded
 
 
 def _planned(genome: tuple[Mutation, ...], step: int) -> Genome:
@@ -221,19 +239,24 @@ def _planned(genome: tuple[Mutation, ...], step: int) -> Genome:
 
 
 def _greedy_population(strategy: Strategy, count: int, hedge: bool = False) -> list[Genome] | None:
-    """Per niche, greedy's top distinct solutions for that niche's target (`hedged_solutions` with ``hedge``;
-    cycled when there are fewer); None when the budget's own niche has none."""
+    """Per niche, greedy's top solutions for that niche's target (`hedged_solutions` with ``hedge``), distinct
+    from the niches above (a genome that fits a smaller niche's target also fits the larger's; cycled when
+    there are fewer), each with at most ``mutations.max_mutations`` mutations; None when the budget's own niche
+    has none."""
     c = strategy.ctx
     fractions = strategy.fractions(count)
     out: list[Genome] = []
+    taken: list[tuple[Mutation, ...]] = []
     last: list[tuple[Mutation, ...]] = []
     solve = hedged_solutions if hedge else greedy_solutions
     for f in dict.fromkeys(fractions):
         n = fractions.count(f)
-        sols = solve(c.table, c.allowed, strategy.target(f), n) or last  # none fits: the niche above's
+        sols = solve(c.table, c.allowed, strategy.target(f), n + len(taken), max_len=c.max_mutations)
+        sols = [g for g in sols if g not in taken][:n] or sols[:n] or last  # none fits: the niche above's
         if not sols:
             return None
         out += [_planned(sols[i % len(sols)], c.warmup_steps) for i in range(n)]
+        taken += [g for g in sols if g not in taken]
         last = sols
     return out
 
@@ -293,13 +316,15 @@ class PBT(Strategy):
         byte cut. Under budget: the move with the largest expected gain that stays under; when none is
         expected to gain, the genome stays when the learning rate is perturbed (the clone explores the
         rate on the parent's model), else the cheapest cut per byte (the lineage walks down the front toward
-        smaller models, which PBT's exploit undoes if it costs too much; reported points stay on the front)."""
+        smaller models, which PBT's exploit undoes if it costs too much; reported points stay on the front).
+        A genome of ``max_mutations`` moves gets none more, unless it is over budget: that one still gets its
+        byte-cutting move."""
         c = self.ctx
-        if len(genome) >= c.max_mutations:
-            return None
         budget = self.target(fraction)
-        cands = self.candidates(genome)
         over = c.table.predicted_bytes(genome) > budget
+        if len(genome) >= c.max_mutations and not over:  # the cap: an over-budget trial still gets its cut
+            return None
+        cands = self.candidates(genome)
         legal = [x for x in cands if x["cut"] > 0] if over else [x for x in cands if x["bytes"] <= budget]
         if not legal:
             return None
@@ -336,7 +361,8 @@ class RandomGenomes(Strategy):
     def initial(self, count: int) -> list[Genome]:
         c = self.ctx
         return [policy.random_genome(c.operators, c.allowed, self.rng, first_step=c.warmup_steps,
-                                     last_step=max(c.warmup_steps, c.steps - c.window)) for _ in range(count)]
+                                     last_step=max(c.warmup_steps, c.steps - c.window), most=c.max_mutations)
+                for _ in range(count)]
 
 
 class Uniform(Strategy):
