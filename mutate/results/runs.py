@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,9 @@ def append_point(run_dir: Path, row: dict[str, Any]) -> None:
 
 
 def is_number(value: Any) -> bool:
-    """Whether a value read from a run's JSON is a number (not a bool, a string or null)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Whether a value read from a run's files is a real number (not a bool, a string or null; NumPy scalars
+    count, as a table measured in this process holds them)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def read_points(run_dir: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -71,8 +70,10 @@ class Entry:
 
     def __post_init__(self) -> None:
         """Refuse a row of the wrong types (a damaged or hand-edited sensitivity.json): `load` says which file."""
+        from mutate.results.runs import is_number
+
         def number(v: Any, optional: bool) -> bool:
-            return (v is None and optional) or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+            return (v is None and optional) or is_number(v)
 
         if not (isinstance(self.layer, str) and isinstance(self.operator, str) and isinstance(self.params, dict)):
             raise TypeError(f"entry {self.layer!r}/{self.operator!r}: layer, operator and params must be text, "
@@ -208,9 +209,11 @@ class Table:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Table:
+        from mutate.results.runs import is_number
+
         for name in ("base_metric", "base_loss"):
             v = d.get(name)
-            if v is not None and (not isinstance(v, numbers.Real) or isinstance(v, bool)):
+            if v is not None and not is_number(v):
                 raise TypeError(f"{name}: {v!r} is not a number")
         return cls([Entry(**e) for e in d["entries"]], base_metric=d.get("base_metric"),
                    base_loss=d.get("base_loss"), lm=bool(d.get("lm")), dense_bytes=int(d.get("dense_bytes", 0)),
