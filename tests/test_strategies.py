@@ -138,16 +138,37 @@ def test_uniform_deals_only_combinations_that_fit():
     assert any(c.table.predicted_bytes(g) > 6_500 for g in everything)  # the filter mattered
 
 
-def test_observations_move_the_costs_of_settled_genomes():
+def test_observations_move_the_costs_of_settled_genomes_against_the_population_at_their_step():
     c = ctx(6_000)
     pbt = make("pbt", c)
     g = (Mutation("a", "low_rank", {"rank": 16}, 100),)
-    before = c.table.cost(g[0])
+    before = c.table.cost(g[0])  # 0.96 - 0.93
     assert not settled(g, 120, 50) and settled(g, 150, 50)
-    pbt.observe(g, 0.80, settled=False)
+    pbt.observe(g, 0.80, settled=False, step=150)
     assert c.table.cost(g[0]) == before
-    pbt.observe(g, 0.80, settled=True)  # predicted 0.96 - 0.03 = 0.93; observed 0.80: dearer
-    assert c.table.cost(g[0]) == pytest.approx(before + 0.3 * 0.13)
+    pbt.observe((), 0.99, settled=True, step=150)  # a dense member trained past the warm-up model's 0.96
+    assert c.table.cost(g[0]) == before
+    pbt.observe(g, 0.80, settled=True, step=150)
+    # the reference at step 150: mean(0.99, 0.80 + 0.03) = 0.91; predicted 0.91 - 0.03 = 0.88, observed 0.80
+    assert c.table.cost(g[0]) == pytest.approx(before + 0.3 * 0.08)
+    pbt.observe(g, 0.80, settled=True, step=200)  # alone at its step: it only sets that step's reference
+    assert c.table.cost(g[0]) == pytest.approx(before + 0.3 * 0.08)
+
+
+def test_trials_that_train_past_the_warm_up_model_do_not_make_compression_look_free():
+    """The reference was the warm-up model's metric, which trained trials beat: every observed level's cost
+    sank below zero (fashion_mlp.yaml's PBT runs, replayed: down to -0.26), and a dense layer looked dearer
+    than a pruned one. Against the population at the same step, two levels that train equally well end
+    at equal costs, both positive."""
+    c = ctx(6_000)
+    pbt, t = make("pbt", c), c.table
+    a, b = Mutation("a", "pruning", {"sparsity": 0.9}, 100), Mutation("b", "low_rank", {"rank": 16}, 100)
+    assert (t.cost(a), t.cost(b)) == (pytest.approx(0.06), pytest.approx(0.03))
+    for step in range(200, 2000, 50):
+        for m in (a, b):
+            pbt.observe((m,), 0.985, settled=True, step=step)  # both above the warm-up model's 0.96
+    assert min(t.cost(Mutation(e.layer, e.operator, e.params)) for e in t.entries) >= 0.0
+    assert t.cost(a) == pytest.approx(0.06) and t.cost(b) == pytest.approx(0.06, abs=1e-3)
 
 
 def test_uniform_falls_back_to_the_whole_grid_when_nothing_fits(capfd):

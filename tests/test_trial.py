@@ -433,7 +433,8 @@ def test_a_resumed_run_replays_what_its_trials_observed_into_the_strategy(tmp_pa
     from mutate.search import runner
 
     seen: list = []
-    strategy = SimpleNamespace(observe=lambda genome, metric, settled: seen.append((genome, metric, settled)))
+    strategy = SimpleNamespace(observe=lambda genome, metric, settled, step: seen.append((genome, metric, settled,
+                                                                                          step)))
     monkeypatch.setattr(runner, "_STRATEGY", [strategy])
     points = runner._Points(str(tmp_path), budget=1000, interval=1e9, window=10)
     genome = [{"layer": "d", "operator": "pruning", "params": {"sparsity": 0.5}, "step": 5}]
@@ -441,7 +442,7 @@ def test_a_resumed_run_replays_what_its_trials_observed_into_the_strategy(tmp_pa
         points.on_trial_result(0, [], SimpleNamespace(trial_id="t0"),
                                {"step": step, "bytes": 900, "ratio": 0.09, "fits_budget": True, "score": acc,
                                 "genome": genome, "genome_summary": "d:pruning", "val_accuracy": acc})
-    assert [(m, s) for _, m, s in seen] == [(0.8, False), (0.85, True)]
+    assert [(m, s, step) for _, m, s, step in seen] == [(0.8, False, 10), (0.85, True, 20)]
     live = list(seen)
     seen.clear()
     (tmp_path / "space.json").write_text('{"space": {"budget": {"bytes": 1000}}}')

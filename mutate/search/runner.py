@@ -225,7 +225,8 @@ class _Points(tune.Callback):
 
     def _observe(self, strategy: Any, row: dict[str, Any]) -> None:
         genome = from_json(row["genome"])
-        strategy.observe(genome, table_metric(row), settled=settled(genome, row["step"], self.window))
+        strategy.observe(genome, table_metric(row), settled=settled(genome, row["step"], self.window),
+                         step=row["step"])
 
     def _track(self, p: Point, delete: bool) -> None:
         """Keep the validation front; remove the checkpoints of points that are not (or no longer) on it."""

@@ -127,11 +127,12 @@ class Strategy(abc.ABC):
         """The learning rate an exploiting trial continues with, given the cloned trial's ``rate``."""
         return rate
 
-    def observe(self, genome: Genome, metric: float, *, settled: bool) -> None:
-        """A report: ``metric`` is the validation accuracy (minus the validation loss for a language model).
-        ``settled`` is True when every mutation of ``genome`` finished blending; only those update the table."""
+    def observe(self, genome: Genome, metric: float, *, settled: bool, step: int | None = None) -> None:
+        """A report at ``step``: ``metric`` is the validation accuracy (minus the validation loss for a language
+        model). ``settled`` is True when every mutation of ``genome`` finished blending; only those update the
+        table, against the other reports at the same step (`Table.observe`)."""
         if settled and self.ctx.table.measured:
-            self.ctx.table.observe(genome, metric)
+            self.ctx.table.observe(genome, metric, step)
 
 
 def greedy_solutions(table: Table, allowed: Mapping[str, list[str]], budget: int, count: int,

@@ -8,8 +8,8 @@ Pure Python: no TensorFlow, no Ray.
 An *option* of a layer is an (operator, params) pair, or None for the dense layer. Its ``saved`` bytes are
 ``4 * m * n`` minus the bytes its spliced factors store (the bias is unchanged), so a genome's spliced size
 is exactly ``dense_bytes - sum(saved)``. Its ``cost`` is the validation metric lost against the warm-up
-model (accuracy as a fraction, or the loss in nats for a language model), never negative, plus what trials
-later observed (`Table.observe`).
+model (accuracy as a fraction, or the loss in nats for a language model), plus what trials later observed
+against the population at the same step (`Table.observe`), never negative.
 
 For accuracy the cost is read from the loss, not from the accuracy itself: on a validation subset of a few
 thousand examples one example is 0.05 points, and levels whose true costs differ by a few tenths of a point
@@ -115,6 +115,7 @@ class Table:
     # -- look-ups -------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         self._index = {(e.layer, e.option): e for e in self.entries}
+        self._references: dict[int | None, list[float]] = {}  # step -> metric + predicted cost (`observe`)
 
     def accuracy_per_nat(self) -> float | None:
         """The table's exchange rate from validation loss to accuracy: the median of (accuracy drop / loss
@@ -151,7 +152,8 @@ class Table:
         return e.saved if e is not None else 0
 
     def cost(self, m: Mutation | None) -> float:
-        """Predicted metric lost by a mutation in force: measured drop (clipped at 0) plus observed correction.
+        """Predicted metric lost by a mutation in force: measured drop (clipped at 0) plus observed correction,
+        never below 0 (a mutation is not predicted to gain).
 
         For accuracy the drop is the loss increase times `accuracy_per_nat` (see the module docstring); when
         the table cannot estimate that rate (fewer than `MIN_RATES` clear entries), the accuracy drop plus 1% of
@@ -160,7 +162,13 @@ class Table:
         if m is None or m.operator == "dense":
             return 0.0
         e = self.entry(m.layer, m.operator, m.params)
-        if e is None or e.metric is None or self.base_metric is None:
+        if e is None:
+            return 0.0
+        return max(0.0, self._drop(e) + self.corrections.get(_key(e.layer, e.option), 0.0))
+
+    def _drop(self, e: Entry) -> float:
+        """The measured part of `cost`: the metric ``e`` lost against the warm-up model, clipped at 0."""
+        if e.metric is None or self.base_metric is None:
             return 0.0
         dloss = (e.loss or 0.0) - (self.base_loss or 0.0)
         if self.lm:
@@ -169,7 +177,7 @@ class Table:
             drop = rate * dloss
         else:
             drop = (self.base_metric - e.metric) + 0.01 * dloss
-        return max(0.0, drop) + self.corrections.get(_key(e.layer, e.option), 0.0)
+        return max(0.0, drop)
 
     def predicted_bytes(self, genome: Genome) -> int:
         """The genome's size once every mutation is spliced: dense bytes minus what each layer saves."""
@@ -180,25 +188,38 @@ class Table:
         return sum(self.cost(m) for m in current(genome).values())
 
     # -- learning from trials ---------------------------------------------------------------------------------
-    def observe(self, genome: Genome, metric: float, rate: float = 0.3) -> None:
-        """Move the costs of ``genome``'s mutations toward what a trial measured.
+    def observe(self, genome: Genome, metric: float, step: int | None = None, rate: float = 0.3) -> None:
+        """Move the costs of ``genome``'s mutations toward what a trial measured at ``step``.
 
-        The residual ``(base - predicted cost) - observed`` (in the table's units: accuracy, or minus the loss
-        for a language model) is spread evenly over the mutations in force, and each one's correction moves
-        ``rate`` of the way toward its share. Corrections are not clipped: a level that trains back better
-        than its one-shot measurement gets cheaper.
+        A trial's metric is its reference (what the uncompressed model would score at that step) minus the
+        predicted cost of its genome. The reference is not the warm-up model's metric: trials train on, and a
+        compressed model at step 6000 beats the dense one at step 2000, which read as every observed level
+        costing less than nothing (replayed over fashion_mlp.yaml's PBT runs, corrections of -0.1 to -0.4 and
+        costs down to -0.26: a dense layer looked dearer than a 95%-pruned one). So the reference at ``step``
+        is estimated from the population: the mean of ``metric + predicted cost`` over the reports at that
+        step so far, this one included, dense genomes too. The residual ``(reference - predicted cost) -
+        metric`` is spread evenly over the mutations in force, each one's correction moving ``rate`` of the
+        way toward its share: a genome that trains worse than the others at the same step, after its
+        predicted cost, makes its levels dearer, one that trains better makes them cheaper (`cost` clips the
+        total at 0). The first report at a step only sets the reference; ``step`` None pools every report.
+        Reports arrive in order, so a resumed run relearns the same corrections by replaying them.
         """
         if self.base_metric is None or not math.isfinite(metric):
             return
         in_force = [m for m in current(genome).values() if self.entry(m.layer, m.operator, m.params) is not None]
+        predicted = self.predicted_cost(genome)
+        seen = self._references.setdefault(step, [])
+        seen.append(metric + predicted)
         if not in_force:
             return
-        base = -self.base_loss if self.lm and self.base_loss is not None else self.base_metric
-        residual = (base - self.predicted_cost(genome)) - metric
+        reference = sum(seen) / len(seen)
+        residual = (reference - predicted) - metric
         for m in in_force:
-            key = _key(m.layer, option_of(m.operator, m.params))
+            e = self.entry(m.layer, m.operator, m.params)
+            key = _key(e.layer, e.option)
             old = self.corrections.get(key, 0.0)
-            self.corrections[key] = old + rate * residual / len(in_force)
+            # no lower than minus the measured drop: a cost held at 0 must not sink out of reach below it
+            self.corrections[key] = max(-self._drop(e), old + rate * residual / len(in_force))
 
     # -- storage ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
