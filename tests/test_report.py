@@ -280,3 +280,23 @@ def test_the_test_set_line_counts_only_the_points_it_evaluated(run_dir, monkeypa
     assert values == {"models/2": 0.5}
     assert sum("has no checkpoint" in line for line in lines) == 2, lines  # models/1 and models/0
     assert "evaluated the 1 validation-front point(s)" in lines[-1], lines
+
+
+def test_compared_runs_of_different_budgets_each_draw_their_budget_line(run_dir, tmp_path):
+    """The comparison plots drew only the first run's budget: a 10% run compared with a 5% one showed one
+    dashed line, and the second run's winner looked over its budget."""
+    from mutate.results import plots
+
+    tight = tmp_path / "tight"
+    shutil.copytree(run_dir, tight)
+    recorded = json.loads((tight / "space.json").read_text())
+    recorded["space"]["budget"] = {"ratio": 0.05}
+    (tight / "space.json").write_text(json.dumps(recorded))
+    runs = [report.load_run(run_dir), report.load_run(tight)]
+    assert plots.marks(runs) == [("dense", 1000, "dense model"), ("budget", 100, "size budget: toy"),
+                                 ("budget", 50, "size budget: tight")]
+    html = plots.pareto_html(runs)
+    assert html.count('class="budget"/>') == 2 and html.count('class="dense"/>') == 1  # the lines
+    assert "size budget: tight</text>" in html
+    assert plots.marks(runs[:1]) == [("dense", 1000, "dense model"), ("budget", 100, "size budget")]
+    assert plots.pareto_png(runs)[:8] == b"\x89PNG\r\n\x1a\n"

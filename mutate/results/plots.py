@@ -36,10 +36,9 @@ def pareto_png(runs: list[Any]) -> bytes:
             ax.scatter(xs, ys, s=28, color=colours[i % len(colours)], zorder=3,
                        label=f"front: {label} (HV {run.hypervolume():.3f})")
     first = reference(runs)
-    if first.dense_bytes:
-        ax.axvline(first.dense_bytes, color="k", linestyle=":", linewidth=1, label="dense model")
-    if first.budget_bytes():
-        ax.axvline(first.budget_bytes(), color="tab:red", linestyle="--", linewidth=1, label="size budget")
+    for kind, value, label in marks(runs):
+        style = dict(color="k", linestyle=":") if kind == "dense" else dict(color="tab:red", linestyle="--")
+        ax.axvline(value, linewidth=1, label=label, **style)
     ax.set_xscale("log")
     ax.set_xlabel("stored size (bytes, log scale)")
     ax.set_ylabel("validation perplexity" if first.lm else "validation accuracy")
@@ -54,9 +53,25 @@ def pareto_png(runs: list[Any]) -> bytes:
 
 
 def reference(runs: list) -> object:
-    """The run that names a comparison's metric and draws its dense and budget lines: the first with points (a
+    """The run that names a comparison's metric: the first with points (a
     run with none yet knows neither its metric nor its dense model's size)."""
     return next((r for r in runs if r.points()), runs[0])
+
+
+def marks(runs: list) -> list[tuple[str, int, str]]:
+    """The vertical lines of a plot: ("dense" or "budget", bytes, label), one per distinct value over the runs
+    with points (compared runs of different budgets, or of different models, each get theirs; the label names
+    the runs when they differ)."""
+    out = []
+    for kind, name in (("dense", "dense model"), ("budget", "size budget")):
+        values: dict[int, list[str]] = {}
+        for run in runs:
+            value = (run.dense_bytes if kind == "dense" else run.budget_bytes()) if run.points() else None
+            if value:
+                values.setdefault(int(value), []).append(run.label)
+        for value, labels in values.items():
+            out.append((kind, value, name if len(values) == 1 else f"{name}: {', '.join(labels)}"))
+    return out
 
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -115,8 +130,9 @@ def pareto_html(runs: list[Any]) -> str:
         opened.append((run, pts, front(pts, higher_is_better=not run.lm)))
     sizes = [p.size for _, pts, _ in opened for p in pts if p.size > 0]
     values = [p.metric for _, pts, _ in opened for p in pts if math.isfinite(p.metric)]
-    marks = [v for v in (first.dense_bytes, first.budget_bytes()) if v]
-    lo, hi = min(sizes + marks, default=1) / 1.25, max(sizes + marks, default=10) * 1.25
+    lines = marks(runs)
+    at = [value for _, value, _ in lines]
+    lo, hi = min(sizes + at, default=1) / 1.25, max(sizes + at, default=10) * 1.25
     vlo, vhi = min(values, default=0.0), max(values, default=1.0)
     pad = max(0.02 * (vhi - vlo), 1e-3)
     vlo, vhi = vlo - pad, vhi + pad
@@ -142,10 +158,10 @@ def pareto_html(runs: list[Any]) -> str:
                '(bytes, log scale)</text>'
                f'<text transform="translate(18 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
                f'validation {metric} (test in the hover text)</text>')
-    for value, label, css in ((first.dense_bytes, "dense model", "dense"), (first.budget_bytes(), "budget", "budget")):
-        if value:
-            svg.append(f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="{top}" y2="{height - bottom}" '
-                       f'class="{css}"/><text x="{x(value) + 4:.1f}" y="{top + 14}" class="{css}">{label}</text>')
+    for k, (css, value, label) in enumerate(lines):  # labels one under the other: close lines stay readable
+        svg.append(f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="{top}" y2="{height - bottom}" '
+                   f'class="{css}"/><text x="{x(value) + 4:.1f}" y="{top + 14 * (k + 1)}" class="{css}">'
+                   f'{escape(label)}</text>')
     legend, rows = [], []
     for i, (run, pts, fr) in enumerate(opened):
         colour = COLOURS[i % len(COLOURS)]
