@@ -8,8 +8,8 @@ Pure Python: no TensorFlow, no Ray.
 An *option* of a layer is an (operator, params) pair, or None for the dense layer. Its ``saved`` bytes are
 ``4 * m * n`` minus the bytes its spliced factors store (the bias is unchanged), so a genome's spliced size
 is exactly ``dense_bytes - sum(saved)``. Its ``cost`` is the validation metric lost against the warm-up
-model (accuracy as a fraction, or the loss in nats for a language model), plus what trials later observed
-against the population at the same step (`Table.observe`), never negative.
+model (accuracy as a fraction, or the loss in nats for a language model), plus a correction fitted to what
+trials later reported, each against the others at the same step (`Table.observe`); never negative.
 
 For accuracy the cost is read from the loss, not from the accuracy itself: on a validation subset of a few
 thousand examples one example is 0.05 points, and levels whose true costs differ by a few tenths of a point
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,6 +32,10 @@ import numpy as np
 from mutate.search.genome import Genome, Mutation, current
 
 TABLE_FILE = "sensitivity.json"
+RIDGE = 0.01
+"""The weight of the prior "no correction" in `Table.observe`'s fit, against one report's squared residual (in
+accuracy, or nats): a level's correction takes about that many reports' worth of evidence; validation noise is
+about 0.005 in accuracy, the corrections trials teach 0.01-0.5."""
 CLEAR_NATS, MIN_RATES = 0.02, 3
 """`Table.accuracy_per_nat` uses entries whose validation loss rose by at least CLEAR_NATS, and needs MIN_RATES
 of them."""
@@ -100,7 +104,9 @@ class Table:
         dense_bytes: the dense model's bytes.
         seconds: the time it took to build the table (warm-up training included).
         subset: validation examples evaluated per entry.
-        corrections: option key -> observed extra cost learned by `observe` (see there).
+
+    The corrections learnt from trials (`observe`, `corrections`) are not stored: a resumed run replays its
+    reports.
     """
 
     entries: list[Entry]
@@ -110,12 +116,13 @@ class Table:
     dense_bytes: int = 0
     seconds: float = 0.0
     subset: int = 0
-    corrections: dict[str, float] = field(default_factory=dict)
 
     # -- look-ups -------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         self._index = {(e.layer, e.option): e for e in self.entries}
-        self._references: dict[int | None, list[float]] = {}  # step -> metric + predicted cost (`observe`)
+        self._reports: list[tuple[int | None, tuple[str, ...], float]] = []  # (step, option keys, metric)
+        self._corrections: dict[str, float] = {}
+        self._stale = False
 
     def accuracy_per_nat(self) -> float | None:
         """The table's exchange rate from validation loss to accuracy: the median of (accuracy drop / loss
@@ -188,38 +195,55 @@ class Table:
         return sum(self.cost(m) for m in current(genome).values())
 
     # -- learning from trials ---------------------------------------------------------------------------------
-    def observe(self, genome: Genome, metric: float, step: int | None = None, rate: float = 0.3) -> None:
-        """Move the costs of ``genome``'s mutations toward what a trial measured at ``step``.
+    def observe(self, genome: Genome, metric: float, step: int | None = None) -> None:
+        """Record what a trial measured at ``step`` with ``genome`` in force; the corrections are refitted
+        from every report so far the next time a cost is read (`corrections`).
 
-        A trial's metric is its reference (what the uncompressed model would score at that step) minus the
-        predicted cost of its genome. The reference is not the warm-up model's metric: trials train on, and a
-        compressed model at step 6000 beats the dense one at step 2000, which read as every observed level
-        costing less than nothing (replayed over fashion_mlp.yaml's PBT runs, corrections of -0.1 to -0.4 and
-        costs down to -0.26: a dense layer looked dearer than a 95%-pruned one). So the reference at ``step``
-        is estimated from the population: the mean of ``metric + predicted cost`` over the reports at that
-        step so far, this one included, dense genomes too. The residual ``(reference - predicted cost) -
-        metric`` is spread evenly over the mutations in force, each one's correction moving ``rate`` of the
-        way toward its share: a genome that trains worse than the others at the same step, after its
-        predicted cost, makes its levels dearer, one that trains better makes them cheaper (`cost` clips the
-        total at 0). The first report at a step only sets the reference; ``step`` None pools every report.
+        Every report (dense genomes too) is one equation: ``metric = reference(step) - sum of its levels'
+        costs``, a level's cost being its measured drop plus a correction. The reference is what the
+        uncompressed model would score at that step, one unknown per step: trials train on, and the warm-up
+        model's metric, the reference before, was beaten by trained trials, so every observed level read as
+        costing less than nothing (replayed over fashion_mlp.yaml's PBT runs: down to -0.26). The corrections
+        are the ridge-regularised least-squares solution (`RIDGE`; a level never observed keeps its measured
+        cost), so a level is blamed for what its genomes lose against the other genomes at the same steps,
+        not for what the other levels of its genome lose; then clipped so that no cost is below 0. A step
+        reported once only fixes its own reference. ``step`` None pools every report into one reference.
         Reports arrive in order, so a resumed run relearns the same corrections by replaying them.
         """
         if self.base_metric is None or not math.isfinite(metric):
             return
-        in_force = [m for m in current(genome).values() if self.entry(m.layer, m.operator, m.params) is not None]
-        predicted = self.predicted_cost(genome)
-        seen = self._references.setdefault(step, [])
-        seen.append(metric + predicted)
-        if not in_force:
-            return
-        reference = sum(seen) / len(seen)
-        residual = (reference - predicted) - metric
-        for m in in_force:
-            e = self.entry(m.layer, m.operator, m.params)
-            key = _key(e.layer, e.option)
-            old = self.corrections.get(key, 0.0)
-            # no lower than minus the measured drop: a cost held at 0 must not sink out of reach below it
-            self.corrections[key] = max(-self._drop(e), old + rate * residual / len(in_force))
+        keys = tuple(_key(m.layer, option_of(m.operator, m.params)) for m in current(genome).values()
+                     if self.entry(m.layer, m.operator, m.params) is not None)
+        self._reports.append((step, keys, float(metric)))
+        self._stale = True
+
+    @property
+    def corrections(self) -> dict[str, float]:
+        """Option key -> the correction of its measured cost learnt from the reports (`observe`)."""
+        if self._stale:
+            self._corrections = self._fit()
+            self._stale = False
+        return self._corrections
+
+    def _fit(self) -> dict[str, float]:
+        options = sorted({k for _, keys, _ in self._reports for k in keys})
+        if not options:
+            return {}
+        by_key = {_key(e.layer, e.option): e for e in self.entries}
+        steps = list(dict.fromkeys(step for step, _, _ in self._reports))
+        col = {k: i for i, k in enumerate(options)}
+        col_of_step = {s: len(options) + i for i, s in enumerate(steps)}
+        a = np.zeros((len(self._reports) + len(options), len(options) + len(steps)))
+        y = np.zeros(len(a))
+        for i, (step, keys, metric) in enumerate(self._reports):
+            a[i, col_of_step[step]] = 1.0
+            for k in keys:
+                a[i, col[k]] = -1.0
+            y[i] = metric + sum(self._drop(by_key[k]) for k in keys)
+        for j in range(len(options)):  # the prior: no correction
+            a[len(self._reports) + j, j] = math.sqrt(RIDGE)
+        solution = np.linalg.lstsq(a, y, rcond=None)[0]
+        return {k: max(-self._drop(by_key[k]), float(solution[col[k]])) for k in options}
 
     # -- storage ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
