@@ -625,3 +625,53 @@ def test_a_saved_file_cannot_make_load_model_import_an_unregistered_module():
     assert _resolve({"module": "keras.src.layers.core.dense", "class_name": "Dense", "registered_name": "Dense"}) \
         is keras.layers.Dense
     assert _resolve({"module": "x", "class_name": "Net", "registered_name": "mutate_tests>Net"}) is Net
+
+
+@keras.saving.register_keras_serializable(package="mutate_tests")
+class Unnamed(keras.Model):
+    """A subclassed model whose Dense layers take Keras' counter names (dense_17, ...), as user code often has."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.out = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_a_model_of_counter_named_layers_reloads_compressed_after_other_layers_were_made(tmp_path):
+    """Found by a bug hunt: the states were keyed by layer names, and a reload in a process that had made
+    layers before named them dense_5, dense_6: "the saved model compresses 'dense_3', which the loaded model
+    does not have" (a search's exploits and its test-set step failed on such a model)."""
+    keras.utils.set_random_seed(0)
+    model = Unnamed(name="unnamed")
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype("float32")
+    model(x)
+    names = [k.path for k in mutate.compressible(model)]
+    mutate.compress(model, {names[0]: ("low_rank", {"rank": 2}), names[1]: ("kmeans", {"k": 4})},
+                    mutate.Schedule(0, 0, 1))
+    model.compile("adam", "mse")
+    model.fit(x, np.zeros((16, 3)), epochs=1, verbose=0, callbacks=[mutate.CompressionCallback()])
+    model = mutate.strip(model)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    keras.layers.Dense(3)  # moves Keras' name counter, as any layer built before the reload does
+    keras.layers.Dense(3)
+    loaded = keras.saving.load_model(path)
+    assert [k.path for k in mutate.compressible(loaded)] != names  # the names did change
+    assert [k.state for k in mutate.compressible(loaded)] == ["spliced", "spliced"]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_path_names_its_kernel_alone_where_a_nested_layer_shares_the_name():
+    """Found by a bug hunt: a search's mutation of `proj` also compressed `block/proj` (a layer named proj),
+    and every trial failed with "'block/proj' is already compressed". A glob still matches by name."""
+    inner = keras.Sequential([keras.layers.Dense(4, name="proj")], name="block")
+    inp = keras.Input((6,))
+    model = keras.Model(inp, inner(keras.layers.Dense(4, name="proj")(inp)))
+    mutate.compress(model, {"proj": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 10, 5))
+    assert {k.path: k.state for k in mutate.compressible(model)} == {"proj": "blending", "block/proj": "dense"}
+    from mutate.operator.surgery import match
+
+    assert [k.path for k in match(mutate.compressible(model), "*proj")] == ["proj", "block/proj"]

@@ -171,6 +171,9 @@ def test_set_overrides_any_key_and_parses_yaml(tmp_path):
         load(tmp_path, base(), ["search.popul=2"])
     with pytest.raises(SpaceError, match="expected key.path=value"):
         load(tmp_path, base(), ["search.population"])
+    # the builder's `data` argument is the dataset: the key was blamed on the builder ("got multiple values")
+    with pytest.raises(SpaceError, match=r"^s.yaml: model.data: expected no such key .*, got 1$"):
+        load(tmp_path, base(), ["model.data=1"])
 
 
 @pytest.mark.parametrize("change, key, fragment", [
@@ -294,3 +297,41 @@ def test_more_niches_than_members_is_refused_only_where_niches_are_used(tmp_path
             load(tmp_path, data)
     else:
         assert load(tmp_path, data).search["population"] == 2
+
+
+
+def twin_builder(data, **kwargs):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="mutate_tests")
+    class Twins(keras.Model):
+        """Two Dense layers both named ``d`` (Keras allows it)."""
+
+        def __init__(self, classes=10, **kw):
+            super().__init__(**kw)
+            self.classes = classes
+            self.a = keras.layers.Dense(16, name="d")
+            self.b = keras.layers.Dense(classes, name="d")
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+        def get_config(self):
+            return {**super().get_config(), "classes": self.classes}
+
+    model = Twins(data.num_classes, name="twins")
+    model(data.x_train[:2])
+    return model
+
+
+def test_two_kernels_at_one_path_and_an_operator_left_no_layer_are_refused_before_the_search(tmp_path):
+    """Found by a bug hunt: both searches started and every trial failed ("'d' is matched by more than one
+    plan key"; an operator whose `layers` missed every mutable layer was silently never used)."""
+    s = load(tmp_path, base(), ["model.builder=tests.test_space:twin_builder", "mutations.layers=['*']"])
+    with pytest.raises(SpaceError, match=r"^s.yaml: model.builder: tests.test_space:twin_builder built a model with "
+                                         r"two compressible kernels at 'd' \(two layers of one name\)"):
+        driver.prepare(s)
+    s = load(tmp_path, base(), ["mutations.layers=[logits]", "mutations.operators.low_rank.layers=['dense_*']"])
+    with pytest.raises(SpaceError, match=r"^s.yaml: mutations.operators.low_rank.layers: \['dense_\*'\] leaves "
+                                         r"low_rank no layer that mutations.layers \['logits'\] makes mutable"):
+        driver.prepare(s)

@@ -96,20 +96,33 @@ class CompressedModel:
             store[str(i)] = v
         plan: dict[str, dict[str, Any]] = {}
         structure = structural_paths(self)  # the address a reload keeps (files before 2026-12 used layer.path)
+        position = {id(layer): i for i, layer in enumerate(_walked(self))}
+        order: dict[str, list[Any]] = {}
         for k in compressible(self):
             if k.state != "dense":
                 spec = getattr(k.layer, state_attr(k.slot)).spec()
                 plan.setdefault(structure[id(k.layer)], {})[k.slot.name] = spec
+                order[structure[id(k.layer)]] = [position[id(k.layer)], type(k.layer).__name__]
         store["mutate"] = np.frombuffer(json.dumps(plan).encode(), dtype=np.uint8)
+        # where each compressed layer sits in the model's walk: a layer that Keras named from its global counter
+        # (a subclassed model's unnamed Dense) comes back under another name in a process that made layers before
+        store["mutate_order"] = np.frombuffer(json.dumps(order).encode(), dtype=np.uint8)
 
     def load_own_variables(self, store: Any) -> None:
         keys = list(store.keys())
         if "mutate" in keys:
             plan = json.loads(bytes(np.asarray(store["mutate"], dtype=np.uint8)).decode())
+            order = (json.loads(bytes(np.asarray(store["mutate_order"], dtype=np.uint8)).decode())
+                     if "mutate_order" in keys else {})
             layers = _layers_by_address(self)
+            walked = _walked(self)
             attached = False
             for path, slots in plan.items():
                 layer = layers.get(path)
+                if layer is None and path in order:  # renamed by Keras' counter: the same place in the walk
+                    i, cls = order[path]
+                    if i < len(walked) and type(walked[i]).__name__ == cls:
+                        layer = walked[i]
                 if layer is None:
                     raise ValueError(f"the saved model compresses {path!r}, which the loaded model {self.name!r} "
                                      "does not have")
@@ -140,6 +153,13 @@ def _in_phase(training: bool, step: Any, args: tuple, kwargs: dict[str, Any]) ->
         return step(*args, **kwargs)
     finally:
         PHASE.value = before
+
+
+def _walked(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model's layers in walk order without mutate's own states: the same list saved and reloaded."""
+    from mutate.operator.surgery import walk
+
+    return [layer for layer, _ in walk(model) if layer is not model and not isinstance(layer, KernelState)]
 
 
 def _layers_by_address(model: keras.Model) -> dict[str, keras.layers.Layer]:

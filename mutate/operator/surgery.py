@@ -168,7 +168,10 @@ def _as_compressor(value: PlanValue, key: str) -> operators.Compressor:
 
 
 def match(kernels: list[Kernel], pattern: str) -> list[Kernel]:
-    """The kernels whose path or name matches the glob ``pattern``."""
+    """The kernels whose path or name matches the glob ``pattern``; a pattern without glob characters that is
+    a kernel's path names that kernel alone (``"proj"`` is not also ``block/proj``, a layer named proj)."""
+    if not any(c in pattern for c in "*?[") and (exact := [k for k in kernels if k.path == pattern]):
+        return exact
     return [k for k in kernels if any(fnmatch.fnmatchcase(n, pattern) for n in k.names)]
 
 

@@ -123,6 +123,11 @@ def prepare(space: Space) -> Prepared:
     model = builders.build_model(space.model, data, space.where)
     _check_loadable_and_logits(space, model, data)
     kernels = compressible(model)
+    paths = [k.path for k in kernels]
+    twice = next((p for p in paths if paths.count(p) > 1), None)
+    if twice is not None:  # a subclassed model may give two sublayers one name; a trial could not tell them apart
+        raise space.error("model.builder", f"{space.model['builder']} built a model with two compressible kernels "
+                                           f"at {twice!r} (two layers of one name): name them apart")
     by_path = {k.path: k for k in kernels}
     names = {k.path: k.names for k in kernels}
     mut = space.mutations
@@ -132,6 +137,11 @@ def prepare(space: Space) -> Prepared:
     allowed = policy.targets(mut["operators"], mut["layers"], names)
     if not allowed:
         raise space.error("mutations.layers", f"no layer is left to mutate after the per-operator `layers`: {names}")
+    for op, params in mut["operators"].items():
+        if not any(op in ops for ops in allowed.values()):
+            raise space.error(f"mutations.operators.{op}.layers",
+                              f"{params.get('layers')} leaves {op} no layer that mutations.layers "
+                              f"{mut['layers']} makes mutable (mutable: {', '.join(allowed)})")
     bad = nonfinite_weights(model, list(allowed))
     if bad:  # every operator refuses to factor such a matrix: say so now, not in every trial
         raise space.error("model.builder", f"{space.model['builder']} built a model whose mutable {bad}; "

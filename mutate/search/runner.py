@@ -383,10 +383,13 @@ def _check_resources(space: Space, have: dict[str, float], embedded: bool) -> No
 
 
 def _runtime_env() -> dict[str, Any]:
-    """Every trial runs on the driver's Keras backend (``KERAS_BACKEND``, as Keras resolved it here)."""
+    """Every trial runs on the driver's Keras backend (``KERAS_BACKEND``, as Keras resolved it here), in the
+    driver's working directory: Tune moves each trial into its trial folder unless ``RAY_CHDIR_TO_TRIAL_DIR``
+    is 0, and a user's loader or builder that opened a relative path (found before the search, from where
+    `mutate search` ran) then failed in every trial."""
     import keras
 
-    return {"env_vars": {"KERAS_BACKEND": keras.backend.backend()}}
+    return {"env_vars": {"KERAS_BACKEND": keras.backend.backend(), "RAY_CHDIR_TO_TRIAL_DIR": "0"}}
 
 
 _SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

@@ -106,6 +106,9 @@ def _model(c: _Ctx, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict) or "builder" not in raw:
         raise c.fail("model", "a mapping with a `builder` (mlp, cnn, lstm_lm, bert or package.module:function)", raw)
     c.choice(raw["builder"], "model.builder", BUILTIN_MODELS, dotted_ok=True)
+    if "data" in raw:  # the builder's `data` argument is the loaded dataset; a key of that name would clash
+        raise c.fail("model.data", "no such key (a builder receives the loaded dataset as `data`; configure it "
+                                   "under the data section)", raw["data"])
     return dict(raw)
 
 
