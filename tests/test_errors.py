@@ -160,6 +160,12 @@ def test_a_failed_trials_reason_is_its_message_not_tensorflows_node_line():
              "\t [[{{node mlp_1/dense_2_1/cond/SelfAdjointEigV2}}]] [Op:__inference_one_step_on_data_1234]")
     assert reason(error) == "Self-adjoint eigen decomposition was not successful."
     assert reason("ray.exceptions.RayTaskError: boom") == "RayTaskError: boom"
+    # a message of several lines: Keras' advice ends in example code, and the reason read "return config"
+    keras_advice = ("Traceback (most recent call last):\n  File \"t.py\", line 3\n"
+                    "TypeError: <class 'usermods.NoConfig'> could not be deserialized properly. Please ensure that\n"
+                    "def get_config(self):\n    config = super().get_config()\n    return config")
+    assert reason(keras_advice).startswith("TypeError: <class 'usermods.NoConfig'> could not be deserialized")
+    assert reason("a last line without a header") == "a last line without a header"
 
 
 def test_a_run_resumes_only_in_the_folder_it_was_started_in(run_dir, tmp_path, capsys):

@@ -225,6 +225,18 @@ def test_a_builder_without_a_data_parameter_is_named_as_such(tmp_path):
         driver.prepare(s)
 
 
+def builder_needing_width(data, *, width):
+    raise AssertionError("not called")
+
+
+def test_a_builder_missing_a_required_keyword_names_the_key_to_add(tmp_path):
+    """Found by a bug hunt: it read "model: ... does not take []" when the section lacked a keyword."""
+    s = load(tmp_path, {**base(), "model": {"builder": "tests.test_space:builder_needing_width"}}, [])
+    with pytest.raises(ValueError, match=r"^s.yaml: model: tests.test_space:builder_needing_width needs model.width "
+                                         r"\(no default\)"):
+        driver.prepare(s)
+
+
 def test_a_builder_that_raises_is_one_line(tmp_path):
     s = load(tmp_path, base(), ["model.builder=tests.test_space:raising_builder"])
     with pytest.raises(ValueError, match=r"s.yaml: model.builder: tests.test_space:raising_builder raised "

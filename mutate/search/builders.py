@@ -101,7 +101,7 @@ def load_data(section: dict[str, Any], where: str) -> datasets.Dataset:
         raise MissingInput(f"{where}: data.name: {name}: {told(e)}") from None
     except Exception as e:  # noqa: BLE001 - a user loader may raise anything; report it on one line
         if isinstance(e, TypeError) and not _binds(fn, kwargs):
-            raise BadInput(f"{where}: data: {name} does not take {_refused(fn, kwargs)} ({e})") from None
+            raise BadInput(f"{where}: data: {name} {_mismatch(fn, kwargs, 'data')} ({e})") from None
         if not (user or isinstance(e, (ValueError, TypeError))):
             raise
         raise BadInput(f"{where}: data.name: {name} raised {type(e).__name__}: {told(e)}"
@@ -247,16 +247,22 @@ def _binds(fn: Callable[..., Any], kwargs: dict[str, Any]) -> bool:
     return True
 
 
-def _refused(fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[str]:
-    """The keywords ``fn`` has no parameter for (all of them when its signature cannot be read)."""
+def _mismatch(fn: Callable[..., Any], kwargs: dict[str, Any], section: str, given: tuple[str, ...] = ()) -> str:
+    """What keeps ``fn(**kwargs)`` (plus the ``given`` keywords mutate passes) from binding: the keywords it
+    does not take, else the parameters without a default that the section lacks ("does not take []" read
+    as if a keyword were wrong when a required one was missing)."""
     try:
         params = inspect.signature(fn).parameters
     except ValueError:
-        return sorted(kwargs)
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return sorted(kwargs)
-    named = [k for k in kwargs if k not in params or params[k].kind is inspect.Parameter.POSITIONAL_ONLY]
-    return sorted(named or kwargs)
+        params = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    refused = [] if takes_any else [k for k in kwargs if k not in params
+                                    or params[k].kind is inspect.Parameter.POSITIONAL_ONLY]
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in kwargs and n not in given
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if missing and not refused:
+        return "needs " + ", ".join(f"{section}.{n}" for n in missing) + " (no default)"
+    return f"does not take {sorted(refused or kwargs)}"
 
 
 def _called(section: str, kwargs: dict[str, Any], user: bool) -> str:
@@ -282,7 +288,7 @@ def build_model(section: dict[str, Any], data: datasets.Dataset, where: str) -> 
             if _binds(fn, kwargs):  # the builder has no `data` parameter: the keywords are fine
                 raise BadInput(f"{where}: model.builder: {name} takes no `data` keyword; a builder is called as "
                                f"{name.rpartition(':')[2]}(data=Dataset, **the model section's other keys)") from None
-            raise BadInput(f"{where}: model: {name} does not take {_refused(fn, kwargs)} ({e})") from None
+            raise BadInput(f"{where}: model: {name} {_mismatch(fn, kwargs, 'model', ('data',))} ({e})") from None
         if not (user or isinstance(e, (ValueError, TypeError))):
             raise
         # a built-in builder's error is about the values given: name them (a user's message is their own)

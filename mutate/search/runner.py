@@ -277,13 +277,23 @@ class _Points(tune.Callback):
         _emit(f"[{time.time() - self.t0:6.0f}s] trial {trial.trial_id} failed: {reason(text)}")
 
 
+_HEADER = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)\b.*?: ")
+
+
 def reason(error: Any) -> str:
-    """One line for a failed trial: the last line of its error (Ray's traceback ends with the exception),
-    without the exception's module path, at most 300 characters. TensorFlow's trailing node lines
-    (``[[{{node ...}}]] [Op:...]``) are skipped for the message before them."""
+    """One line for a failed trial: its exception's line (the last ``SomeError: message`` line of the
+    traceback; a message spanning lines, such as Keras' advice ending in example code, read as its last
+    line of code before), without the exception's module path, at most 300 characters. A header that only
+    introduces (``InvalidArgumentError: Graph execution error:``) gives way to the line after it; TensorFlow's
+    node lines (``[[{{node ...}}]] [Op:...]``) are skipped. No such line: the last line."""
     lines = [line.strip() for line in str(error).strip().splitlines()
              if line.strip() and not line.strip().startswith("[[")]
-    line = lines[-1] if lines else "unknown error"
+    if not lines:
+        return "unknown error"
+    heads = [i for i, line in enumerate(lines) if _HEADER.match(line)]
+    line = lines[heads[-1]] if heads else lines[-1]
+    if heads and line.endswith(":") and heads[-1] + 1 < len(lines):
+        line = lines[heads[-1] + 1]
     return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Z]\w*: )", "", line)[:300]
 
 
