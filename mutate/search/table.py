@@ -230,6 +230,7 @@ class Table:
         if not options:
             return {}
         by_key = {_key(e.layer, e.option): e for e in self.entries}
+        drop = {k: self._drop(by_key[k]) for k in options}  # once each: every one reads the exchange rate
         steps = list(dict.fromkeys(step for step, _, _ in self._reports))
         col = {k: i for i, k in enumerate(options)}
         col_of_step = {s: len(options) + i for i, s in enumerate(steps)}
@@ -239,11 +240,11 @@ class Table:
             a[i, col_of_step[step]] = 1.0
             for k in keys:
                 a[i, col[k]] = -1.0
-            y[i] = metric + sum(self._drop(by_key[k]) for k in keys)
+            y[i] = metric + sum(drop[k] for k in keys)
         for j in range(len(options)):  # the prior: no correction
             a[len(self._reports) + j, j] = math.sqrt(RIDGE)
         solution = np.linalg.lstsq(a, y, rcond=None)[0]
-        return {k: max(-self._drop(by_key[k]), float(solution[col[k]])) for k in options}
+        return {k: max(-drop[k], float(solution[col[k]])) for k in options}
 
     # -- storage ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
