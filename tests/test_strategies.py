@@ -158,8 +158,8 @@ def test_observations_move_the_costs_of_settled_genomes_against_the_population_a
 
 
 def test_trials_that_train_past_the_warm_up_model_do_not_make_compression_look_free():
-    """The reference was the warm-up model's metric, which trained trials beat: the observed levels' costs
-    drifted down, several below zero (fashion_mlp.yaml's PBT runs, replayed: down to -0.26), and a dense layer
+    """The reference was the warm-up model's metric, which trained trials beat: several observed levels'
+    costs fell below zero (fashion_mlp.yaml's PBT runs, replayed: down to -0.26), and a dense layer
     looked dearer than a compressed one. Against the population at the same step, two levels that train equally well end
     at equal costs, both positive, whichever reports first."""
     c = ctx(6_000)

@@ -202,8 +202,8 @@ class Table:
         Every report (dense genomes too) is one equation: ``metric = reference(step) - sum of its levels'
         costs``, a level's cost being its measured drop plus a correction. The reference is what the
         uncompressed model would score at that step, one unknown per step: trials train on, and the warm-up
-        model's metric, the reference before, was beaten by trained trials, so the observed levels' costs
-        drifted down, several below zero (replayed over fashion_mlp.yaml's PBT runs,
+        model's metric, the reference before, was beaten by trained trials, so several observed levels'
+        costs fell below zero (replayed over fashion_mlp.yaml's PBT runs,
         experiments/replay_corrections.py: down to -0.26). The corrections
         are the ridge-regularised least-squares solution (`RIDGE`; a level never observed keeps its measured
         cost), so a level is blamed for what its genomes lose against the other genomes at the same steps,
