@@ -432,6 +432,35 @@ def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_bef
         "def narrow(data):\n"
         "    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, name='fc'),\n"
         "                             keras.layers.Dense(7, name='out')])\n"
+        "@keras.saving.register_keras_serializable('odd_models_x')\n"
+        "class Scaled(keras.layers.Layer):\n"
+        "    def __init__(self, units, scale=2.0, **kw):\n"
+        "        super().__init__(**kw)\n"
+        "        self.units, self.scale, self.fc = units, scale, keras.layers.Dense(units, name='fc')\n"
+        "    def call(self, x):\n"
+        "        return self.fc(x) * self.scale\n"
+        "    def get_config(self):\n"
+        "        return {**super().get_config(), 'units': self.units, **self.extra()}\n"
+        "    def extra(self):\n"
+        "        return {'scale': self.scale}\n"
+        "class Forgets(Scaled):\n"
+        "    def get_config(self):\n"
+        "        return keras.layers.Layer.get_config(self)\n"
+        "class Drops(Scaled):\n"
+        "    def extra(self):\n"
+        "        return {}\n"
+        "keras.saving.register_keras_serializable('odd_models_x')(Forgets)\n"
+        "keras.saving.register_keras_serializable('odd_models_x')(Drops)\n"
+        "def _with(layer):\n"
+        "    return keras.Sequential([keras.Input((64,)), layer, keras.layers.Dense(10, name='out')])\n"
+        "def scaled(data):\n"
+        "    return _with(Scaled(16, scale=3.0, name='s'))\n"
+        "def forgets(data):\n"
+        "    return _with(Forgets(16, name='s'))\n"
+        "def drops(data):\n"
+        "    return _with(Drops(16, scale=3.0, name='s'))\n"
+        "def lam(data):\n"
+        "    return _with(keras.layers.Lambda(lambda t: t * 2.0))\n"
         "def onehot():\n"
         "    import numpy as np\n"
         "    from mutate import data\n"
@@ -445,7 +474,14 @@ def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_bef
              ("narrow", "digits", r"output for 8 rows has shape \(8, 7\); labels of shape \(8,\) with "
                                   r"num_classes=10 need \(8, 10\): one logit per class and label$"),
              ("mlp", "'odd_models_x:onehot'", r"output for 8 rows has shape \(8, 10\); labels of shape \(8, 10\) "
-                                              r"with .* \(the labels look one-hot: give class ids, np.argmax"))
+                                              r"with .* \(the labels look one-hot: give class ids, np.argmax"),
+             # a get_config missing an argument, and a Lambda: the first exploit failed, after the search ran
+             ("forgets", "digits", r"that Keras cannot load back from a .keras file, as every exploit and the "
+                                   r"test set do \(TypeError: .*\); give each class of yours a get_config"),
+             ("lam", "digits", r"cannot load back .*\(ValueError: Requested the deserialization of a `Lambda`"),
+             # a get_config leaving out a setting loaded another model, silently
+             ("drops", "digits", r"loads back from a .keras file computing other outputs \(largest difference "
+                                 r"[0-9.]+\): a get_config of yours leaves out a setting"))
     for builder, data_name, message in cases:
         module = "mutate.search.builders" if builder == "mlp" else "odd_models_x"
         yaml_file.write_text(f"model: {{builder: '{module}:{builder}'}}\ndata: {{name: {data_name}}}\n"
@@ -453,6 +489,10 @@ def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_bef
                              "budget: {ratio: 0.9}\n")
         with pytest.raises(BadInput, match=rf"space.yaml: model.builder: {module}:{builder} built a model .*{message}"):
             driver.prepare(space_mod.load(yaml_file))
+    # the same class with a whole get_config round-trips, and is accepted
+    yaml_file.write_text("model: {builder: 'odd_models_x:scaled'}\ndata: {name: digits}\n"
+                         "mutations: {layers: [out], operators: {pruning: {sparsity: [0.5]}}}\nbudget: {ratio: 0.99}\n")
+    assert list(driver.prepare(space_mod.load(yaml_file)).allowed) == ["out"]
 
 
 def test_resume_refuses_overrides_and_a_trial_asking_for_more_than_the_machine_has_is_one_line(tmp_path, capfd):

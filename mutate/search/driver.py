@@ -88,6 +88,9 @@ def _check_loadable_and_logits(space: Space, model: keras.Model, data: Any) -> N
                                                "@keras.saving.register_keras_serializable()")
     x, y = data.x_train[:8], np.asarray(data.y_train[:8])
     out = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
+    if any(type(la).__module__.split(".")[0] not in ("keras", "tf_keras", "tensorflow")
+           or isinstance(la, keras.layers.Lambda) for la, _ in walk(model)):
+        _check_round_trip(space, model, x, out)
     want = (len(y), *y.shape[1:], data.num_classes)
     if out.shape != want:
         hint = (" (the labels look one-hot: give class ids, np.argmax(y, axis=-1))"
@@ -100,6 +103,35 @@ def _check_loadable_and_logits(space: Space, model: keras.Model, data: Any) -> N
         raise space.error("model.builder", f"{builder} built a model whose outputs are probabilities (each row "
                                            "sums to 1: a softmax); mutate trains and scores logits "
                                            "(from_logits=True): end the model without the softmax")
+
+
+def _check_round_trip(space: Space, model: keras.Model, x: Any, out: np.ndarray) -> None:
+    """Save ``model`` to a ``.keras`` file and load it back as a trial's restore does: a user's class whose
+    ``get_config`` misses a constructor argument, or a ``Lambda`` (Keras' safe mode refuses to load its code),
+    once failed in the first exploit or at the test set, after the search had run (an internal error); a
+    ``get_config`` that drops a setting loaded a different model, silently. Only models holding a class of
+    the user's or a Lambda are checked (Keras' own layers round-trip)."""
+    import tempfile
+    from pathlib import Path
+
+    builder = space.model["builder"]
+    with tempfile.TemporaryDirectory(prefix="mutate-roundtrip-") as d:
+        try:
+            model.save(Path(d) / "m.keras")
+            copy = keras.saving.load_model(Path(d) / "m.keras", compile=False)
+            again = keras.ops.convert_to_numpy(copy(x, training=False)).astype(np.float64)
+        except Exception as e:  # noqa: BLE001 - whatever the user's class raises, said in one line
+            first = next((line for line in str(e).splitlines() if line.strip()), "")[:300]
+            raise space.error("model.builder", f"{builder} built a model that Keras cannot load back from a "
+                                               f".keras file, as every exploit and the test set do "
+                                               f"({type(e).__name__}: {first}); give each class of yours a "
+                                               "get_config returning its constructor's arguments, and no "
+                                               "Lambda layers") from None
+    if again.shape != out.shape or not np.allclose(again, out, rtol=1e-4, atol=1e-4 * (1 + np.abs(out).max())):
+        raise space.error("model.builder", f"{builder} built a model that loads back from a .keras file "
+                                           "computing other outputs (largest difference "
+                                           f"{float(np.abs(again - out).max()) if again.shape == out.shape else 'in shape'}"
+                                           "): a get_config of yours leaves out a setting its constructor takes")
 
 
 def prepare(space: Space) -> Prepared:
