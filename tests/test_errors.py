@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mutate
@@ -847,3 +848,38 @@ def test_a_damaged_file_sizes_entry_is_converted_again_not_printed(run_dir):
     names = [f"gone/{i}" for i in range(len(damaged))]  # no model.keras: a damaged entry leaves nothing
     (run_dir / formats.SIZES_FILE).write_text(json.dumps({"ok": good, "no": refused, **dict(zip(names, damaged))}))
     assert formats.file_sizes(run_dir, ["ok", "no", *names]) == {"ok": good, "no": refused}
+
+
+def test_a_checkpoint_whose_class_is_no_longer_registered_is_one_line_naming_file_and_class(tmp_path):
+    """A user renamed their model's registration after the search: `export` and `pareto --sizes` stopped with
+    an internal error (Keras' "Could not locate class", or mutate's own for a compressed copy of the class)."""
+    import keras
+
+    @keras.saving.register_keras_serializable("gone_pkg_x")
+    class GoneNet(keras.Model):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.fc = keras.layers.Dense(4, name="fc")
+
+        def call(self, x):
+            return self.fc(x)
+
+    plain = GoneNet()
+    plain(np.zeros((1, 3), "float32"))
+    plain.save(tmp_path / "plain.keras")
+    mutate.compress(plain, {"fc": ("pruning", {"sparsity": 0.5})}, mutate.Schedule(0, 4, 2))
+    plain.save(tmp_path / "compressed.keras")  # a mutated checkpoint names the class through mutate's wrapper
+    space = spaces.from_dict({"model": {"builder": "gone_pkg_x:build"}, "data": {"name": "digits"},
+                              "mutations": {"layers": ["fc"], "operators": {"pruning": {"sparsity": [0.5]}}},
+                              "budget": {"ratio": 0.9}})
+    assert isinstance(runs.load_checkpoint(tmp_path / "plain.keras", space), GoneNet)  # registered: loads
+    keras.saving.get_custom_objects().pop("gone_pkg_x>GoneNet")
+    with pytest.raises(BadInput, match=r"plain.keras: its model holds class 'GoneNet', which no imported module "
+                                       r"registers with Keras now \(the run's model.builder: gone_pkg_x:build\)"):
+        runs.load_checkpoint(tmp_path / "plain.keras", space)
+    with pytest.raises(BadInput, match=r"compressed.keras: its model holds class '[^']*GoneNet', which no imported "):
+        runs.load_checkpoint(tmp_path / "compressed.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(Exception) as caught:  # any other load error is not the user's class: it propagates
+        runs.load_checkpoint(tmp_path / "junk.keras")
+    assert not isinstance(caught.value, BadInput)

@@ -15,7 +15,7 @@ from mutate.search import builders
 from mutate.errors import BadInput, MetricMismatch, MissingInput, OutputExists
 from mutate.results.pareto import Point
 from mutate.results.report import Run
-from mutate.results.runs import load_recorded_space
+from mutate.results.runs import load_checkpoint, load_recorded_space
 from mutate.results.final import evaluate, read_tests, write_tests
 from mutate.results.formats import check_backend, export_model, format_for
 from mutate.search.trial import split_validation
@@ -96,7 +96,7 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     if not readable():
         raise BadInput(f"{checkpoint}: damaged, not a Keras model file (a .keras file is a zip archive holding "
                        f"config.json); point {chosen.trial}/{chosen.step} cannot be exported")
-    model = keras.saving.load_model(checkpoint, compile=False)
+    model = load_checkpoint(checkpoint, space)
     data = builders.load_data(space.data, space.where)
     spliced = mutate.strip(model, finished_only=True)
     _, _, x_val, y_val = split_validation(data, seed=space.search["seed"])

@@ -56,11 +56,9 @@ def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[st
     """
     import time
 
-    import keras
-
     from mutate.search import builders
     from mutate.results.report import Run
-    from mutate.results.runs import load_recorded_space
+    from mutate.results.runs import load_checkpoint, load_recorded_space
 
     run = Run(run_dir)
     values = read_tests(run.dir)
@@ -77,7 +75,7 @@ def evaluate_front(run_dir: Path, out: Callable[[str], None] = print) -> dict[st
         if not path.is_file():
             out(f"  test set: point {p.trial}/{p.step} has no checkpoint at {path}; not evaluated")
             continue
-        model = keras.saving.load_model(path, compile=False)
+        model = load_checkpoint(path, space)
         values[p.checkpoint] = evaluate(model, data.x_test, data.y_test, run.lm)
         write_tests(run.dir, values)
         done += 1

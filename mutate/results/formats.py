@@ -456,17 +456,20 @@ def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int
     except (ValueError, UnicodeDecodeError):
         cache = {}
     cache = {k: v for k, v in cache.items() if _sizes_entry_ok(v)} if isinstance(cache, dict) else {}
+    from mutate.results.runs import load_checkpoint, load_recorded_space
+
+    space = None
     if any(name not in cache for name in checkpoints):  # a user model's class registers when its module loads
         check_backend("litert", Path(run_dir) / SIZES_FILE)
-        from mutate.results.runs import load_recorded_space
         from mutate.search import builders
 
-        builders.import_user_modules(load_recorded_space(run_dir))
+        space = load_recorded_space(run_dir)
+        builders.import_user_modules(space)
     for name in checkpoints:
         model_path = Path(run_dir) / name / "model.keras"
         if name in cache or not model_path.is_file():
             continue
-        model = mutate.strip(keras.saving.load_model(model_path, compile=False), finished_only=True)
+        model = mutate.strip(load_checkpoint(model_path, space), finished_only=True)
         with tempfile.TemporaryDirectory() as tmp:
             k = export_model(model, Path(tmp) / "m.keras")
             try:

@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,32 @@ def load_recorded_space(run_dir: Path) -> Space:
         return from_dict(raw, path=Path(where) if where else None)
     except SpaceError as e:  # its YAML's name alone pointed at a file the user may have fixed since
         raise SpaceError(f"{f}: the space recorded in it is invalid: {e}") from None
+
+
+_UNREGISTERED = re.compile(r"Could not locate class '([^']+)'|names class '([^']+)' of module '[^']+', which is not "
+                           r"registered")
+
+
+def load_checkpoint(path: Path, space: Space | None = None) -> Any:
+    """``keras.saving.load_model(path, compile=False)`` for a run's checkpoint.
+
+    Raises:
+        BadInput: the file names a class that no imported module registers with Keras now (the user's module
+            renamed, moved or re-registered the class since the search), naming the file, the class and the
+            run's ``model.builder``; other load errors propagate.
+    """
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (TypeError, ValueError) as e:
+        found = _UNREGISTERED.search(str(e))
+        if found is None:
+            raise
+        builder = f" (the run's model.builder: {space.model['builder']})" if space is not None else ""
+        raise BadInput(f"{path}: its model holds class {found.group(1) or found.group(2)!r}, which no imported "
+                       f"module registers with Keras now{builder}: give the class back its name and "
+                       "@keras.saving.register_keras_serializable() as when the search ran") from None
 
 
 def disk_bytes(folder: Path) -> int:
