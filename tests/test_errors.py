@@ -462,6 +462,18 @@ def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_bef
         "    return _with(Drops(16, scale=3.0, name='s'))\n"
         "def lam(data):\n"
         "    return _with(keras.layers.Lambda(lambda t: t * 2.0))\n"
+        "class Eager(keras.Model):\n"
+        "    def __init__(self, **kw):\n"
+        "        super().__init__(**kw)\n"
+        "        self.fc = keras.layers.Dense(16, name='fc')\n"
+        "    def call(self, x):\n"
+        "        import numpy as np\n"
+        "        return self.fc(np.asarray(x) * 1.0)\n"
+        "keras.saving.register_keras_serializable('odd_models_x')(Eager)\n"
+        "def eager(data):\n"
+        "    return _with(Eager(name='e'))\n"
+        "def brackets(data):\n"
+        "    return _with(keras.layers.Dense(16, name='fc[1]'))\n"
         "def onehot():\n"
         "    import numpy as np\n"
         "    from mutate import data\n"
@@ -480,6 +492,8 @@ def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_bef
              ("forgets", "digits", r"that Keras cannot load back from a .keras file, as every exploit and the "
                                    r"test set do \(TypeError: .*\); give each class of yours a get_config"),
              ("lam", "digits", r"cannot load back .*\(ValueError: Requested the deserialization of a `Lambda`"),
+             # NumPy in call: Keras' load builds the model on symbolic inputs, fails, warns, loads no weight
+             ("eager", "digits", r"loads back from a .keras file with 2 of its 4 weights: Keras builds a loaded "),
              # a get_config leaving out a setting loaded another model, silently
              ("drops", "digits", r"loads back from a .keras file computing other outputs \(largest difference "
                                  r"[0-9.]+\): a get_config of yours leaves out a setting"))
@@ -494,6 +508,25 @@ def test_a_model_mutate_could_not_reload_or_one_ending_in_softmax_is_refused_bef
     yaml_file.write_text("model: {builder: 'odd_models_x:scaled'}\ndata: {name: digits}\n"
                          "mutations: {layers: [out], operators: {pruning: {sparsity: [0.5]}}}\nbudget: {ratio: 0.99}\n")
     assert list(driver.prepare(space_mod.load(yaml_file)).allowed) == ["out"]
+    # a model that fails in Keras' own training step, before any mutation (TensorFlow refuses the layer name
+    # as a scope in a traced step): one line from the sensitivity table's warm-up, not an internal error
+    import keras
+
+    from mutate.search import sensitivity
+
+    yaml_file.write_text("model: {builder: 'odd_models_x:brackets'}\ndata: {name: digits}\n"
+                         "mutations: {layers: ['fc[1]'], operators: {pruning: {sparsity: [0.5]}}, warmup_steps: 2}\n"
+                         "budget: {ratio: 0.9}\n")
+    space = space_mod.load(yaml_file)
+    prepared = driver.prepare(space)
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(BadInput, match=r"space.yaml: model.builder: odd_models_x:brackets built a model that "
+                                           r"Keras could not train or evaluate as it was built, before any "
+                                           r"mutation \(ValueError: 'fc\[1\]' is not a valid scope name"):
+            sensitivity.measure(space, prepared.allowed, prepared.sizes, out=lambda line: None)
+    # an error that is not the model's stays what it is (an internal error, with its traceback)
+    boom = RuntimeError("mutate's own bug")
+    assert sensitivity._model_failed(space, boom) is boom
 
 
 def test_resume_refuses_overrides_and_a_trial_asking_for_more_than_the_machine_has_is_one_line(tmp_path, capfd):

@@ -675,3 +675,24 @@ def test_a_path_names_its_kernel_alone_where_a_nested_layer_shares_the_name():
     from mutate.operator.surgery import match
 
     assert [k.path for k in match(mutate.compressible(model), "*proj")] == ["proj", "block/proj"]
+    from mutate.search import policy
+
+    kernels = mutate.compressible(model)
+    # the search's layer choice follows the same rule: `proj` is the top-level layer alone, a glob both
+    assert list(policy.targets({"pruning": {}}, ["proj"], {k.path: k.names for k in kernels})) == ["proj"]
+    assert list(policy.targets({"pruning": {}}, ["*proj"], {k.path: k.names for k in kernels})) == ["proj", "block/proj"]
+
+
+def test_a_layer_named_with_glob_characters_is_reached_by_its_name():
+    """Found by a bug hunt: `mutations.layers: ['fc[1]']` said "'fc[1]' matches no compressible kernel; the
+    model's are fc[1], out" (the name was read as a glob, which matches fc1)."""
+    from mutate.operator.surgery import match
+    from mutate.search import policy
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc[1]"), keras.layers.Dense(3, name="fc1")])
+    kernels = mutate.compressible(model)
+    assert [k.path for k in match(kernels, "fc[1]")] == ["fc[1]"]
+    assert [k.path for k in match(kernels, "fc[0-9]")] == ["fc1"]  # a glob is still a glob
+    assert list(policy.targets({"pruning": {}}, ["fc[1]"], {k.path: k.names for k in kernels})) == ["fc[1]"]
+    mutate.compress(model, {"fc[1]": ("low_rank", {"rank": 2})}, mutate.Schedule(0, 10, 5))
+    assert [k.state for k in mutate.compressible(model)] == ["blending", "dense"]

@@ -168,11 +168,12 @@ def _as_compressor(value: PlanValue, key: str) -> operators.Compressor:
 
 
 def match(kernels: list[Kernel], pattern: str) -> list[Kernel]:
-    """The kernels whose path or name matches the glob ``pattern``; a pattern without glob characters that is
-    a kernel's path names that kernel alone (``"proj"`` is not also ``block/proj``, a layer named proj)."""
-    if not any(c in pattern for c in "*?[") and (exact := [k for k in kernels if k.path == pattern]):
+    """The kernels whose path or name is ``pattern`` or matches it as a glob; a pattern that is a kernel's
+    path names that kernel alone (``"proj"`` is not also ``block/proj``, a layer named proj), also when the
+    path holds glob characters (a layer named ``fc[1]``)."""
+    if exact := [k for k in kernels if k.path == pattern]:
         return exact
-    return [k for k in kernels if any(fnmatch.fnmatchcase(n, pattern) for n in k.names)]
+    return [k for k in kernels if any(n == pattern or fnmatch.fnmatchcase(n, pattern) for n in k.names)]
 
 
 def no_match_message(model: keras.Model, pattern: str, kernels: list[Kernel]) -> str:

@@ -119,6 +119,7 @@ def _check_round_trip(space: Space, model: keras.Model, x: Any, out: np.ndarray)
         try:
             model.save(Path(d) / "m.keras")
             copy = keras.saving.load_model(Path(d) / "m.keras", compile=False)
+            held = len(copy.weights)
             again = keras.ops.convert_to_numpy(copy(x, training=False)).astype(np.float64)
         except Exception as e:  # noqa: BLE001 - whatever the user's class raises, said in one line
             first = next((line for line in str(e).splitlines() if line.strip()), "")[:300]
@@ -127,6 +128,11 @@ def _check_round_trip(space: Space, model: keras.Model, x: Any, out: np.ndarray)
                                                f"({type(e).__name__}: {first}); give each class of yours a "
                                                "get_config returning its constructor's arguments, and no "
                                                "Lambda layers") from None
+    if held != len(model.weights):  # Keras warns and goes on when build_from_config fails
+        raise space.error("model.builder", f"{builder} built a model that loads back from a .keras file with {held} "
+                                           f"of its {len(model.weights)} weights: Keras builds a loaded model by "
+                                           "calling it on symbolic inputs, and this one's call failed there (NumPy "
+                                           "on a tensor, a Python branch on its values)")
     if again.shape != out.shape or not np.allclose(again, out, rtol=1e-4, atol=1e-4 * (1 + np.abs(out).max())):
         raise space.error("model.builder", f"{builder} built a model that loads back from a .keras file "
                                            "computing other outputs (largest difference "

@@ -39,8 +39,9 @@ def targets(operators: Mapping[str, Mapping[str, Any]], layers: list[str],
     """
     aliases = names if isinstance(names, Mapping) else {n: (n,) for n in names}
 
-    def hit(path: str, globs: Sequence[str]) -> bool:
-        return any(fnmatch.fnmatchcase(a, g) for a in aliases[path] for g in globs)
+    def hit(path: str, globs: Sequence[str]) -> bool:  # as `mutate.operator.surgery.match`
+        return any(path == g if g in aliases else any(a == g or fnmatch.fnmatchcase(a, g) for a in aliases[path])
+                   for g in globs)
 
     out: dict[str, list[str]] = {}
     for name in aliases:

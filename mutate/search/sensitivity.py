@@ -30,6 +30,26 @@ class Stopped(Exception):
     """`measure` was asked to stop (its ``stop`` event was set): the search failed to start meanwhile."""
 
 
+def _model_failed(space: Space, e: Exception) -> Exception:
+    """``e``, raised while the dense model (no mutation yet) trained or evaluated, as a one-line error of
+    ``model.builder`` when it came from the model itself: Keras says it failed "when calling" a layer, or a
+    frame of the user's builder module raised it (a call using NumPy on a traced tensor, a layer name
+    TensorFlow refuses as a scope). Anything else is returned as it is (an internal error)."""
+    import sys
+    import traceback
+
+    builder = str(space.model["builder"])
+    module = sys.modules.get(builder.partition(":")[0]) if ":" in builder else None
+    own = getattr(module, "__file__", None)
+    frames = traceback.extract_tb(e.__traceback__)
+    if "Exception encountered when calling" not in str(e) and not (own and any(f.filename == own for f in frames)):
+        return e
+    lines = [ln.strip() for ln in str(e).replace("\x1b[1m", "").replace("\x1b[0m", "").splitlines() if ln.strip()]
+    said = next((ln for ln in lines if not ln.startswith("Exception encountered when calling")), lines[0] if lines else "")
+    return space.error("model.builder", f"{builder} built a model that Keras could not train or evaluate as it "
+                                        f"was built, before any mutation ({type(e).__name__}: {said[:300]})")
+
+
 class _Stop(keras.callbacks.Callback):
     """Ends the warm-up's ``fit`` at the next batch once ``stop`` is set."""
 
@@ -70,9 +90,6 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
         if stop is not None and stop.is_set():
             raise Stopped("the sensitivity table was stopped")
 
-    if warm:
-        runner.train(warm, callbacks=[_Stop(stop)] if stop is not None else ())
-        check()
     model, lm = runner.model, runner.lm
     x, y = runner.x_val[:subset], runner.y_val[:subset]
     batch = EVAL_BATCH_LM if lm else EVAL_BATCH
@@ -82,7 +99,13 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
         loss = float(res["loss"]) if math.isfinite(res["loss"]) else 1e9
         return (-loss if lm else float(res["accuracy"])), loss
 
-    base_metric, base_loss = evaluate()
+    try:  # the dense model's first steps: a failure here is the model's own (see _model_failed)
+        if warm:
+            runner.train(warm, callbacks=[_Stop(stop)] if stop is not None else ())
+        base_metric, base_loss = evaluate()
+    except Exception as e:  # noqa: BLE001 - re-raised as it is unless the model raised it
+        raise _model_failed(space, e) from None
+    check()
     if sizes is None:
         from mutate.search.driver import prepare
 
