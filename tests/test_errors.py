@@ -916,3 +916,32 @@ def test_a_checkpoint_whose_class_is_no_longer_registered_is_one_line_naming_fil
     with pytest.raises(Exception) as caught:  # any other load error is not the user's class: it propagates
         runs.load_checkpoint(tmp_path / "junk.keras")
     assert not isinstance(caught.value, BadInput)
+
+
+def test_a_glob_on_a_layer_the_model_never_calls_says_so():
+    """Found by a bug hunt: a subclassed model's unused Dense was reported as "a Dense that cannot be compressed"
+    though mutate compresses Dense layers: it was never built, so it holds no kernel."""
+    import keras
+
+    from mutate.operator.surgery import compressible
+    from mutate.search import driver
+
+    class WithSpare(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(4, name="fc")
+            self.spare = keras.layers.Dense(4, name="spare")
+
+        def call(self, x):
+            return self.fc(x)
+
+    model = WithSpare()
+    model(np.zeros((1, 3), "float32"))
+    space = spaces.from_dict({"model": {"builder": "mlp"}, "data": {"name": "digits"},
+                              "mutations": {"layers": ["fc"], "operators": {"pruning": {"sparsity": [0.5]}}},
+                              "budget": {"ratio": 0.9}})
+    with pytest.raises(BadInput, match=r"mutations.layers: 'spare' matches 'spare', a Dense the model never calls "
+                                       r"\(it was not built, so it holds no kernel\)"):
+        driver._glob_matches(space, "mutations.layers", ["spare"], model, compressible(model))
+    with pytest.raises(BadInput, match=r"'fc/\*' matches no compressible kernel; the model's are fc"):
+        driver._glob_matches(space, "mutations.layers", ["fc/*"], model, compressible(model))

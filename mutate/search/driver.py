@@ -32,6 +32,10 @@ def _glob_matches(space: Space, key: str, globs: list[str], model: keras.Model, 
         other = [(relative_path(model, la), type(la).__name__) for la, _ in walk(model) if la is not model
                  and any(fnmatch.fnmatchcase(n, g) for n in (relative_path(model, la), la.name))]
         if other:
+            layer = next(la for la, _ in walk(model) if la is not model and relative_path(model, la) == other[0][0])
+            if not layer.built:  # a layer the model holds but never calls has no kernel to factor
+                raise space.error(key, f"{g!r} matches {other[0][0]!r}, a {other[0][1]} the model never calls (it "
+                                       "was not built, so it holds no kernel)")
             raise space.error(key, f"{g!r} matches {other[0][0]!r}, a {other[0][1]} that cannot be compressed "
                                    f"(mutate compresses {SUPPORTED})")
         raise space.error(key, f"{g!r} matches no compressible kernel; the model's are "
