@@ -33,6 +33,9 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        # scikit-learn reads an integer as a count of rows: test_fraction=10 was a 10-image test set
+        raise ValueError(f"test_fraction={test_fraction!r}: needs a fraction of the images strictly between 0 and 1")
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y.astype(np.int64), test_size=test_fraction, random_state=seed,

@@ -72,6 +72,14 @@ def test_digits_tokens_needs_at_least_one_level():
     assert data.digits_tokens(levels=2).x_train.max() == 2
 
 
+@pytest.mark.parametrize("value", [10, 1, 0, 1.0, -0.2, True, "0.2"])
+def test_digits_test_fraction_is_a_fraction(value):
+    """Found by a bug hunt: test_fraction: 10 made a 10-image test set (scikit-learn counts rows for an int)."""
+    with pytest.raises(ValueError, match=rf"test_fraction={value!r}: needs a fraction of the images strictly "):
+        data.digits(test_fraction=value)
+    assert len(data.digits(test_fraction=0.1).x_test) == 180
+
+
 def _sdist(path, members):
     with tarfile.open(path, "w:gz") as tar:
         for name, text in members.items():
