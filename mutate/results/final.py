@@ -41,11 +41,11 @@ def evaluate(model: Any, x: Any, y: Any, lm: bool) -> float:
     """Accuracy, or perplexity for a language model, of ``model`` on (x, y) (a test or validation split)."""
     import keras
 
-    from mutate.search.trial import EVAL_BATCH, EVAL_BATCH_LM
+    from mutate.search.trial import EVAL_BATCH, EVAL_BATCH_LM, evaluate_arrays
 
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[] if lm else ["accuracy"])
-    res = model.evaluate(x, y, batch_size=EVAL_BATCH_LM if lm else EVAL_BATCH, verbose=0, return_dict=True)
+    res = evaluate_arrays(model, x, y, EVAL_BATCH_LM if lm else EVAL_BATCH)
     return math.exp(min(res["loss"], 50.0)) if lm else float(res["accuracy"])
 
 

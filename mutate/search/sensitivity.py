@@ -81,7 +81,7 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
     Raises:
         Stopped: ``stop`` was set.
     """
-    from mutate.search.trial import EVAL_BATCH, EVAL_BATCH_LM, TrialRunner
+    from mutate.search.trial import EVAL_BATCH, EVAL_BATCH_LM, TrialRunner, evaluate_arrays
 
     t0 = time.perf_counter()
     runner = TrialRunner(space, seed=space.search["seed"] * 1000)  # trial 0's seed: the same warm-up
@@ -95,7 +95,7 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
     batch = EVAL_BATCH_LM if lm else EVAL_BATCH
 
     def evaluate() -> tuple[float, float]:
-        res = model.evaluate(x, y, batch_size=batch, verbose=0, return_dict=True)
+        res = evaluate_arrays(model, x, y, batch)
         loss = float(res["loss"]) if math.isfinite(res["loss"]) else 1e9
         return (-loss if lm else float(res["accuracy"])), loss
 
