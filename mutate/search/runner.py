@@ -68,6 +68,7 @@ class MutationTrainable(tune.Trainable):
         self._runner_cls = TrialRunner
         self.space = _space_of(config)
         self._stash: dict[str, Any] = {}
+        self._reported: list[tuple[int, float]] = []  # this actor's front of (bytes, validation metric)
         self._runner = TrialRunner(self.space, seed=config["member"]["seed"])
         self._shared = self._runner.shared()
         # the actor's start (Keras and its backend imported, data loaded, first model built): its first
@@ -114,15 +115,36 @@ class MutationTrainable(tune.Trainable):
         except NonFiniteLoss as e:
             record_divergence(Path(self.config["run_dir"]), self.trial_id, str(e))
             raise
-        # unique per report: after an exploit a trial may report the same step again with another model
-        folder = (Path(self.config["run_dir"]) / "models" / self.trial_id
-                  / f"step_{result['step']:07d}_{uuid.uuid4().hex[:8]}")
-        self.runner.save(folder)
-        result["checkpoint"] = str(folder.relative_to(self.config["run_dir"]))
+        if self._dominated(result):  # never on the validation front: its model is not written (a point that
+            result["checkpoint"] = ""  # this actor reported before is as small and more accurate)
+        else:
+            # unique per report: after an exploit a trial may report the same step again with another model
+            folder = (Path(self.config["run_dir"]) / "models" / self.trial_id
+                      / f"step_{result['step']:07d}_{uuid.uuid4().hex[:8]}")
+            self.runner.save(folder)
+            result["checkpoint"] = str(folder.relative_to(self.config["run_dir"]))
         result["done"] = self.runner.step >= t["steps"]
         if self._setup_s is not None:
             result["actor_setup_s"], self._setup_s = round(self._setup_s, 2), None
         return result
+
+    def _dominated(self, result: dict[str, Any]) -> bool:
+        """Whether a point this actor reported before (in any of the trials it ran) is at most as large and
+        strictly better, or strictly smaller and as good: then ``result`` can never join the validation
+        front (`mutate.results.pareto.front`), and no `export` or test evaluation will load its model.
+        Equal points are kept (the front breaks their tie on the validation loss). The actor's own front
+        of (bytes, metric) is updated with ``result`` otherwise."""
+        higher = "val_accuracy" in result
+        size, metric = int(result["bytes"]), float(result["val_accuracy" if higher else "val_perplexity"])
+
+        def beats(a: tuple[int, float], b: tuple[int, float]) -> bool:
+            better = a[1] > b[1] if higher else a[1] < b[1]
+            return a[0] <= b[0] and (better or a[1] == b[1]) and (a[0] < b[0] or better)
+
+        if any(beats(q, (size, metric)) for q in self._reported):
+            return True
+        self._reported = [q for q in self._reported if not beats((size, metric), q)] + [(size, metric)]
+        return False
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.runner.save(checkpoint_dir, token=uuid.uuid4().hex, optimizer=True)
