@@ -1,5 +1,5 @@
 """What one validation evaluation costs: Keras' ``model.evaluate`` against `mutate.search.trial.evaluate_arrays`
-(the same loss and accuracy, batch by batch through ``test_on_batch``), as every report, every
+(the same loss and accuracy, batch by batch through ``test_on_batch``; on TensorFlow, where it is used), as every report, every
 sensitivity-table entry and every front point's test evaluation runs it (a benchmark, not a test).
 
     .venv/bin/python experiments/bench_evaluate.py

@@ -134,9 +134,11 @@ def _check_round_trip(space: Space, model: keras.Model, x: Any, out: np.ndarray)
                                                "Lambda layers") from None
     if held != len(model.weights):  # Keras warns and goes on when build_from_config fails
         raise space.error("model.builder", f"{builder} built a model that loads back from a .keras file with {held} "
-                                           f"of its {len(model.weights)} weights: Keras builds a loaded model by "
-                                           "calling it on symbolic inputs, and this one's call failed there (NumPy "
-                                           "on a tensor, a Python branch on its values)")
+                                           f"of its {len(model.weights)} weights: Keras builds a loaded "
+                                           "subclassed model by calling it on float32 placeholders of its first "
+                                           "input shape, and this one's call failed there (NumPy on a tensor, a "
+                                           "Python branch on its values, integer ops on token ids): give its class a "
+                                           "build(input_shape) that creates its weights")
     def close(a: np.ndarray) -> bool:
         return a.shape == out.shape and bool(np.allclose(a, out, rtol=1e-4, atol=1e-4 * (1 + np.abs(out).max())))
 
