@@ -30,6 +30,18 @@ class Stopped(Exception):
     """`measure` was asked to stop (its ``stop`` event was set): the search failed to start meanwhile."""
 
 
+def _name_scopes() -> list[Any]:
+    """Keras' stack of open name scopes (a list; empty when Keras keeps none). A layer call that fails while
+    its TensorFlow name scope opens (a layer name TensorFlow refuses, ``fc[1]``) leaves its entry on the
+    stack, and every layer made afterwards in the process gets that prefix in its path: `measure` cuts the
+    stack back after such a failure (a user calling `mutate.run_search` again from a notebook)."""
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # a Keras that moved it: nothing to restore
+        return []
+    return global_state.get_global_attribute("name_scope_stack", default=[], set_to_default=True)
+
+
 def _model_failed(space: Space, e: Exception) -> Exception:
     """``e``, raised while the dense model (no mutation yet) trained or evaluated, as a one-line error of
     ``model.builder`` when it came from the model itself: Keras says it failed "when calling" a layer, or a
@@ -99,11 +111,13 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
         loss = float(res["loss"]) if math.isfinite(res["loss"]) else 1e9
         return (-loss if lm else float(res["accuracy"])), loss
 
+    depth = len(_name_scopes())
     try:  # the dense model's first steps: a failure here is the model's own (see _model_failed)
         if warm:
             runner.train(warm, callbacks=[_Stop(stop)] if stop is not None else ())
         base_metric, base_loss = evaluate()
     except Exception as e:  # noqa: BLE001 - re-raised as it is unless the model raised it
+        del _name_scopes()[depth:]
         raise _model_failed(space, e) from None
     check()
     if sizes is None:
