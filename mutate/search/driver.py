@@ -73,6 +73,11 @@ class Prepared(NamedTuple):
     kernels: list[str]
 
 
+KERAS_FAMILY = ("keras_hub", "keras_cv", "keras_nlp")
+"""Packages whose layers round-trip through ``.keras`` files as Keras' own do (their models can be large:
+saving one to check it would cost seconds and disk)."""
+
+
 def _check_loadable_and_logits(space: Space, model: keras.Model, data: Any) -> None:
     """Refuse, before any trial, a model whose checkpoints could not be loaded back (a user's class Keras
     does not know by name: PBT's exploits, the test set and `export` load them; the search once ran to its end
@@ -92,8 +97,8 @@ def _check_loadable_and_logits(space: Space, model: keras.Model, data: Any) -> N
                                                "@keras.saving.register_keras_serializable()")
     x, y = data.x_train[:8], np.asarray(data.y_train[:8])
     out = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
-    if any(type(la).__module__.split(".")[0] not in ("keras", "tf_keras", "tensorflow")
-           or isinstance(la, keras.layers.Lambda) for la, _ in walk(model)):
+    if any(type(la).__module__.split(".")[0] not in ("keras", "tf_keras", "tensorflow", *KERAS_FAMILY)
+           or isinstance(la, keras.layers.Lambda) for la, _ in walk(model)):  # a user's class, or a Lambda
         _check_round_trip(space, model, x, out)
     want = (len(y), *y.shape[1:], data.num_classes)
     if out.shape != want:
@@ -114,7 +119,7 @@ def _check_round_trip(space: Space, model: keras.Model, x: Any, out: np.ndarray)
     ``get_config`` misses a constructor argument, or a ``Lambda`` (Keras' safe mode refuses to load its code),
     once failed in the first exploit or at the test set, after the search had run (an internal error); a
     ``get_config`` that drops a setting loaded a different model, silently. Only models holding a class of
-    the user's or a Lambda are checked (Keras' own layers round-trip)."""
+    the user's or a Lambda are checked (Keras' own layers and `KERAS_FAMILY`'s round-trip)."""
     import tempfile
     from pathlib import Path
 
