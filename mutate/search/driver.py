@@ -73,6 +73,8 @@ class Prepared(NamedTuple):
     kernels: list[str]
 
 
+KERAS_OWN = ("keras", "tf_keras", "tensorflow")
+"""Packages of Keras' own classes (known to Keras by name, and round-tripping through ``.keras`` files)."""
 KERAS_FAMILY = ("keras_hub", "keras_cv", "keras_nlp")
 """Packages whose layers round-trip through ``.keras`` files as Keras' own do (their models can be large:
 saving one to check it would cost seconds and disk)."""
@@ -88,7 +90,7 @@ def _check_loadable_and_logits(space: Space, model: keras.Model, data: Any) -> N
     builder = space.model["builder"]
     for layer, _ in walk(model):
         cls = type(layer)
-        if cls.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow"):
+        if cls.__module__.split(".")[0] in KERAS_OWN:
             continue
         if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
             raise space.error("model.builder", f"{builder} built a model holding {cls.__module__}.{cls.__qualname__}, "
@@ -97,7 +99,7 @@ def _check_loadable_and_logits(space: Space, model: keras.Model, data: Any) -> N
                                                "@keras.saving.register_keras_serializable()")
     x, y = data.x_train[:8], np.asarray(data.y_train[:8])
     out = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
-    if any(type(la).__module__.split(".")[0] not in ("keras", "tf_keras", "tensorflow", *KERAS_FAMILY)
+    if any(type(la).__module__.split(".")[0] not in (*KERAS_OWN, *KERAS_FAMILY)
            or isinstance(la, keras.layers.Lambda) for la, _ in walk(model)):  # a user's class, or a Lambda
         _check_round_trip(space, model, x, out)
     want = (len(y), *y.shape[1:], data.num_classes)
