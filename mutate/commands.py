@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 from mutate.results import runs as rundirs
 
@@ -213,9 +213,70 @@ def run_search(space: str | Path | None = None, *, overrides: dict[str, Any] | l
                        "'KEY.PATH=VALUE' strings")
     if (space is None) == (resume is None):
         raise BadInput("run_search: give a space's YAML file, or resume=RUN_DIR (not both)")
-    run_dir = search(None if space is None else Path(space), overrides=sets, strategy=strategy, address=address,
-                     resume=None if resume is None else Path(resume), verbose=verbose, progress=progress)
+    with _caller_state():
+        run_dir = search(None if space is None else Path(space), overrides=sets, strategy=strategy,
+                         address=address, resume=None if resume is None else Path(resume), verbose=verbose,
+                         progress=progress)
     return Run(run_dir)
+
+
+_CALLER_ENV = ("KERAS_BACKEND", "PYTHONPATH", "PYTHONBREAKPOINT", "RAY_CHDIR_TO_TRIAL_DIR", "RAY_AIR_NEW_OUTPUT",
+               "RAY_DEDUP_LOGS", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+"""Environment variables a search sets for its trials (or Ray sets in the driver: a debugger hook) and
+`run_search` puts back as the caller had them."""
+
+@contextlib.contextmanager
+def _caller_state() -> Iterator[None]:
+    """Leave a notebook's process as the search found it: the random states the search seeds (Python's and
+    NumPy's global generators, Keras' global seed) and the environment variables in `_CALLER_ENV` (Ray's
+    loggers, silenced while a quiet search runs, get their levels back when its Ray stops). TensorFlow's
+    global seed stays the search's (TensorFlow cannot read it back)."""
+    import os
+    import random
+
+    import numpy as np
+
+    env = {k: os.environ.get(k) for k in _CALLER_ENV}
+    py, npy = random.getstate(), np.random.get_state()
+    seeds = _keras_seed_state()
+    try:
+        yield
+    finally:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        random.setstate(py)
+        np.random.set_state(npy)
+        seeds()
+
+
+def _keras_seed_state() -> Callable[[], None]:
+    """A function putting back Keras' global seed and seed generator (what `keras.utils.set_random_seed`
+    replaces) as they are now: unset when Keras is not imported yet (it is not imported here). Nothing is
+    put back with a Keras that keeps them elsewhere."""
+    import sys
+
+    def attributes() -> tuple[Any, tuple[str, str]] | None:
+        try:
+            from keras.src.backend.common import global_state
+            from keras.src.random import seed_generator
+            from keras.src.utils import rng_utils
+        except ImportError:  # another Keras layout
+            return None
+        return global_state, (rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR)
+
+    found = attributes() if "keras" in sys.modules else None
+    values = [found[0].get_global_attribute(n) for n in found[1]] if found is not None else [None, None]
+
+    def put_back() -> None:
+        now = attributes() if "keras" in sys.modules else None
+        if now is not None:
+            for name, value in zip(now[1], values):
+                now[0].set_global_attribute(name, value)
+
+    return put_back
 
 
 def _dotted(overrides: dict[Any, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -338,13 +399,19 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
 
     got: dict[str, Any] = {}
     stop = threading.Event()  # Ray refused (e.g. resources the node lacks): end the table at its next batch
+    # Ray's start draws from Python's global `random` (a port), as Keras does for every initializer without a
+    # seed: the table's model is built before Ray starts, so its weights (and greedy's and PBT's start) are
+    # the seed's, not a race's
+    built = threading.Event()
 
     def table() -> None:
         t = time.perf_counter()
         try:
-            got["strategy"] = _strategy(space, run_dir, allowed, budget, sizes, resume, out, lite, stop)
+            got["strategy"] = _strategy(space, run_dir, allowed, budget, sizes, resume, out, lite, stop, built)
         except BaseException as e:  # re-raised on the main thread
             got["error"] = e
+        finally:
+            built.set()
         got["seconds"] = time.perf_counter() - t
 
     worker = threading.Thread(target=table, name="mutate-sensitivity", daemon=True)
@@ -354,6 +421,7 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
     # starts and restored after it ends (never changed under a running BLAS call).
     with _one_blas_thread():
         worker.start()
+        built.wait()
         t0 = time.perf_counter()
         try:
             runner.start_ray(space, run_dir, address, verbose)
@@ -380,7 +448,7 @@ def _one_blas_thread() -> Any:
 
 
 def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]], budget: int, sizes: object,
-              resume: bool, out: Any = print, lite: object = None, stop: Any = None) -> object:
+              resume: bool, out: Any = print, lite: object = None, stop: Any = None, built: Any = None) -> object:
     """The search's strategy, with its sensitivity table: ``sizes`` (from `driver.prepare`), its metrics measured
     now when the strategy needs them (stored in the run), or the table a resumed run stored."""
     from mutate.search import sensitivity, strategies, table as tables
@@ -389,7 +457,7 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
     cls = strategies.STRATEGIES[s["strategy"]]
     table = tables.load(run_dir) if resume else None
     if table is None:
-        table = sensitivity.measure(space, allowed, sizes, out=out, stop=stop) if cls.needs_metrics else sizes
+        table = sensitivity.measure(space, allowed, sizes, out=out, stop=stop, built=built) if cls.needs_metrics else sizes
         table.save(run_dir)
     overhead = 0
     if space.budget.get("unit") == "litert":

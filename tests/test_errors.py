@@ -949,3 +949,20 @@ def test_a_glob_on_a_layer_the_model_never_calls_says_so():
         driver._glob_matches(space, "mutations.layers", ["spare"], model, compressible(model))
     with pytest.raises(BadInput, match=r"'fc/\*' matches no compressible kernel; the model's are fc"):
         driver._glob_matches(space, "mutations.layers", ["fc/*"], model, compressible(model))
+
+
+def test_a_16_bit_global_dtype_policy_is_refused_before_the_search_plans_for_the_wrong_model():
+    """Found by a bug hunt: under `keras.config.set_dtype_policy("bfloat16")` the driver sized and measured a
+    16-bit model (budget, sensitivity table, greedy's plan) while the trials, whose Keras keeps the default
+    per thread and process, trained float32 models."""
+    import keras
+
+    from mutate.search import driver
+
+    keras.config.set_dtype_policy("bfloat16")
+    try:
+        with pytest.raises(ValueError, match=r"digits_mlp.yaml: keras.config.dtype_policy\(\) is 'bfloat16', but "
+                                             r"a search's trials train and measure float32 models"):
+            driver.prepare(spaces.load(SPACE))
+    finally:
+        keras.config.set_dtype_policy("float32")

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,24 @@ def test_choosing_a_point_takes_exactly_one_rule_and_a_printed_accuracy_selects_
     for bad in (-1.0, float("nan")):  # -1 once exported the smallest point
         with pytest.raises(BadInput, match=r"--min-accuracy (-1.0|nan): expected a number >= 0"):
             choose(run, point=None, max_size=None, min_accuracy=bad)
+
+
+def test_run_export_chooses_among_the_points_the_run_showed_while_a_search_still_writes(run_dir, tmp_path):
+    """Found by a bug hunt: `Run.export(point=0)` re-read the folder and exported point 0 of the front as it
+    was by then (a search still running had added a smaller point), not the point the `Run` showed."""
+    import yaml
+
+    from mutate.errors import MissingInput
+
+    space = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml").read_text())
+    (run_dir / "space.json").write_text(json.dumps({"space": space, "space_path": None}))  # a space export can load
+    run = report.load_run(run_dir)
+    shown = run.pareto_front()[0]
+    append_point(run_dir, {"trial": "t9", "step": 1, "bytes": 10, "ratio": 0.01, "val_accuracy": 0.99,
+                           "genome": [], "genome_summary": "z", "checkpoint": "models/z"})
+    assert report.load_run(run_dir).pareto_front()[0].trial == "t9"  # the folder's front has changed
+    with pytest.raises(MissingInput, match=rf"point {shown.trial}/{shown.step}: .* \(the search pruned it after"):
+        run.export(tmp_path / "m.keras", point=0)  # this hand-made run keeps no models: the shown point's is named
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,18 +190,44 @@ def test_pbt_with_room_for_every_trial_keeps_one_actor_per_trial_and_never_swaps
 
 # the same search as SMALL + a random strategy, started from Python (`mutate.run_search`, dict overrides)
 API_SEARCH = """
-import sys, mutate
+import logging, os, sys, mutate
+import numpy as np
 sets = {"training.steps": 300, "training.report_every": 50, "search.population": 1, "model.hidden": [32, 32],
         "mutations.warmup_steps": 50, "mutations.window": 50, "search.perturbation_interval": 100,
         "budget.ratio": 0.5, "search.seed": 3, "storage": sys.argv[2]}
+import ray  # Ray configures its loggers when imported: the search silences them and puts them back
+env, level = dict(os.environ), logging.getLogger("ray").level
+np.random.seed(123)
 run = mutate.run_search(sys.argv[1], overrides=sets, strategy="random", progress=5)
 print("RUN", run.dir, len(run.points()), len(run.pareto_front()))
+# the caller's process as it was: NumPy's generator (the search seeds its own), the environment variables the
+# search sets (PYTHONBREAKPOINT: Ray's), Ray's loggers
+print("STATE", np.random.rand() == np.random.RandomState(123).rand(),
+      all(os.environ.get(k) == env.get(k) for k in mutate.commands._CALLER_ENV),  # (TensorFlow's import sets others)
+      logging.getLogger("ray").level == level)
 # a second search in the same process (a notebook) starts its own Ray: its trials see its environment and its
 # resources are checked (the first search's Ray, still up, once made this one wait forever)
 try:
     mutate.run_search(sys.argv[1], overrides={**sets, "resources.cpus": 64}, progress=0)
 except mutate.errors.BadInput as e:
     print("SECOND", e)
+# a Ray the user started: its workers predate the search, and yet the trials import the module beside the YAML
+# and run in this working directory (the loader opens a relative path)
+os.chdir(sys.argv[3])
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+run = mutate.run_search("user.yaml", overrides={**sets, "training.steps": 100}, progress=0)
+print("THIRD", len(run.points()))
+ray.shutdown()
+"""
+
+USER_MODULE = """
+import numpy as np
+from mutate.data import Dataset
+from mutate.search.builders import mlp as build
+
+def load():
+    with np.load("user_digits.npz") as z:  # relative: the trial's working directory must be the driver's
+        return Dataset("user", z["x"][:1000], z["y"][:1000], z["x"][1000:], z["y"][1000:], num_classes=10)
 """
 
 
@@ -208,13 +235,24 @@ def test_seeded_random_strategy_with_one_trial_is_reproducible_from_the_cli_and_
     args = ["search", str(SPACE), *SMALL, "--strategy", "random", "--set", "search.population=1",
             "--set", "search.seed=3", "--set", f"storage={tmp_path / 'a'}"]
     # the two searches run at once (each starts its own embedded Ray), as two users' searches on one machine
-    api = subprocess.Popen([sys.executable, "-c", API_SEARCH, str(SPACE), str(tmp_path / "b")], cwd=ROOT, env=ENV,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "user_module_q.py").write_text(USER_MODULE)
+    (user / "user.yaml").write_text("model: {builder: 'user_module_q:build', hidden: [16]}\n"
+                                    "data: {name: 'user_module_q:load'}\nstorage: runs\n"
+                                    "mutations: {layers: ['dense_*'], operators: {kmeans: {k: [4]}}}\n")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(user / "user_digits.npz", x=(digits.data / 16).astype("float32"), y=digits.target)
+    api = subprocess.Popen([sys.executable, "-c", API_SEARCH, str(SPACE), str(tmp_path / "b"), str(user)], cwd=ROOT,
+                           env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first, second = finish(start(args)), finish(api)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     assert f"RUN {tmp_path / 'b' / 'digits_mlp'}" in second.stdout and "search done in" in second.stdout
     assert ("SECOND digits_mlp.yaml: resources.cpus: 64 per trial, but the Ray node on this machine has "
             in second.stdout), second.stdout[-2000:]
+    assert "STATE True True True" in second.stdout and "THIRD 2" in second.stdout, second.stdout[-2000:]
     keys = ("step", "bytes", "genome", "val_accuracy")
     a = [{k: p[k] for k in keys} for p in rows(tmp_path / "a" / "digits_mlp")]
     b = [{k: p[k] for k in keys} for p in rows(tmp_path / "b" / "digits_mlp")]

@@ -9,6 +9,7 @@ import mutate
 from mutate.search import policy, sensitivity, space as spaces
 from mutate.search.genome import Mutation
 from mutate.search.strategies import Context, greedy_solutions
+from mutate.search.table import TABLE_FILE
 from mutate.search.trial import EVAL_BATCH, TrialRunner
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
@@ -121,3 +122,27 @@ def test_a_litert_budget_below_what_the_space_reaches_is_one_line(space, table, 
     with pytest.raises(BadInput, match=r"digits_mlp.yaml: budget.ratio: 0.2: [\d,]+ B of LiteRT file, less the "
                                        r"graph's [\d,]+ B leaves -?[\d,]+ B for the arrays, below the smallest model"):
         _litert_plan_budget(tight, allowed, r.budget, t, runner=r)
+
+
+def test_the_table_is_the_seeds_while_ray_starts_and_draws_from_pythons_random(space, tmp_path, monkeypatch):
+    """The table is measured in a thread while the main thread starts Ray, which draws from Python's global
+    `random` (a port); Keras draws every unseeded initializer from it too. The table's model is built before
+    Ray starts, so a start drawing many numbers gives the same table (and greedy's start) as one drawing none
+    (it once gave a different warm-up model from run to run)."""
+    import json
+    import random
+
+    from mutate import commands
+    from mutate.search import driver, runner
+
+    def measured(name, draws):
+        monkeypatch.setattr(runner, "start_ray", lambda *a, **k: [random.random() for _ in range(draws)])
+        greedy = spaces.load(SPACE, [*OVERRIDES, "search.strategy=greedy"])
+        p = driver.prepare(greedy)
+        (tmp_path / name).mkdir()
+        commands._strategy_while_ray_starts(greedy, tmp_path / name, p.allowed, p.budget, p.sizes, False, None,
+                                            False, lambda line: None)
+        entries = json.loads((tmp_path / name / TABLE_FILE).read_text())["entries"]
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in entries]
+
+    assert measured("racing", 200_000) == measured("quiet", 0)

@@ -62,8 +62,11 @@ def choose(run: Run, *, point: int | None, max_size: int | None, min_accuracy: f
 
 def export(run_dir: Path, *, point: int | None = None, max_size: int | None = None,
            min_accuracy: float | None = None, out: Path, force: bool = False, fmt: str | None = None,
-           arrays: str = "smallest") -> keras.Model:
+           arrays: str = "smallest", run: Run | None = None) -> keras.Model:
     """Load the chosen point's checkpoint, re-evaluate it, splice its finished layers and save it.
+
+    ``run``: choose on this `Run` of ``run_dir`` (its points as read when it was opened: ``point=i`` is the
+    i-th point of the front it shows) instead of the folder as it is now (a search may still be writing it).
 
     Raises:
         MissingInput: ``run_dir`` is not a run, or the chosen point's checkpoint is gone.
@@ -72,7 +75,8 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
         MetricMismatch: the re-evaluated metric differs from the stored one (nothing is written); not a
             ``BadInput``, since the command was fine.
     """
-    run = Run(run_dir)
+    opened = run is not None
+    run = run if run is not None else Run(run_dir)
     out = Path(out)
     if out.exists() and not force:
         raise OutputExists(f"{out}: exists; pass --force (from Python: force=True) to overwrite it")
@@ -83,7 +87,9 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     builders.import_user_modules(space)  # a subclassed model's class must be registered before it loads
     checkpoint = run.dir / chosen.checkpoint / "model.keras"
     if not checkpoint.is_file():
-        raise MissingInput(f"{run.dir}: point {chosen.trial}/{chosen.step}: its checkpoint {checkpoint} is missing")
+        changed = " (the search pruned it after this Run was read: `mutate.load_run` the run again)" if opened else ""
+        raise MissingInput(f"{run.dir}: point {chosen.trial}/{chosen.step}: its checkpoint {checkpoint} is missing"
+                           f"{changed}")
     import zipfile
 
     def readable() -> bool:  # cut short (a full disk, a copy): Keras said "File not found" or KeyError

@@ -109,11 +109,13 @@ class Run:
 
     def export(self, out: str | Path, *, point: int | None = None, max_size: int | None = None,
                min_accuracy: float | None = None, force: bool = False) -> Any:
-        """`mutate export` from Python; returns the spliced Keras model."""
+        """`mutate export` from Python; returns the spliced Keras model. Chooses among the points this `Run`
+        read when it was opened (``point=i``: the i-th point of its `pareto_front`), even while a search
+        still writes the run."""
         from mutate.results.export import export
 
         return export(self.dir, point=point, max_size=max_size, min_accuracy=min_accuracy, out=Path(out),
-                      force=force)
+                      force=force, run=self)
 
 
 def _budget_ok(nbytes: Any, ratio: Any) -> bool:

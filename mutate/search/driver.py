@@ -168,6 +168,11 @@ def prepare(space: Space) -> Prepared:
     if space.budget.get("unit") == "litert" and keras.backend.backend() != "tensorflow":
         raise space.error("budget.unit", f"'litert' measures LiteRT files, which Keras exports on the tensorflow "
                                          f"backend only (this run: {keras.backend.backend()!r}); use unit: stored")
+    dtypes = keras.config.dtype_policy().name
+    if dtypes != "float32":  # Keras keeps it per thread: the trials and the table would not see it
+        raise ValueError(f"{space.where}: keras.config.dtype_policy() is {dtypes!r}, but a search's trials train "
+                         "and measure float32 models: call keras.config.set_dtype_policy('float32') before the "
+                         "search")
     builders.importable_beside(space)  # a user's models.py next to the YAML (trials inherit it: PYTHONPATH)
     data = builders.load_data(space.data, space.where)
     rows = len(data.x_train)

@@ -63,10 +63,14 @@ class MutationTrainable(tune.Trainable):
         t0 = time.perf_counter()
         self._refuse_diverged(config)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from mutate.search import builders
         from mutate.search.trial import TrialRunner
 
         self._runner_cls = TrialRunner
         self.space = _space_of(config)
+        # the modules beside the YAML: an embedded Ray's workers inherit them through PYTHONPATH, a Ray the
+        # user started before the search (its workers' environment fixed then) needs them added here
+        builders.importable_beside(self.space)
         self._stash: dict[str, Any] = {}
         self._reported: list[tuple[int, float]] = []  # this actor's front of (bytes, validation metric)
         self._runner = TrialRunner(self.space, seed=config["member"]["seed"])
@@ -328,6 +332,9 @@ _RAY: dict[str, Any] = {"started": False, "checked": None}
 ``checked``: the space whose resources were checked against a Ray the user had started."""
 
 
+_RAY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air")
+
+
 def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
     import ray
 
@@ -338,8 +345,9 @@ def _init_ray(space: Space, address: str | None, verbose: bool) -> None:
             _RAY["resources"] = dict(ray.cluster_resources())
         return
     level = logging.INFO if verbose else logging.ERROR
-    if not verbose:  # failures are reported by our own one-line progress output
-        for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+    if not verbose:  # failures are reported by our own one-line progress output; `stop_ray` puts them back
+        _RAY["levels"] = {name: logging.getLogger(name).level for name in _RAY_LOGGERS}
+        for name in _RAY_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     named = "--address" if address is not None else f"{space.where}: ray.address"
     address = address if address is not None else space.ray["address"]
@@ -394,6 +402,8 @@ def stop_ray() -> None:
 
         ray.shutdown()
         _RAY["started"] = False
+    for name, level in _RAY.pop("levels", {}).items():
+        logging.getLogger(name).setLevel(level)
 
 
 def _check_resources(space: Space, have: dict[str, float], embedded: bool) -> None:
@@ -697,6 +707,9 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
         `fit` that no signal stopped; the one before it is put back, so a Ctrl-C after the trials interrupts.
         On resume, ``compute_s`` and ``actor_setup_s`` count this session's reports only.
     """
+    # Tune passes this to every trial, on any Ray (a user's own `ray.init` too): trials run in the driver's
+    # working directory; `mutate.commands.search` puts the driver's environment back afterwards
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"

@@ -75,7 +75,8 @@ class _Stop(keras.callbacks.Callback):
 
 
 def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None = None, *, subset: int = SUBSET,
-            out: Callable[[str], None] = print, stop: threading.Event | None = None) -> Table:
+            out: Callable[[str], None] = print, stop: threading.Event | None = None,
+            built: threading.Event | None = None) -> Table:
     """Train trial 0's model through the warm-up, then factor and evaluate every table entry.
 
     Args:
@@ -86,6 +87,8 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
         out: where the one-line summary goes.
         stop: set by another thread to end the measurement early (between batches of the warm-up and between
             entries): `Stopped` is raised then.
+        built: set once the model is built (its initial weights drawn from the seeds), e.g. for another
+            thread that waits to draw from Python's global `random`.
 
     Returns:
         The filled table (``seconds`` includes the warm-up training).
@@ -97,6 +100,8 @@ def measure(space: Space, allowed: Mapping[str, list[str]], sizes: Table | None 
 
     t0 = time.perf_counter()
     runner = TrialRunner(space, seed=space.search["seed"] * 1000)  # trial 0's seed: the same warm-up
+    if built is not None:
+        built.set()
     warm = space.mutations["warmup_steps"]
     def check() -> None:
         if stop is not None and stop.is_set():
