@@ -482,3 +482,23 @@ def test_a_fitting_language_model_scores_above_every_model_over_its_target():
         assert member_score(0.9, size, 1000, loss, lm=False) < member_score(0.0, 1000, 1000, 9.0, lm=False)
     assert member_score(-10.0, 2000, 1000, 1.0, lm=True) > member_score(-10.0, 3000, 1000, 1.0, lm=True)
     assert member_score(0.5, 2000, 1000, 1.0, lm=False) > member_score(0.5, 2000, 1000, 2.0, lm=False)
+
+
+def test_a_trial_splices_at_a_planned_step_between_reports_and_trains_a_last_partial_report(tmp_path):
+    """Found by a client's hunt: with 500 steps and reports every 200 the trials stopped at step 400, and a
+    mutation planned at the warm-up's end (100) was spliced at the next report (200), not where the
+    sensitivity table had measured it. Now the last report comes at ``training.steps`` and a mutation
+    splices at its planned step."""
+    from mutate.search import runner
+    from mutate.search.genome import to_json
+
+    space = spaces.load(SPACE, ["mutations.window=20", "mutations.frequency=5", "model.hidden=[32, 32]",
+                                "training.steps=130", "mutations.warmup_steps=70"])
+    assert runner.reports(space) == 3
+    t = _actor(space, tmp_path)
+    planned = (Mutation("dense_1", "low_rank", {"rank": 4}, 70),)
+    t.config = {**t.config, "member": {**t.config["member"], "genome": to_json(planned)}}
+    results = [t.step() for _ in range(3)]
+    assert [(r["step"], r["done"]) for r in results] == [(50, False), (100, False), (130, True)]
+    assert t.runner.genome[0].step == 70 and mutate.kernel(t.runner.model, "dense_1").state == "spliced"
+    assert results[0]["genome_summary"] == "dense" and results[1]["genome_summary"] == "dense_1:low_rank(r=4)"

@@ -28,7 +28,7 @@ from ray.tune.schedulers import PopulationBasedTraining
 from ray.tune.search import BasicVariantGenerator
 
 from mutate.errors import BadInput, NonFiniteLoss
-from mutate.search.genome import from_json, to_json
+from mutate.search.genome import Genome, from_json, pending, to_json
 from mutate.results.pareto import Point, front
 from mutate.results.runs import append_point, divergence, read_points, record_divergence, write_spent
 from mutate.search.space import Space, from_dict
@@ -113,8 +113,7 @@ class MutationTrainable(tune.Trainable):
             member = self.config["member"]
             self.runner.set_learning_rate(member.get("learning_rate", t["learning_rate"]))
             self.runner.fraction = _fraction(self.config)
-            self.runner.apply(from_json(member["genome"]))
-            self.runner.train(t["report_every"])
+            self._train_to(min(self.runner.step + t["report_every"], t["steps"]), from_json(member["genome"]))
             result = self.runner.measure()
         except NonFiniteLoss as e:
             record_divergence(Path(self.config["run_dir"]), self.trial_id, str(e))
@@ -131,6 +130,18 @@ class MutationTrainable(tune.Trainable):
         if self._setup_s is not None:
             result["actor_setup_s"], self._setup_s = round(self._setup_s, 2), None
         return result
+
+    def _train_to(self, end: int, wanted: Genome) -> None:
+        """Train to step ``end`` (the next report's; the last report's is ``training.steps``, which need not
+        be a multiple of ``report_every``), splicing in each mutation of ``wanted`` at its planned step, also
+        one planned between two reports (a warm-up that is no multiple of ``report_every``)."""
+        while True:
+            self.runner.apply(wanted)
+            later = pending(self.runner.genome, wanted)
+            due = later[0].step if later and later[0].step is not None and later[0].step < end else end
+            self.runner.train(due - self.runner.step)
+            if self.runner.step >= end:
+                return
 
     def _dominated(self, result: dict[str, Any]) -> bool:
         """Whether a point this actor reported before (in any of the trials it ran) is at most as large and
@@ -608,6 +619,11 @@ def _explore(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def reports(space: Space) -> int:
+    """Reports per trial: one every ``training.report_every`` steps, and one at ``training.steps``."""
+    return math.ceil(space.training["steps"] / space.training["report_every"])
+
+
 def burn_in(space: Space) -> int:
     """Reports before PBT may exploit a trial (``search.burn_in_steps``, 0 by default; ``auto``: the warm-up
     plus one blend window, when the first population's mutations have spliced). Before that every member is
@@ -623,7 +639,7 @@ def burn_in(space: Space) -> int:
 def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore: bool,
            interval: float, spent_before: float | None = None) -> tune.Tuner:
     s, t, r = space.search, space.training, space.resources
-    iters = t["steps"] // t["report_every"]
+    iters = reports(space)
     trainable = tune.with_resources(MutationTrainable, {"cpu": r["cpus"], "gpu": r["gpus"],
                                                          **({"TPU": r["tpu"]} if r["tpu"] else {})})
     if restore:
@@ -745,7 +761,7 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     compute = sum(p.get("time_this_iter_s") or 0.0 for p in points[earlier:])
     setups = [p["actor_setup_s"] for p in points[earlier:] if "actor_setup_s" in p]
     # Tune stops gracefully on Ctrl-C (its own SIGINT handler) and at time_budget_s: fit() returns either way
-    iters = space.training["steps"] // space.training["report_every"]
+    iters = reports(space)
     unfinished = sum(1 for r in results
                      if r.error is None and int((r.metrics or {}).get("training_iteration") or 0) < iters)
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed,
