@@ -45,6 +45,11 @@ def test_front_table_files_and_hypervolume(run_dir, capsys):
     assert rows[0].startswith("point,bytes,ratio,val_accuracy,test_accuracy") and len(rows) == 4
     summary = json.loads((run_dir / "pareto.json").read_text())
     assert summary["hypervolume"] == pytest.approx(run.hypervolume()) and summary["points"] == 5
+    assert summary["best_under_budget"] == 0 and "  at the budget (100 B): point 0, 90 B, validation accuracy 0.9000\n" in out
+    (run_dir / "space.json").write_text(json.dumps({"space": {**SPACE, "budget": {"bytes": 50}}, "space_path": None}))
+    report.pareto([run_dir])  # a budget no point fits: said in the table's last line, and in pareto.json
+    assert "  at the budget (50 B): no front point fits (the smallest has 90 B)\n" in capsys.readouterr().out
+    assert json.loads((run_dir / "pareto.json").read_text())["best_under_budget"] is None
     assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (run_dir / "pareto.html").read_text()
     assert "mutate export" in html and not re.search(r"<script[^>]+src=\"https?://", html), "must work offline"

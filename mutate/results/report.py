@@ -261,11 +261,32 @@ def write_outputs(run: Run) -> None:
     summary = {"front": rows, "selected_on": "validation", "test_source": run.test_source,
                "hypervolume": run.hypervolume(), "test_hypervolume": run.test_hypervolume(),
                "hypervolume_reference": {"ratio": 1.0, "metric": run.reference_metric},
-               "dense_bytes": run.dense_bytes, "budget_bytes": run.budget_bytes(), "points": len(run.points())}
+               "dense_bytes": run.dense_bytes, "budget_bytes": run.budget_bytes(), "points": len(run.points()),
+               "best_under_budget": _winner(run)}
     from mutate.results.plots import pareto_html, pareto_png
 
     _write_set({run.dir / "pareto.csv": buf.getvalue(), run.dir / "pareto.json": json.dumps(summary, indent=1),
                 run.dir / "pareto.png": pareto_png([run]), run.dir / "pareto.html": pareto_html([run])})
+
+
+def _winner(run: Run) -> int | None:
+    """The front index of `Run.best_under_budget` (None: no budget, or nothing fits)."""
+    best = run.best_under_budget()
+    return None if best is None else run.pareto_front().index(best)
+
+
+def at_budget(run: Run) -> str:
+    """One line: the validation-chosen winner at the run's budget, or that no front point fits it."""
+    budget, fr = run.budget_bytes(), run.pareto_front()
+    if budget is None:
+        return "  budget: not recorded"
+    i = _winner(run)
+    if i is None:
+        return (f"  at the budget ({budget:,} B): no front point fits (the smallest has {fr[0].size:,} B)"
+                if fr else f"  at the budget ({budget:,} B): no points yet")
+    p, name = fr[i], "perplexity" if run.lm else "accuracy"
+    test = f", test {p.test:.4f}" if p.test is not None else ""
+    return f"  at the budget ({budget:,} B): point {i}, {p.size:,} B, validation {name} {p.metric:.4f}{test}"
 
 
 def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> None:
@@ -299,6 +320,7 @@ def pareto(runs: list[Path], sensitivity: bool = False, sizes: bool = False) -> 
             print(f"  (test column: {sum(p.test is not None for p in fr)} of {len(fr)} front points evaluated; a "
                   "finished search evaluates them all, `mutate export` the one it exports)")
         print(table(run))
+        print(at_budget(run))
         wrote = _written(run.dir, lambda: write_outputs(run))
         if sizes:
             from mutate.results.formats import file_sizes
