@@ -421,9 +421,11 @@ def _strategy_while_ray_starts(space: spaces.Space, run_dir: Path, allowed: dict
     # starts and restored after it ends (never changed under a running BLAS call).
     with _one_blas_thread():
         worker.start()
-        built.wait()
-        t0 = time.perf_counter()
         try:
+            built.wait()  # (a Ctrl-C here still stops and joins the table's thread)
+            if "error" in got:  # the table failed before its model was built: no Ray to start
+                raise got["error"]
+            t0 = time.perf_counter()
             runner.start_ray(space, run_dir, address, verbose)
             ray_start_s = time.perf_counter() - t0
         except BaseException:
@@ -456,6 +458,8 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
     s, mut = space.search, space.mutations
     cls = strategies.STRATEGIES[s["strategy"]]
     table = tables.load(run_dir) if resume else None
+    if built is not None and space.budget.get("unit") != "litert" and (table is not None or not cls.needs_metrics):
+        built.set()  # no model is built here: Ray may start at once
     if table is None:
         table = sensitivity.measure(space, allowed, sizes, out=out, stop=stop, built=built) if cls.needs_metrics else sizes
         table.save(run_dir)

@@ -502,3 +502,21 @@ def test_a_trial_splices_at_a_planned_step_between_reports_and_trains_a_last_par
     assert [(r["step"], r["done"]) for r in results] == [(50, False), (100, False), (130, True)]
     assert t.runner.genome[0].step == 70 and mutate.kernel(t.runner.model, "dense_1").state == "spliced"
     assert results[0]["genome_summary"] == "dense" and results[1]["genome_summary"] == "dense_1:low_rank(r=4)"
+    again = t.step()  # restored at its last step (a resumed trial whose end was not recorded): trains nothing
+    assert (again["step"], again["done"]) == (130, True)
+
+
+def test_an_actor_runs_the_drivers_keras_backend_or_says_why_it_cannot():
+    """A Ray the user started runs its workers in the environment it had then: the actor sets the search's
+    backend before Keras is imported, and refuses in one line when Keras already runs on another."""
+    import keras
+
+    from mutate.errors import BadInput
+    from mutate.search import runner
+
+    runner._use_backend(None)  # a run recorded by an earlier version: the worker's environment decides
+    runner._use_backend(keras.backend.backend())
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    with pytest.raises(BadInput, match=f"this Ray worker imported Keras on '{keras.backend.backend()}' before the "
+                                       f"trial, but the search runs on '{other}': start Ray with KERAS_BACKEND={other}"):
+        runner._use_backend(other)

@@ -87,7 +87,8 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
     builders.import_user_modules(space)  # a subclassed model's class must be registered before it loads
     checkpoint = run.dir / chosen.checkpoint / "model.keras"
     if not checkpoint.is_file():
-        changed = " (the search pruned it after this Run was read: `mutate.load_run` the run again)" if opened else ""
+        changed = (" (gone since this Run was read, e.g. pruned off the front by the search: `mutate.load_run` the "
+                   "run again)") if opened else ""
         raise MissingInput(f"{run.dir}: point {chosen.trial}/{chosen.step}: its checkpoint {checkpoint} is missing"
                            f"{changed}")
     import zipfile

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 import operators
+from mutate.errors import BadInput
 from mutate.search import builders, policy
 from mutate.operator.size import model_size
 from mutate.search.space import Space
@@ -168,11 +169,12 @@ def prepare(space: Space) -> Prepared:
     if space.budget.get("unit") == "litert" and keras.backend.backend() != "tensorflow":
         raise space.error("budget.unit", f"'litert' measures LiteRT files, which Keras exports on the tensorflow "
                                          f"backend only (this run: {keras.backend.backend()!r}); use unit: stored")
-    dtypes = keras.config.dtype_policy().name
-    if dtypes != "float32":  # Keras keeps it per thread: the trials and the table would not see it
-        raise ValueError(f"{space.where}: keras.config.dtype_policy() is {dtypes!r}, but a search's trials train "
-                         "and measure float32 models: call keras.config.set_dtype_policy('float32') before the "
-                         "search")
+    dtypes, default = keras.config.dtype_policy().name, keras.config.floatx()
+    if dtypes != default:  # Keras keeps a policy per thread: the trials and the table would not see it
+        raise BadInput(f"{space.where}: keras.config.dtype_policy() is {dtypes!r} in this thread, but the search's "
+                       f"trials (other processes) and its sensitivity table (another thread) build their models "
+                       f"with Keras' default {default!r}: call keras.config.set_dtype_policy({default!r}) before "
+                       "the search")
     builders.importable_beside(space)  # a user's models.py next to the YAML (trials inherit it: PYTHONPATH)
     data = builders.load_data(space.data, space.where)
     rows = len(data.x_train)

@@ -35,6 +35,26 @@ from mutate.search.space import Space, from_dict
 from mutate.search.strategies import Strategy, settled, table_metric
 
 
+def _use_backend(backend: str | None) -> None:
+    """Run this actor's Keras on the driver's backend (``backend``; None: a run started by an earlier version,
+    whose trials got it from their environment). A Ray the user started runs its workers in the environment
+    it had then, which may name another backend: set before Keras is imported here.
+
+    Raises:
+        BadInput: Keras was imported in this worker on another backend already.
+    """
+    if backend is None:
+        return
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = backend
+        return
+    import keras
+
+    if keras.backend.backend() != backend:
+        raise BadInput(f"this Ray worker imported Keras on {keras.backend.backend()!r} before the trial, but the "
+                       f"search runs on {backend!r}: start Ray with KERAS_BACKEND={backend} in its environment")
+
+
 def _space_of(config: dict[str, Any]) -> Space:
     path = Path(config["space_path"]) if config.get("space_path") else None
     return from_dict(config["space"], path=path)
@@ -47,7 +67,8 @@ accelerator's memory, so those are restored from disk."""
 
 
 class MutationTrainable(tune.Trainable):
-    """A Ray Tune trainable: one report = ``training.report_every`` steps, then measure and checkpoint.
+    """A Ray Tune trainable: one report = ``training.report_every`` steps (the last one: to ``training.steps``),
+    then measure and checkpoint.
 
     PBT pauses trials when the population outnumbers the slots, and an actor then switches between trials
     (``reuse_actors``). Restoring a checkpoint from disk rebuilds the model and retraces its training
@@ -63,6 +84,7 @@ class MutationTrainable(tune.Trainable):
         t0 = time.perf_counter()
         self._refuse_diverged(config)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        _use_backend(config.get("backend"))
         from mutate.search import builders
         from mutate.search.trial import TrialRunner
 
@@ -135,6 +157,8 @@ class MutationTrainable(tune.Trainable):
         """Train to step ``end`` (the next report's; the last report's is ``training.steps``, which need not
         be a multiple of ``report_every``), splicing in each mutation of ``wanted`` at its planned step, also
         one planned between two reports (a warm-up that is no multiple of ``report_every``)."""
+        if end <= self.runner.step:  # restored at its last step (a resumed trial whose end was not recorded)
+            return
         while True:
             self.runner.apply(wanted)
             later = pending(self.runner.genome, wanted)
@@ -619,6 +643,10 @@ def _explore(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+_ITERS: list[int | None] = [None]
+"""Reports per trial of the search `run` runs: `reports`, or the stop rule a restored search recorded."""
+
+
 def reports(space: Space) -> int:
     """Reports per trial: one every ``training.report_every`` steps, and one at ``training.steps``."""
     return math.ceil(space.training["steps"] / space.training["report_every"])
@@ -639,7 +667,7 @@ def burn_in(space: Space) -> int:
 def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore: bool,
            interval: float, spent_before: float | None = None) -> tune.Tuner:
     s, t, r = space.search, space.training, space.resources
-    iters = reports(space)
+    iters = _ITERS[0] = reports(space)
     trainable = tune.with_resources(MutationTrainable, {"cpu": r["cpus"], "gpu": r["gpus"],
                                                          **({"TPU": r["tpu"]} if r["tpu"] else {})})
     if restore:
@@ -653,6 +681,9 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
                            "(`mutate pareto` and `mutate export` still read the run)") from None
         internal = getattr(tuner, "_local_tuner", None)  # the callbacks come back from tuner.pkl as pickled
         config = internal.get_run_config() if internal is not None else None
+        stop = getattr(config, "stop", None)  # a run started by an earlier version stops where it said then
+        if isinstance(stop, dict) and isinstance(stop.get("training_iteration"), int):
+            _ITERS[0] = stop["training_iteration"]
         for cb in (config.callbacks if config is not None else None) or []:
             if isinstance(cb, _Points):
                 cb.spent_before = spent_before
@@ -664,7 +695,10 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
             time_attr="training_iteration", perturbation_interval=perturb, burn_in_period=burn_in(space),
             quantile_fraction=s["quantile_fraction"], custom_explore_fn=_explore,
             resample_probability=0.0, log_config=False)
+    import keras
+
     param_space = {"member": tune.grid_search(_members(space, strategy)), "space": space.raw,
+                   "backend": keras.backend.backend(),
                    "space_path": str(space.path) if space.path else None, "run_dir": str(run_dir)}
     return tune.Tuner(
         trainable, param_space=param_space,
@@ -761,7 +795,7 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
     compute = sum(p.get("time_this_iter_s") or 0.0 for p in points[earlier:])
     setups = [p["actor_setup_s"] for p in points[earlier:] if "actor_setup_s" in p]
     # Tune stops gracefully on Ctrl-C (its own SIGINT handler) and at time_budget_s: fit() returns either way
-    iters = reports(space)
+    iters = _ITERS[0] or reports(space)
     unfinished = sum(1 for r in results
                      if r.error is None and int((r.metrics or {}).get("training_iteration") or 0) < iters)
     return {"wall_s": wall, "compute_s": compute, "points": len(points), "trials": len(results), "failed": failed,
