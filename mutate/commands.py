@@ -7,6 +7,7 @@ carries that directory as ``mutate_run_dir``; the CLI saves the traceback there 
 from __future__ import annotations
 
 import contextlib
+import shlex
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
@@ -86,7 +87,7 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
                            "train nothing: start a new search with a larger search.time_budget_s")
         if timing is not None and not timing.get("failed", 0) and not timing.get("unfinished", 0):
             raise BadInput(f"{run_dir}: this search finished (its timing.json records no failed or unfinished trial): "
-                           f"nothing to resume; `mutate pareto {run_dir}` shows its front")
+                           f"nothing to resume; `mutate pareto {shlex.quote(str(run_dir))}` shows its front")
         began = rundirs.started_in(run_dir)
         if began is not None and began.resolve() != run_dir:
             raise BadInput(f"{run_dir}: this run was started in {began}, which Ray Tune's state and its trials "
@@ -135,7 +136,7 @@ def _session_end(run_dir: Path, summary: dict[str, Any], limit: float | None, sp
         else:
             rundirs.write_spent(run_dir, spent)
             print(f"\ninterrupted: {unfinished} of {summary['trials']} trials unfinished, {summary['points']} "
-                  f"points kept; `mutate search --resume {run_dir}` continues it", flush=True)
+                  f"points kept; `mutate search --resume {shlex.quote(str(run_dir))}` continues it", flush=True)
         raise KeyboardInterrupt
     if unfinished:
         spent = max(spent, float(limit))

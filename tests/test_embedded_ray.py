@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,33 @@ def test_embedded_ray_listens_on_loopback_only_and_has_no_dashboard():
     heads = [p for p in info["processes"] if "dashboard/dashboard.py" in p]
     assert all("--minimal" in p and "--disable-frontend" in p for p in heads), heads
     assert info["flag_restored"] and info["env_restored"], "Ray's single-node switch leaked out of ray.init"
+
+
+def test_a_run_path_with_glob_characters_is_restored_through_a_plain_link(tmp_path):
+    """Ray Tune finds a run's saved state with `glob.glob(os.path.join(folder, "experiment_state-*.json"))`,
+    unescaped: a bug hunt's Ctrl-C'd search in `br [1]/run [a]` resumed with no trial state and failed every
+    trial. The restore goes through a link of a plain name beside the nearest plain parent, removed after."""
+    import glob
+
+    from mutate.errors import BadInput
+    from mutate.search import runner
+
+    run_dir = tmp_path / "br [1]" / "run [a]*?"
+    run_dir.mkdir(parents=True)
+    (run_dir / "experiment_state-2026.json").write_text("{}")
+    assert glob.glob(os.path.join(str(run_dir), "experiment_state-*.json")) == []  # what Tune met
+    with runner._glob_safe(run_dir) as link:
+        assert link.parent == tmp_path and link.name.startswith(".mutate-resume-run _a___-")
+        assert link.resolve() == run_dir.resolve()
+        assert [Path(f).name for f in glob.glob(os.path.join(str(link), "experiment_state-*.json"))] == [
+            "experiment_state-2026.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["br [1]"]
+    plain = tmp_path / "plain"
+    with runner._glob_safe(plain) as same:
+        assert same == plain
+    blocker = tmp_path / "a_file"  # no link can be made where one is needed: one line saying what to do
+    blocker.write_text("")
+    with pytest.raises(BadInput, match=r"holds \[, \], \* or \?, and no link to it could be made in .*a_file "
+                                       r"\(Not a directory\): rename its folders"):
+        with runner._glob_safe(blocker / "x [1]" / "run"):
+            pass

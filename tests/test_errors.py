@@ -68,6 +68,24 @@ def test_an_internal_error_is_one_line_exit_1_without_a_traceback(monkeypatch, c
     assert stderr_lines(capsys) == [f"mutate: internal error: ValueError: boom [...] {HINT}"]
 
 
+def test_a_ctrl_c_that_tensorflow_rewrapped_is_an_interrupt_not_an_internal_error(run_dir, monkeypatch, capsys):
+    """A bug hunt's Ctrl-C during `mutate export`'s evaluation came back from TensorFlow's C++ as a
+    RuntimeError: exit 1, "internal error", a traceback file in the user's run. It is an interrupt."""
+    wrapped = RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized active exception "
+                           "types: ORIGINAL KeyboardInterrupt REPLACED BY KeyboardInterrupt: <EMPTY MESSAGE>")
+    wrapped.mutate_run_dir = run_dir
+    monkeypatch.setattr(commands, "export", raiser(wrapped))
+    assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(run_dir / "m.keras")]) == 130
+    assert stderr_lines(capsys) == ["mutate: interrupted"]
+    assert not (run_dir / cli.INTERNAL_ERROR_FILE).exists()
+    chained = ValueError("while tracing")
+    chained.__context__ = KeyboardInterrupt()
+    monkeypatch.setattr(commands, "pareto", raiser(chained))
+    assert cli.main(["pareto", str(run_dir)]) == 130
+    monkeypatch.setattr(commands, "pareto", raiser(RuntimeError("a real bug naming KeyboardInterrupt")))
+    assert cli.main(["pareto", "somewhere"]) == 1  # only TensorFlow's wrapper, or a chained interrupt
+
+
 def test_an_internal_error_in_a_run_saves_its_traceback_there(run_dir, monkeypatch, capsys):
     monkeypatch.setattr(report, "pareto", raiser(KeyError("accuracy")))
     assert cli.main(["pareto", str(run_dir)]) == 1

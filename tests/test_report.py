@@ -324,3 +324,44 @@ def test_compared_runs_of_different_budgets_each_draw_their_budget_line(run_dir,
     assert "size budget: tight</text>" in html
     assert plots.marks(runs[:1]) == [("dense", 1000, "dense model"), ("budget", 100, "size budget")]
     assert plots.pareto_png(runs)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_ctrl_c_while_the_front_files_are_written_leaves_them_all_old_or_all_new(tmp_path, monkeypatch):
+    """A bug hunt's Ctrl-C inside `mutate pareto`'s writes left pareto.*.tmp files behind (only an OSError
+    cleaned up), and one between the renames a new csv and json beside an old png and html."""
+    import signal
+
+    targets = {tmp_path / f"pareto.{x}": f"new {x}" for x in ("csv", "json", "html")}
+    for path in targets:
+        path.write_text("old")
+    real_write = Path.write_text
+    calls = []
+
+    def interrupted_write(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "write_text", interrupted_write)
+        with pytest.raises(KeyboardInterrupt):
+            report._write_set(targets)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.csv", "pareto.html", "pareto.json"]
+    assert {p.read_text() for p in targets} == {"old"}
+
+    real_replace, renamed = Path.replace, []
+
+    def signalled_replace(self, target):  # Ctrl-C after the first rename
+        renamed.append(self)
+        if len(renamed) == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real_replace(self, target)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "replace", signalled_replace)
+        with pytest.raises(KeyboardInterrupt):
+            report._write_set(targets)
+    assert len(renamed) == 3 and [p.read_text() for p in targets] == list(targets.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.csv", "pareto.html", "pareto.json"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -150,9 +150,12 @@ def test_a_bad_space_exits_2_with_one_line(tmp_path):
 
 
 def test_sigkilled_driver_resumes_and_keeps_every_point(tmp_path):
-    proc = subprocess.Popen([*MUTATE, "search", str(SPACE), *SMALL, "--set", f"storage={tmp_path}"], cwd=ROOT,
+    """In a folder whose path holds glob characters, which Ray Tune's restore globs unescaped (resumed through
+    a link: `tests/test_embedded_ray.py::test_a_run_path_with_glob_characters_is_restored_through_a_plain_link`)."""
+    storage = tmp_path / "runs [1]"
+    proc = subprocess.Popen([*MUTATE, "search", str(SPACE), *SMALL, "--set", f"storage={storage}"], cwd=ROOT,
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    run_dir = tmp_path / "digits_mlp"
+    run_dir = storage / "digits_mlp"
     deadline = time.time() + 300
     while time.time() < deadline:
         if (run_dir / "points.jsonl").is_file() and len(rows(run_dir)) >= 4:
@@ -173,6 +176,7 @@ def test_sigkilled_driver_resumes_and_keeps_every_point(tmp_path):
         last[p["trial"]] = max(last.get(p["trial"], 0), p["step"])
     assert set(last.values()) == {300}, "every trial finished"
     assert "on the front" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs [1]"], "the resume's link is removed"
 
 
 def test_pbt_with_room_for_every_trial_keeps_one_actor_per_trial_and_never_swaps(tmp_path):

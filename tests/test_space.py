@@ -155,6 +155,69 @@ def test_what_the_fuzzer_found_is_one_line(tmp_path):
         prepare_run_dir(space)
 
 
+def _claim_run_dir(storage: str, start, out) -> None:
+    from mutate.results.runs import prepare_run_dir
+
+    space = spaces.load(DIGITS, [f"storage={storage}"])
+    start.wait()
+    out.put(str(prepare_run_dir(space)))
+
+
+def test_searches_started_together_get_their_own_run_directories(tmp_path):
+    """Two searches started at the same moment with one storage and name shared a run directory (the free
+    name was checked, then created with exist_ok), or crashed on each other's space.json.tmp (a bug hunt:
+    4 of 20 pairs): the directory is claimed by linking space.json in, which one process only can do."""
+    import json
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for round_ in range(3):
+        storage = tmp_path / f"runs{round_}"
+        start, out = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_claim_run_dir, args=(str(storage), start, out)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
+        dirs = sorted(out.get(timeout=5) for _ in procs)
+        assert len(set(dirs)) == 6, dirs
+        assert sorted(Path(d).name for d in dirs) == sorted(["digits_mlp", *(f"digits_mlp-{i}" for i in range(2, 7))])
+        for d in dirs:
+            assert [f.name for f in Path(d).iterdir()] == ["space.json"]  # no temporary file left
+            assert json.loads((Path(d) / "space.json").read_text())["run_dir"] == d
+
+
+def test_a_run_moved_with_its_yaml_finds_the_builder_beside_it(tmp_path, monkeypatch):
+    """A bug hunt moved a run together with the folder of its YAML and user builder: `mutate export` and
+    `pareto --sizes` then looked for the module in the YAML's old folder ("cannot import module"). The YAML
+    is looked for at its old place, then at the same place relative to the moved run."""
+    import shutil
+    import sys
+
+    from mutate.results.runs import load_recorded_space, prepare_run_dir
+
+    old, new = tmp_path / "old place", tmp_path / "new place"
+    old.mkdir()
+    text = (ROOT / "search_spaces" / "user_model.yaml").read_text().replace("user_models:", "moved_user_models:")
+    (old / "s.yaml").write_text(text)
+    shutil.copy(ROOT / "search_spaces" / "user_models.py", old / "moved_user_models.py")
+    run = prepare_run_dir(spaces.load(old / "s.yaml", ["storage=runs"]))
+    assert run.parent == old / "runs" and load_recorded_space(run).path == old / "s.yaml"
+    shutil.move(old, new)
+    moved = load_recorded_space(new / "runs" / run.name)
+    assert moved.path == new / "s.yaml"
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "moved_user_models", raising=False)
+    monkeypatch.setenv("PYTHONPATH", "")
+    from mutate.search import builders
+
+    builders.import_user_modules(moved)
+    assert Path(sys.modules["moved_user_models"].__file__).parent == new
+    (new / "s.yaml").unlink()  # the YAML gone from both places: the recorded one stays (its error names it)
+    assert load_recorded_space(new / "runs" / run.name).path == old / "s.yaml"
+
+
 def test_missing_file_and_a_folder():
     with pytest.raises(SpaceError, match="no such search space file"):
         spaces.load("nowhere.yaml")

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from mutate import files
+
 TESTS = "test_metrics.json"
 
 
@@ -31,10 +33,7 @@ def read_tests(run_dir: Path) -> dict[str, float]:
 
 def write_tests(run_dir: Path, values: dict[str, float]) -> None:
     """Store the test metrics (atomically)."""
-    path = Path(run_dir) / TESTS
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=1, sort_keys=True))
-    tmp.replace(path)
+    files.write_text(Path(run_dir) / TESTS, json.dumps(values, indent=1, sort_keys=True))
 
 
 def evaluate(model: Any, x: Any, y: Any, lm: bool) -> float:

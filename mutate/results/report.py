@@ -220,13 +220,34 @@ def _write_set(files: dict[Path, str | bytes]) -> None:
                 tmps[path].write_bytes(data)
             else:
                 tmps[path].write_text(data)
-        for path, tmp in tmps.items():
-            tmp.replace(path)
-    except OSError:
-        for tmp in tmps.values():  # nothing half-written (a full disk, a read-only folder)
+        with _interrupt_deferred():  # a Ctrl-C here would leave some targets new and some old
+            for path, tmp in tmps.items():
+                tmp.replace(path)
+    except BaseException:
+        for tmp in tmps.values():  # nothing half-written (a full disk, a read-only folder, a Ctrl-C)
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _interrupt_deferred():
+    """Hold a SIGINT (Ctrl-C) that arrives inside the block until it ends (in the main thread; elsewhere
+    signals do not arrive)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # a handler installed outside Python cannot be put back: not deferred
+        return
+    caught: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # now, to the handler that was there
 
 
 def _written(folder: Path, write: Any) -> bool:

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mutate import files
 from mutate.errors import BadInput, MissingInput
 from mutate.search.space import Space, SpaceError, from_dict
 
@@ -111,9 +112,7 @@ def record_divergence(run_dir: Path, trial_id: str, reason: str) -> None:
     same steps from its last checkpoint (``RUN_DIR/diverged/TRIAL.txt``, written atomically)."""
     folder = Path(run_dir) / DIVERGED
     folder.mkdir(exist_ok=True)
-    tmp = folder / f"{trial_id}.tmp"
-    tmp.write_text(reason, encoding="utf-8")
-    tmp.replace(folder / f"{trial_id}.txt")
+    files.atomic(folder / f"{trial_id}.tmp", folder / f"{trial_id}.txt", lambda tmp: tmp.write_text(reason, "utf-8"))
 
 
 def divergence(run_dir: Path, trial_id: str) -> str | None:
@@ -125,23 +124,44 @@ def divergence(run_dir: Path, trial_id: str) -> str | None:
 def prepare_run_dir(space: Space, classes: int | None = None, backend: str | None = None) -> Path:
     """Create a new run directory ``storage/name`` (``name-2``, ``name-3``... when taken) and record the
     space (and the model's number of classes, for chance level, and the Keras backend) in it. Returns its
-    absolute path."""
+    absolute path.
+
+    Two searches started at the same moment with one storage and name get two directories: a directory is
+    claimed by linking its ``space.json`` into place, which fails when another process linked one first
+    (each writes its own temporary file)."""
     base = (space.storage / space.name).resolve()
-    run_dir, i = base, 1
-    while run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):  # a file of that name: taken
+    i = 1
+    while True:
+        run_dir = base if i == 1 else base.with_name(f"{base.name}-{i}")
         i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):  # a file of that name: taken
+            continue
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only place, a file on the way, /proc...
+            raise BadInput(f"{space.where}: storage {str(space.storage)!r}: cannot create the run directory "
+                           f"{run_dir} ({e.strerror or e})") from None
+        if _claim(run_dir, {"space": space.raw, "space_path": str(space.path) if space.path else None,
+                            "classes": classes, "backend": backend, "run_dir": str(run_dir)}):
+            return run_dir
+
+
+def _claim(run_dir: Path, record: dict[str, Any]) -> bool:
+    """Write ``record`` as ``run_dir/space.json`` unless another process wrote one first (then False)."""
+    tmp = run_dir / f".{SPACE_FILE}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a read-only place, a file on the way, /proc...
-        raise BadInput(f"{space.where}: storage {str(space.storage)!r}: cannot create the run directory {run_dir} "
-                       f"({e.strerror or e})") from None
-    record = {"space": space.raw, "space_path": str(space.path) if space.path else None, "classes": classes,
-              "backend": backend, "run_dir": str(run_dir)}
-    tmp = run_dir / (SPACE_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(run_dir / SPACE_FILE)
-    return run_dir
+        tmp.write_text(json.dumps(record, indent=1))
+        try:
+            os.link(tmp, run_dir / SPACE_FILE)  # atomic, and refused when the name exists
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: the check above is the guard there
+            if (run_dir / SPACE_FILE).exists():
+                return False
+            tmp.replace(run_dir / SPACE_FILE)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def remove_empty(folder: Path, top: Path) -> None:
@@ -170,9 +190,7 @@ def write_timing(run_dir: Path, *, wall_s: float, compute_s: float, slots: int,
     record = {"wall_s": round(wall_s, 1), "compute_s": round(compute_s, 1), "slots": slots,
               "overhead_pct": round(100 * (1 - compute_s / slots / max(wall_s, 1e-9)), 1),
               **{k: v if isinstance(v, int) else round(float(v), 1) for k, v in extra.items()}}
-    tmp = Path(run_dir) / (TIMING + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(Path(run_dir) / TIMING)
+    files.write_text(Path(run_dir) / TIMING, json.dumps(record, indent=1))
     return record
 
 
@@ -196,9 +214,7 @@ def read_spent(run_dir: Path) -> float:
 
 def write_spent(run_dir: Path, seconds: float) -> None:
     """Record (atomically) the seconds this search's sessions spent in Ray Tune so far."""
-    tmp = Path(run_dir) / (SPENT + ".tmp")
-    tmp.write_text(json.dumps({"spent_s": round(seconds, 1)}))
-    tmp.replace(Path(run_dir) / SPENT)
+    files.write_text(Path(run_dir) / SPENT, json.dumps({"spent_s": round(seconds, 1)}))
 
 
 def check_search_state(run_dir: Path) -> None:
@@ -259,9 +275,20 @@ def load_recorded_space(run_dir: Path) -> Space:
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON or not the layout written here
         raise SpaceError(f"{f}: not a space recorded by mutate ({type(e).__name__}: {e})") from None
     try:
-        return from_dict(raw, path=Path(where) if where else None)
+        return from_dict(raw, path=_relocated(where, record.get("run_dir"), Path(run_dir)) if where else None)
     except SpaceError as e:  # its YAML's name alone pointed at a file the user may have fixed since
         raise SpaceError(f"{f}: the space recorded in it is invalid: {e}") from None
+
+
+def _relocated(space_path: str, recorded_run: Any, run_dir: Path) -> Path:
+    """Where a run's YAML is now: where it was, or, when the run was moved together with it (the YAML gone
+    from its old place), at the same place relative to the run directory. The modules beside the YAML (a
+    user builder) are imported from there."""
+    path = Path(space_path)
+    if path.is_file() or not isinstance(recorded_run, str):
+        return path
+    moved = Path(os.path.normpath(Path(run_dir).resolve() / os.path.relpath(path, recorded_run)))
+    return moved if moved.is_file() else path
 
 
 _UNREGISTERED = re.compile(r"Could not locate class '([^']+)'|names class '([^']+)' of module '[^']+', which is not "

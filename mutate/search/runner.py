@@ -664,8 +664,39 @@ def burn_in(space: Space) -> int:
     return math.ceil(steps / space.training["report_every"])
 
 
+_GLOB = re.compile(r"[][*?]")
+
+
+@contextlib.contextmanager
+def _glob_safe(run_dir: Path):
+    """The path Ray Tune restores ``run_dir`` from: Tune finds its saved state with `glob.glob` on the
+    unescaped folder, so a path holding ``[``, ``]``, ``*`` or ``?`` restored no trial's state (a resumed
+    search then failed every trial). Such a run is restored through a symbolic link of a plain name,
+    ``.mutate-resume-*``, made in the nearest enclosing folder whose path is plain (on a cluster's shared
+    storage every node sees it) and removed afterwards; the trials still write into ``run_dir`` itself.
+
+    Raises:
+        BadInput: no such link can be made there (a read-only folder, a filesystem without links).
+    """
+    if not _GLOB.search(str(run_dir)):
+        yield run_dir
+        return
+    near = next(p for p in run_dir.parents if not _GLOB.search(str(p)))  # "/" at worst
+    link = near / f".mutate-resume-{_GLOB.sub('_', run_dir.name)}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        link.symlink_to(run_dir, target_is_directory=True)
+    except OSError as e:
+        raise BadInput(f"{run_dir}: Ray Tune cannot restore a run whose path holds [, ], * or ?, and no link to it "
+                       f"could be made in {near} ({e.strerror or e}): rename its folders, then resume") from None
+    try:
+        yield link
+    finally:
+        with contextlib.suppress(OSError):
+            link.unlink()
+
+
 def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore: bool,
-           interval: float, spent_before: float | None = None) -> tune.Tuner:
+           interval: float, spent_before: float | None = None, restore_from: Path | None = None) -> tune.Tuner:
     s, t, r = space.search, space.training, space.resources
     iters = _ITERS[0] = reports(space)
     trainable = tune.with_resources(MutationTrainable, {"cpu": r["cpus"], "gpu": r["gpus"],
@@ -674,7 +705,7 @@ def _tuner(space: Space, run_dir: Path, strategy: Strategy, budget: int, restore
         import pickle
 
         try:
-            tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True,
+            tuner = tune.Tuner.restore(str(restore_from or run_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         except (pickle.UnpicklingError, EOFError) as e:  # cut short: the rest of the state is checked before
             raise BadInput(f"{run_dir / 'tuner.pkl'}: damaged ({type(e).__name__}: {e}); restore it from a copy "
@@ -774,14 +805,16 @@ def run(space: Space, *, run_dir: Path, budget: int, strategy: Strategy,
                 if sig is not None} if main else {}
     _SIGINT[0] = None
     try:
-        if verbose:
-            _init_ray(space, address, verbose)
-            results = _tuner(space, run_dir, strategy, budget, resume, interval, spent_before).fit()
-        else:  # Ray's own console output goes to ray_output.log in the run directory; our lines still show
-            with open(run_dir / "ray_output.log", "a", encoding="utf-8") as log, \
-                    contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with _glob_safe(run_dir) if resume else contextlib.nullcontext(run_dir) as ray_dir:
+            if verbose:
                 _init_ray(space, address, verbose)
-                results = _tuner(space, run_dir, strategy, budget, resume, interval, spent_before).fit()
+                results = _tuner(space, run_dir, strategy, budget, resume, interval, spent_before, ray_dir).fit()
+            else:  # Ray's own console output goes to ray_output.log in the run directory; our lines still show
+                with open(run_dir / "ray_output.log", "a", encoding="utf-8") as log, \
+                        contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                    _init_ray(space, address, verbose)
+                    results = _tuner(space, run_dir, strategy, budget, resume, interval, spent_before,
+                                     ray_dir).fit()
     finally:
         during, after = _SIGINT[0], signal.getsignal(signal.SIGINT) if main else None
         for sig, handler in handlers.items():  # Tune leaves its handlers installed unless a signal came

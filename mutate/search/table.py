@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from mutate import files
 from mutate.search.genome import Genome, Mutation, current
 
 TABLE_FILE = "sensitivity.json"
@@ -269,9 +270,7 @@ class Table:
     def save(self, run_dir: Path) -> Path:
         """Write ``RUN_DIR/sensitivity.json`` atomically; returns its path."""
         path = Path(run_dir) / TABLE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        files.write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     def lines(self) -> list[str]:

@@ -12,12 +12,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 
 import mutate
+from mutate import files
 from mutate.search import builders
 from mutate.data import Dataset
 from mutate.operator.surgery import (compressible, densify, optimizer_state, relative_path, set_optimizer_state,
@@ -343,17 +344,17 @@ class TrialRunner:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "model.keras"
-        _atomic(folder / "model.tmp.keras", path, self.model.save)
+        files.atomic(folder / "model.tmp.keras", path, self.model.save)
         if optimizer and getattr(self.model.optimizer, "built", False):
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:  # in the optimizer's order (its variable paths change when a
                     np.savez(f, *optimizer_state(self.model.optimizer).values())  # model is loaded)
 
-            _atomic(folder / "optimizer.tmp.npz", folder / OPTIMIZER_FILE, write)
+            files.atomic(folder / "optimizer.tmp.npz", folder / OPTIMIZER_FILE, write)
         state = {"step": self.step, "genome": to_json(self.genome), "seed": self.seed,
                  "train_seconds": self.train_seconds, "rng": self._rng.bit_generator.state, "token": token}
         self.token = token
-        _atomic(folder / "state.tmp.json", folder / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))
+        files.atomic(folder / "state.tmp.json", folder / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))
         return path
 
     def restore(self, folder: str | os.PathLike[str]) -> None:
@@ -376,14 +377,3 @@ class TrialRunner:
         self.train_seconds = float(state.get("train_seconds", 0.0))
         if "rng" in state:
             self._rng.bit_generator.state = state["rng"]
-
-
-def _atomic(tmp: Path, path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)``, then rename it to ``path``; a failed write (a full disk) removes ``tmp``, leaving
-    ``path`` as it was and no partial file."""
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
