@@ -6,6 +6,7 @@ In-process through `mutate.cli.main`, with no training and no Ray.
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,22 @@ def test_a_ctrl_c_that_tensorflow_rewrapped_is_an_interrupt_not_an_internal_erro
     assert cli.main(["pareto", str(run_dir)]) == 130
     monkeypatch.setattr(commands, "pareto", raiser(RuntimeError("a real bug naming KeyboardInterrupt")))
     assert cli.main(["pareto", "somewhere"]) == 1  # only TensorFlow's wrapper, or a chained interrupt
+
+
+def test_an_export_path_that_cannot_be_written_is_refused_before_the_checkpoint_loads(run_dir, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """A bug hunt's `--out` under a file or on a plain folder was refused only after the model was loaded,
+    spliced and evaluated, and under a file it said "(File exists)"."""
+    from mutate.results import export as exporter
+
+    monkeypatch.setattr(exporter, "load_checkpoint", raiser(AssertionError("loaded")))
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "folder").mkdir()
+    for out, said in ((tmp_path / "afile" / "m.keras", "cannot write there (.*afile is a file, not a folder)"),
+                      (tmp_path / "folder", "is a folder that is not a SavedModel; refusing to replace it")):
+        assert cli.main(["export", str(run_dir), "--point", "0", "--out", str(out), "--force"]) == 2
+        [line] = stderr_lines(capsys)
+        assert re.search(said, line), line
 
 
 def test_an_internal_error_in_a_run_saves_its_traceback_there(run_dir, monkeypatch, capsys):

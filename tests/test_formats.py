@@ -233,8 +233,18 @@ def test_each_format_exports_on_the_backends_that_can_write_it(tmp_path):
     s = mutate.export_model(model, tmp_path / "saved", "saved_model")
     assert (s.path / "saved_model.pb").is_file()
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(BadInput, match=r"a_file/m.keras: cannot write there \(.*\)"):
-        mutate.export_model(model, tmp_path / "a_file" / "m.keras")  # was an internal error
+    with pytest.raises(BadInput, match=r"a_file/m.keras: cannot write there \(.*a_file is a file, not a folder\)"):
+        mutate.export_model(model, tmp_path / "a_file" / "m.keras")  # was an internal error, then "File exists"
+    from mutate.results import formats
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("converter failed")
+
+    with pytest.MonkeyPatch.context() as m:  # a failed export left the folders it made (a bug hunt)
+        m.setattr(formats, "_write_staged", failing)
+        with pytest.raises(RuntimeError, match="converter failed"):
+            mutate.export_model(model, tmp_path / "new" / "deeper" / "m.keras")
+    assert not (tmp_path / "new").exists()
     if keras.backend.backend() == "tensorflow":
         assert mutate.export_model(model, tmp_path / "m.tflite", x=x).max_diff < 1e-4
     else:

@@ -17,7 +17,7 @@ from mutate.results.pareto import Point
 from mutate.results.report import Run
 from mutate.results.runs import load_checkpoint, load_recorded_space
 from mutate.results.final import evaluate, read_tests, write_tests
-from mutate.results.formats import check_backend, export_model, format_for
+from mutate.results.formats import check_backend, check_destination, export_model, format_for
 from mutate.search.trial import split_validation
 
 TOLERANCE = 1e-6
@@ -82,6 +82,7 @@ def export(run_dir: Path, *, point: int | None = None, max_size: int | None = No
         raise OutputExists(f"{out}: exists; pass --force (from Python: force=True) to overwrite it")
     fmt = format_for(out, fmt)
     check_backend(fmt, out)  # before the checkpoint loads and is evaluated
+    check_destination(out, fmt)
     chosen = choose(run, point=point, max_size=max_size, min_accuracy=min_accuracy)
     space = load_recorded_space(run.dir)
     builders.import_user_modules(space)  # a subclassed model's class must be registered before it loads

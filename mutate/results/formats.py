@@ -183,24 +183,59 @@ def export_model(model: keras.Model, path: str | Path, format: str | None = None
     check_backend(fmt, path)
     if arrays not in ARRAYS:
         raise BadInput(f"{path}: arrays={arrays!r}: choose one of {', '.join(ARRAYS)}")
-    if fmt == "saved_model" and path.exists() and not path.is_dir():
-        raise BadInput(f"{path}: is a file, and a SavedModel is a folder; refusing to replace it (choose another "
-                       "path, or name a .keras or .tflite file)")
+    check_destination(path, fmt)
     if x is not None:
         _check_rows(path, x, y, model)
-    if path.is_dir() and not (fmt == "saved_model" and (path / "saved_model.pb").is_file()):
-        # only a SavedModel is a folder this writes: never replace another folder (`--out .` with --force)
-        raise BadInput(f"{path}: is a folder{' that is not a SavedModel' if fmt == 'saved_model' else ''}; "
-                       "refusing to replace it (choose another --out)")
     blending = _blending(model) if fmt != "keras" else []  # a .keras file may hold a blending model
     if blending:
         raise BadInput(f"{path}: {', '.join(blending)} still blending; splice first (mutate.strip), or export "
                        "as .keras to keep training it")
+    created = [p for p in reversed(path.parents) if not p.exists()]  # folders made here, outermost first
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.")
     except OSError as e:  # a read-only place, a file on the way, /proc...
+        _remove_empty(created)
         raise BadInput(f"{path}: cannot write there ({e.strerror or e})") from None
+    try:
+        report = _write_staged(model, path, fmt, staging, x, y, tolerance, arrays)
+    except BaseException:
+        staging.cleanup()
+        _remove_empty(created)  # a failed export leaves no folder it made behind
+        raise
+    return report
+
+
+def check_destination(path: Path, fmt: str) -> None:
+    """Refuse an output path this cannot write, before a checkpoint is loaded and evaluated: a SavedModel
+    over a file, any export over a folder that is not a SavedModel, a file on the way to it.
+
+    Raises:
+        BadInput: one line naming the path.
+    """
+    path = Path(path)
+    if fmt == "saved_model" and path.exists() and not path.is_dir():
+        raise BadInput(f"{path}: is a file, and a SavedModel is a folder; refusing to replace it (choose another "
+                       "path, or name a .keras or .tflite file)")
+    if path.is_dir() and not (fmt == "saved_model" and (path / "saved_model.pb").is_file()):
+        # only a SavedModel is a folder this writes: never replace another folder (`--out .` with --force)
+        raise BadInput(f"{path}: is a folder{' that is not a SavedModel' if fmt == 'saved_model' else ''}; "
+                       "refusing to replace it (choose another --out)")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise BadInput(f"{path}: cannot write there ({blocker} is a file, not a folder)")
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):  # innermost first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _write_staged(model: keras.Model, path: Path, fmt: str, staging: Any, x: Any, y: Any, tolerance: float,
+                  arrays: str) -> Exported:
+    """Write ``model`` in a staging folder beside ``path``, then move it into place (the part of
+    `export_model` after its checks)."""
     with staging as tmp:
         staged = Path(tmp) / path.name
         if fmt == "keras":
