@@ -24,7 +24,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from mutate.errors import BadInput, SearchFailed
+from mutate.errors import BadInput, SearchFailed, interrupted
 
 INTERNAL_ERROR_FILE = "internal_error.txt"
 """Where an internal error's traceback goes, in the run directory of the command that failed."""
@@ -243,28 +243,13 @@ def main(argv: list[str] | None = None) -> int:
         print(internal_error_line(e), file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - anything else is a bug until shown otherwise: say so, keep the trace
-        if _wrapped_interrupt(e):
+        if interrupted(e):
             print("mutate: interrupted", file=sys.stderr)
             return 130
         if args.verbose:
             raise
         print(internal_error_line(e), file=sys.stderr)
         return 1
-
-
-def _wrapped_interrupt(e: BaseException) -> bool:
-    """Whether ``e`` is a Ctrl-C that a library re-raised as another exception: TensorFlow's C++ code, when
-    the interrupt lands while it calls back into Python, raises ``RuntimeError: pybind11::error_already_set:
-    ... KeyboardInterrupt`` (a bug hunt's Ctrl-C during `mutate export`'s evaluation was reported as an
-    internal error, with a traceback file written into the run)."""
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, KeyboardInterrupt) or (isinstance(e, RuntimeError)
-                                                and "error_already_set" in str(e) and "KeyboardInterrupt" in str(e)):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 if __name__ == "__main__":

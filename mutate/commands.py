@@ -14,7 +14,7 @@ from typing import Any, Callable, ContextManager, Iterator
 from mutate.results import runs as rundirs
 
 from mutate.search import space as spaces
-from mutate.errors import BadInput
+from mutate.errors import BadInput, interrupted
 
 RUN_DIR_ATTR = "mutate_run_dir"
 """Attribute set on an internal error raised while a command worked on a run directory (its absolute path)."""
@@ -102,8 +102,8 @@ def search(path: Path | None, *, overrides: list[str] = (), strategy: str | None
         try:
             return _run(space, run_dir, prepared, resume=resume is not None, address=address, verbose=verbose,
                         progress=progress)
-        except (BadInput, KeyboardInterrupt):  # after the run directory existed (no Ray cluster there, Ctrl-C)
-            if resume is None and not rundirs.read_points(run_dir):
+        except BaseException as e:  # after the run directory existed (no Ray cluster there, a Ctrl-C)
+            if (isinstance(e, BadInput) or interrupted(e)) and resume is None and not rundirs.read_points(run_dir):
                 import shutil
 
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written: no trial ran

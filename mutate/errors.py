@@ -40,3 +40,18 @@ class NonFiniteLoss(RuntimeError):
 
 class SearchFailed(RuntimeError):
     """Every trial of a search ended in error (``mutate search`` exits with code 1)."""
+
+
+def interrupted(e: BaseException | None) -> bool:
+    """Whether ``e`` is a Ctrl-C, or one that a library re-raised as another exception: TensorFlow's C++
+    code, when the interrupt lands while it calls back into Python, raises ``RuntimeError: pybind11::error_already_set:
+    ... KeyboardInterrupt`` (a bug hunt's Ctrl-C during `mutate export`'s evaluation was reported as an
+    internal error, with a traceback file written into the run)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt) or (isinstance(e, RuntimeError)
+                                                and "error_already_set" in str(e) and "KeyboardInterrupt" in str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False

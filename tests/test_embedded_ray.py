@@ -93,10 +93,17 @@ def test_a_run_path_with_glob_characters_is_restored_through_a_plain_link(tmp_pa
     assert glob.glob(os.path.join(str(run_dir), "experiment_state-*.json")) == []  # what Tune met
     with runner._glob_safe(run_dir) as link:
         assert link.parent == tmp_path and link.name.startswith(".mutate-resume-run _a___-")
+        first = link
         assert link.resolve() == run_dir.resolve()
         assert [Path(f).name for f in glob.glob(os.path.join(str(link), "experiment_state-*.json"))] == [
             "experiment_state-2026.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["br [1]"]
+    # the same link at every resume (a review: Tune saved checkpoint paths under the first session's link, and
+    # a PBT clone's path was not rewritten at the next resume, whose link had another name)
+    first.symlink_to(run_dir)  # as a session killed outright leaves it
+    with runner._glob_safe(run_dir) as again:
+        assert again == first and again.resolve() == run_dir.resolve()
+    assert not first.is_symlink()
     plain = tmp_path / "plain"
     with runner._glob_safe(plain) as same:
         assert same == plain

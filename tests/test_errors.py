@@ -85,6 +85,11 @@ def test_a_ctrl_c_that_tensorflow_rewrapped_is_an_interrupt_not_an_internal_erro
     assert cli.main(["pareto", str(run_dir)]) == 130
     monkeypatch.setattr(commands, "pareto", raiser(RuntimeError("a real bug naming KeyboardInterrupt")))
     assert cli.main(["pareto", "somewhere"]) == 1  # only TensorFlow's wrapper, or a chained interrupt
+    # a search wrapped-interrupted before any report removes its folder as a plain Ctrl-C does (a review)
+    monkeypatch.setattr(commands, "_run", raiser(wrapped))
+    storage = run_dir.parent / "fresh"
+    assert cli.main(["search", str(SPACE), "--set", f"storage={storage}"]) == 130
+    assert not storage.exists()
 
 
 def test_an_export_path_that_cannot_be_written_is_refused_before_the_checkpoint_loads(run_dir, tmp_path,

@@ -672,8 +672,9 @@ def _glob_safe(run_dir: Path):
     """The path Ray Tune restores ``run_dir`` from: Tune finds its saved state with `glob.glob` on the
     unescaped folder, so a path holding ``[``, ``]``, ``*`` or ``?`` restored no trial's state (a resumed
     search then failed every trial). Such a run is restored through a symbolic link of a plain name,
-    ``.mutate-resume-*``, made in the nearest enclosing folder whose path is plain (on a cluster's shared
-    storage every node sees it) and removed afterwards; the trials still write into ``run_dir`` itself.
+    ``.mutate-resume-NAME-HASH`` (the same at every resume of the run), made in the nearest enclosing folder
+    whose path is plain (on a cluster's shared storage every node sees it) and removed afterwards (a session
+    killed outright leaves it; the next resume reuses it); the trials still write into ``run_dir`` itself.
 
     Raises:
         BadInput: no such link can be made there (a read-only folder, a filesystem without links).
@@ -681,9 +682,16 @@ def _glob_safe(run_dir: Path):
     if not _GLOB.search(str(run_dir)):
         yield run_dir
         return
+    import hashlib
+
     near = next(p for p in run_dir.parents if not _GLOB.search(str(p)))  # "/" at worst
-    link = near / f".mutate-resume-{_GLOB.sub('_', run_dir.name)}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    # one name per run, the same at every resume: Tune saves its trials' checkpoint paths under the folder it
+    # restored from, and a PBT clone's path to another trial's checkpoint is not rewritten at the next resume
+    digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
+    link = near / f".mutate-resume-{_GLOB.sub('_', run_dir.name)}-{digest}"
     try:
+        if link.is_symlink() and link.resolve() == run_dir.resolve():
+            link.unlink()  # left by a session killed outright
         link.symlink_to(run_dir, target_is_directory=True)
     except OSError as e:
         raise BadInput(f"{run_dir}: Ray Tune cannot restore a run whose path holds [, ], * or ?, and no link to it "
