@@ -17,13 +17,13 @@ Exit codes (``--verbose`` shows the traceback of any error instead of the one li
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
 import traceback
 from pathlib import Path
 
+from mutate import files
 from mutate.errors import BadInput, SearchFailed, interrupted
 
 INTERNAL_ERROR_FILE = "internal_error.txt"
@@ -157,13 +157,9 @@ def _search(args: argparse.Namespace) -> None:
 def _save_traceback(e: BaseException, run_dir: Path) -> Path | None:
     """Write ``e``'s traceback to ``run_dir/internal_error.txt`` (atomically); None when that fails."""
     path = Path(run_dir) / INTERNAL_ERROR_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text("".join(traceback.format_exception(type(e), e, e.__traceback__)), encoding="utf-8")
-        tmp.replace(path)
+    try:  # a full disk: no partial file left
+        files.write_text(path, "".join(traceback.format_exception(type(e), e, e.__traceback__)))
     except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)  # a full disk: no partial file left
         return None
     return path
 

@@ -13,6 +13,7 @@ import keras
 
 import mutate
 import operators
+from mutate import files
 from mutate.data import digits
 from mutate.errors import BadInput
 
@@ -89,8 +90,6 @@ def run(*, rank: int = 8, sparsity: float = 0.8, epochs: int = 20, blend_epochs:
     print(f"\n{size.ratio:.1f}x fewer bits, accuracy {100 * (acc - dense_acc):+.2f} points")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp.keras")
-        spliced.save(tmp)
-        tmp.replace(out)
+        files.atomic(out.with_name(out.name + ".tmp.keras"), out, spliced.save)
         print(f"saved the spliced model to {out}")
     return {"dense_accuracy": float(dense_acc), "accuracy": float(acc), "ratio": size.ratio}

@@ -34,6 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from mutate import files
 from mutate.errors import BadInput, MetricMismatch
 
 FORMATS = ("keras", "litert", "saved_model")
@@ -515,13 +516,8 @@ def file_sizes(run_dir: Path, checkpoints: list[str]) -> dict[str, dict[str, int
                        "tflite": lite.bytes if lite else None, "tflite_gzip": (lite.gzip_bytes or 0) if lite else None}
         if lite is None:
             cache[name]["tflite_refused"] = why
-        tmp_path = cache_path.with_suffix(".tmp")
-        try:  # a read-only run (or a full disk) still gets its sizes, converted again next time
-            tmp_path.write_text(json.dumps(cache, indent=1))
-            tmp_path.replace(cache_path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only run (or a full disk) still gets its sizes, converted
+            files.write_text(cache_path, json.dumps(cache, indent=1))  # again next time
     return {n: cache[n] for n in checkpoints if n in cache}
 
 
