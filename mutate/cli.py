@@ -94,8 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutate", description="Compression as a genetic operator for Keras 3.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and Ray's own logs")
     sub = parser.add_subparsers(dest="command", required=True)
+    # also after the command (`mutate search S.yaml --verbose`, as `bash scripts/dev search --verbose` passes it):
+    # SUPPRESS keeps a subcommand's absent flag from resetting one given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks and Ray's own logs")
 
-    search = sub.add_parser("search", help="run a population search over compressions (a YAML space)")
+    search = sub.add_parser("search", parents=[verbose],
+                            help="run a population search over compressions (a YAML space)")
     search.add_argument("space", nargs="?", type=Path, help="search space YAML (see search_spaces/)")
     search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a key of the space, e.g. --set search.population=8 (repeatable)")
@@ -103,12 +109,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="override search.strategy: pbt (informed explore, seeded by greedy), greedy (the "
                              "sensitivity table's best genomes under the budget), random, or uniform (one operator "
                              "and level everywhere, among the combinations that fit the budget)")
-    search.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: an embedded Ray)")
+    search.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT; local: a new local Ray "
+                                          "(default: an embedded Ray)")
     search.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted search")
     search.add_argument("--progress", type=_seconds, default=10.0, metavar="SECONDS",
                         help="seconds between progress lines (default 10; 0: none)")
 
-    pareto = sub.add_parser("pareto", help="print and plot the size/accuracy front of one or more runs")
+    pareto = sub.add_parser("pareto", parents=[verbose],
+                            help="print and plot the size/accuracy front of one or more runs")
     pareto.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     pareto.add_argument("--sizes", action="store_true",
                         help="also convert each front point to .keras and LiteRT (.tflite) once, and print their bytes "
@@ -117,13 +125,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="also print each run's sensitivity table (per layer, operator and level: bytes saved "
                              "and validation metric after factoring that layer alone)")
 
-    export = sub.add_parser("export", help="rebuild, re-evaluate, splice and save one model of a run")
+    export = sub.add_parser("export", parents=[verbose],
+                            help="rebuild, re-evaluate, splice and save one model of a run")
     export.add_argument("run", type=Path, metavar="RUN_DIR")
     pick = export.add_mutually_exclusive_group(required=True)
     pick.add_argument("--point", type=int, metavar="K", help="row K of `mutate pareto`'s table (from 0)")
     pick.add_argument("--max-size", type=int, metavar="BYTES", help="the most accurate front point this small")
     pick.add_argument("--min-accuracy", type=float, metavar="ACC",
-                      help="the smallest front point this accurate on validation")
+                      help="the smallest front point this accurate on validation (a language model's run: the "
+                           "smallest whose validation perplexity is at most ACC)")
     export.add_argument("--out", type=Path, required=True,
                         help="where to write: NAME.keras, NAME.tflite (LiteRT) or a folder (TensorFlow SavedModel)")
     export.add_argument("--format", choices=["keras", "litert", "saved_model"], default=None,
@@ -136,11 +146,12 @@ def _parser() -> argparse.ArgumentParser:
                              "converted, the smaller file kept)")
     export.add_argument("--force", action="store_true", help="overwrite --out")
 
-    demo = sub.add_parser("demo", help="compress an MLP on scikit-learn digits mid-training and splice it")
+    demo = sub.add_parser("demo", parents=[verbose],
+                          help="compress an MLP on scikit-learn digits mid-training and splice it")
     demo.add_argument("--rank", type=int, default=8, help="low-rank rank of the hidden layers (default 8)")
-    demo.add_argument("--sparsity", type=float, default=0.8, help="pruning sparsity of the output layer")
-    demo.add_argument("--epochs", type=int, default=20, help="dense training epochs before compressing")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--sparsity", type=float, default=0.8, help="pruning sparsity of the output layer (default 0.8)")
+    demo.add_argument("--epochs", type=int, default=20, help="dense training epochs before compressing (default 20)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data split and the weights (default 0)")
     demo.add_argument("--out", type=Path, default=None, help="save the spliced model as .keras here")
     return parser
 

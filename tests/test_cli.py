@@ -82,3 +82,16 @@ def test_an_inf_weight_in_a_mutable_layer_is_refused_before_ray_starts():
     assert str(e.value) == ("digits_mlp.yaml: model.builder: tests.faulty:nan_weight_mlp built a model whose mutable "
                             "layer 'logits' kernel holds 1 NaN/Inf value (-inf at [0, 0]); the operators cannot "
                             "factor it")
+
+
+def test_verbose_goes_before_or_after_the_command():
+    """A docs check: the README's "unless --verbose" was only accepted before the command, so
+    `mutate search S.yaml --verbose` (and `bash scripts/dev search --verbose`) exited 2."""
+    from mutate import cli
+
+    p = cli._parser()
+    for argv, want in ((["search", "s.yaml", "--verbose"], True), (["--verbose", "search", "s.yaml"], True),
+                       (["search", "s.yaml"], False), (["pareto", "r", "--verbose"], True),
+                       (["export", "r", "--point", "0", "--out", "m.keras", "--verbose"], True),
+                       (["demo", "--verbose"], True), (["--verbose", "demo"], True)):
+        assert p.parse_args(argv).verbose is want, argv

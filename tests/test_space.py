@@ -218,6 +218,18 @@ def test_a_run_moved_with_its_yaml_finds_the_builder_beside_it(tmp_path, monkeyp
     assert load_recorded_space(new / "runs" / run.name).path == old / "s.yaml"
 
 
+def test_a_budget_override_replaces_the_yamls_other_budget_key():
+    """A docs check: every shipped space gives budget.ratio, so `--set budget.bytes=30000` was refused
+    ("exactly one of bytes or ratio") unless `budget.ratio=null` came with it."""
+    assert spaces.load(DIGITS, ["budget.bytes=30000"]).budget["bytes"] == 30000
+    assert spaces.load(DIGITS, ["budget.bytes=30000"]).budget["ratio"] is None
+    with pytest.raises(SpaceError, match=r"budget: expected exactly one of `bytes` or `ratio`"):
+        spaces.load(DIGITS, ["budget.bytes=30000", "budget.ratio=0.2"])  # both given on the command line
+    over = spaces.load(DIGITS, ["budget.bytes=30000", "budget.ratio=0.2", "budget.bytes=null"])
+    assert over.budget == {"bytes": None, "ratio": 0.2, "unit": "stored"}
+    assert spaces.load(DIGITS, ["budget.bytes=30000"]).raw["budget"] == {"bytes": 30000}  # what a run records
+
+
 def test_missing_file_and_a_folder():
     with pytest.raises(SpaceError, match="no such search space file"):
         spaces.load("nowhere.yaml")

@@ -115,6 +115,7 @@ def from_dict(data: Any, *, path: Path | None = None, overrides: list[str] | tup
     data = copy.deepcopy(data)
     for assignment in overrides:
         _set(data, assignment, c.where)
+    _one_budget(data, overrides)
     top = c.section(data, "", _TOP)
     for required in ("model", "data", "mutations", "budget"):
         if top[required] is None:
@@ -145,6 +146,19 @@ def from_dict(data: Any, *, path: Path | None = None, overrides: list[str] | tup
                  budget=_budget(c, top["budget"]), search=_search(c, top["search"]),
                  resources=_resources(c, top["resources"]), ray=_ray(c, top["ray"]), storage=storage_path,
                  raw=data)
+
+
+def _one_budget(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """``--set budget.bytes=N`` on a space whose YAML gives ``budget.ratio`` (every shipped space does) means
+    N bytes instead: the YAML's other budget key is dropped, unless an override set it too (then the space
+    names both and is refused). The same for ``--set budget.ratio=R`` over a YAML's ``bytes``."""
+    keys = {a.split("=", 1)[0].strip() for a in overrides}
+    budget = data.get("budget")
+    if not isinstance(budget, dict):
+        return
+    for given, other in (("bytes", "ratio"), ("ratio", "bytes")):
+        if f"budget.{given}" in keys and f"budget.{other}" not in keys and budget.get(given) is not None:
+            budget.pop(other, None)
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
