@@ -19,7 +19,9 @@ runs ``mutate search`` once per strategy with the same population, steps and see
   ``[1.0]`` (the default ``auto`` is the first for populations of 8 or more);
 - ``pbt_no_hedge`` (on request): PBT seeded with greedy's top solutions only (``search.hedge: false``);
 - ``pbt_burn_in`` (on request): PBT that exploits no trial before its warm-up and first blend window end
-  (``search.burn_in_steps: auto``).
+  (``search.burn_in_steps: auto``);
+- ``pbt_copies1`` / ``pbt_copies2`` (on request): PBT whose explore copies no genome that 1 / 2 other members
+  already hold, taking the cheapest cut per byte instead (``search.max_copies``).
 
 Per run: the **validation**-selected winner (the front point with the best validation accuracy within the
 budget), its **test** accuracy (evaluated once, after the search) and size; the hypervolume of the
@@ -47,14 +49,16 @@ from mutate import load_run  # noqa: E402
 from mutate.results.runs import read_timing  # noqa: E402
 
 STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr", "pbt_niches",
-              "pbt_one_niche", "pbt_two_niches", "pbt_no_hedge", "pbt_burn_in")
+              "pbt_one_niche", "pbt_two_niches", "pbt_no_hedge", "pbt_burn_in", "pbt_copies1", "pbt_copies2")
 VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
             "pbt_no_hedge": ("pbt", ["search.hedge=false"]),
             "pbt_fixed_lr": ("pbt", ["search.learning_rate_factors=[]"]),
             "pbt_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5, 0.25]"]),
             "pbt_one_niche": ("pbt", ["search.budget_fractions=[1.0]"]),
             "pbt_two_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5]"]),
-            "pbt_burn_in": ("pbt", ["search.burn_in_steps=auto"])}
+            "pbt_burn_in": ("pbt", ["search.burn_in_steps=auto"]),
+            "pbt_copies1": ("pbt", ["search.max_copies=1"]),
+            "pbt_copies2": ("pbt", ["search.max_copies=2"])}
 """Study labels that run a strategy with other settings: PBT whose first population is one random mutation
 per trial (the question: does seeding PBT with greedy's solutions help?); PBT whose explore leaves the
 learning rate alone (does perturbing it help?); PBT with niches at 1/2 and 1/4 of the budget, and PBT with

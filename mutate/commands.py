@@ -472,7 +472,8 @@ def _strategy(space: spaces.Space, run_dir: Path, allowed: dict[str, list[str]],
                              max_mutations=mut["max_mutations"], warmup_steps=mut["warmup_steps"],
                              steps=space.training["steps"], window=mut["window"], seed=s["seed"],
                              seed_greedy=s["seed_greedy"], hedge=s["hedge"], learning_rate_factors=tuple(s["learning_rate_factors"]),
-                             budget_fractions=tuple(s["budget_fractions"]), overhead=overhead)
+                             budget_fractions=tuple(s["budget_fractions"]), overhead=overhead,
+                             max_copies=s["max_copies"])
     return cls(ctx)
 
 

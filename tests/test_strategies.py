@@ -5,7 +5,7 @@ import random
 import pytest
 
 from mutate.search import policy
-from mutate.search.genome import Mutation, current
+from mutate.search.genome import Mutation, choices, current
 from mutate.search.strategies import (EPSILON, Context, Greedy, PBT, Uniform, greedy_solutions, hedged_solutions,
                                       make, settled)
 from mutate.search.table import Entry, Table
@@ -217,6 +217,28 @@ def test_under_budget_with_nothing_to_gain_the_genome_stays_when_the_learning_ra
     moves = [pbt.propose(genome) for _ in range(200)]
     assert sum(m is None for m in moves) / len(moves) == pytest.approx(1 - EPSILON, abs=0.08)
     assert all(t.predicted_bytes((*genome, m)) <= t.predicted_bytes(genome) for m in moves if m is not None)
+
+
+def test_max_copies_turns_a_further_copy_of_a_held_genome_into_a_cut_no_member_holds():
+    t = table()
+    genome = (Mutation("a", "low_rank", {"rank": 32}, 100),)
+    twin = (Mutation("a", "low_rank", {"rank": 32}, 300),)  # the same compression, spliced at another step
+    pbt = PBT(ctx(t.predicted_bytes(genome), learning_rate_factors=(0.8, 1.25), max_copies=2))
+    # one other member holds it (the cloned parent): a second copy is allowed, the genome stays as without the cap
+    assert sum(pbt.propose(genome, peers=[twin]) is None for _ in range(200)) > 100
+    # two hold it: a cut every time, never to a genome two members hold
+    other = PBT(ctx(t.predicted_bytes(genome))).candidates(genome)
+    cheapest = min((x for x in other if x["cut"] > 0), key=lambda x: x["dcost"] / x["cut"])["mutation"]
+    held = (*genome, cheapest)
+    for peers in ([genome, twin], [genome, twin, held, held]):
+        moves = [pbt.propose(genome, peers=peers) for _ in range(100)]
+        assert all(m is not None and t.predicted_bytes((*genome, m)) < t.predicted_bytes(genome) for m in moves)
+        assert all(sum(choices((*genome, m)) == choices(p) for p in peers) < 2 for m in moves)
+        share = sum(m == cheapest for m in moves) / len(moves)  # EPSILON's random moves are kept when new
+        assert share >= 1 - EPSILON - 0.1 if held not in peers else share == 0
+    # no cap (the default): peers change nothing
+    free = PBT(ctx(t.predicted_bytes(genome), learning_rate_factors=(0.8, 1.25)))
+    assert sum(free.propose(genome, peers=[genome, twin]) is None for _ in range(200)) > 100
 
 
 def test_explore_multiplies_the_learning_rate_by_a_listed_factor():

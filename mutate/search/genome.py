@@ -69,6 +69,14 @@ def from_json(rows: list[dict[str, Any]] | None) -> Genome:
     return tuple(Mutation.from_dict(r) for r in rows or [])
 
 
+def choices(genome: Genome) -> frozenset[tuple[str, str, Any]]:
+    """What ``genome`` compresses, and how: its `current` mutations without their steps (two genomes reaching
+    the same compressions in another order or at other steps compare equal)."""
+    from operators._base import _frozen
+
+    return frozenset((m.layer, m.operator, _frozen(m.params)) for m in current(genome).values())
+
+
 def current(genome: Genome) -> dict[str, Mutation]:
     """The mutation in force for each compressed layer (the last one naming it; an undo, operator
     ``"dense"``, leaves the layer dense and out of the result)."""

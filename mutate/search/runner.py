@@ -560,7 +560,13 @@ class NichedPBT(PopulationBasedTraining):
         if applied == [] and own and "member" in clone_config:  # explore from the trial's own plan
             trial_to_clone = SimpleNamespace(config={**clone_config, "member": {**clone_config["member"],
                                                                                  "genome": own}})
-        return super()._get_new_config(trial, trial_to_clone)
+        # the genomes the other members hold (the cloned trial's included): `Strategy.propose`'s peers
+        _PEERS[0] = [from_json(((t.config or {}).get("member") or {}).get("genome")) for t in self._trial_state
+                     if t is not trial]
+        try:
+            return super()._get_new_config(trial, trial_to_clone)
+        finally:
+            _PEERS[0] = []
 
     def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
         self._exploiting = True  # the exploiting trial is paused (its actor stopped) and restarts at once
@@ -593,6 +599,7 @@ class NichedPBT(PopulationBasedTraining):
 
 
 _PBT: list[NichedPBT | None] = [None]
+_PEERS: list[list[Genome]] = [[]]
 
 
 def _room_for_all(trials: list) -> bool:
@@ -634,7 +641,7 @@ def _explore(config: dict[str, Any]) -> dict[str, Any]:
         return config
     member = config["member"]
     genome = from_json(member["genome"])
-    proposal = strategy.propose(genome, _fraction(config))
+    proposal = strategy.propose(genome, _fraction(config), peers=_PEERS[0])
     if proposal is not None:
         member = {**member, "genome": to_json((*genome, proposal))}
     if "learning_rate" in member:  # members of runs recorded before the rate was perturbed have none

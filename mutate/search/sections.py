@@ -92,7 +92,8 @@ MAX_POPULATION = 10_000
 
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
            "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True, "hedge": True,
-           "learning_rate_factors": [0.8, 1.25], "budget_fractions": "auto", "burn_in_steps": 0}
+           "learning_rate_factors": [0.8, 1.25], "budget_fractions": "auto", "burn_in_steps": 0,
+           "max_copies": None}
 AUTO_FRACTIONS = [1.0, 0.5, 0.25]
 """``search.budget_fractions: auto``: these niches for pbt when the population has at least 8 members, else one
 (greedy takes niches only when they are listed)."""
@@ -235,6 +236,7 @@ def _search(c: _Ctx, raw: Any) -> dict[str, Any]:
             raise c.fail(f"search.{key}", "true or false", s[key])
     if s["burn_in_steps"] != "auto":
         c.int_(s["burn_in_steps"], "search.burn_in_steps", 0)
+    c.int_(s["max_copies"], "search.max_copies", 1, optional=True)
     f = s["learning_rate_factors"]
     if not isinstance(f, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                           and math.isfinite(x) and x > 0 for x in f):

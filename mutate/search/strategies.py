@@ -30,10 +30,10 @@ import math
 import random
 import sys
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 from mutate.search import policy
-from mutate.search.genome import Genome, Mutation
+from mutate.search.genome import Genome, Mutation, choices
 from mutate.search.table import Table
 
 EPSILON = 0.2
@@ -60,6 +60,8 @@ class Context:
             drawn at random (empty: the learning rate stays the space's).
         budget_fractions: the niches of pbt and greedy: each member aims at ``fraction * budget`` (1.0 first);
             PBT exploits within a niche, so lineages at smaller budgets cover the front below the budget.
+        max_copies: PBT's explore: a genome that this many other members already hold is not copied once
+            more (`PBT.propose`); None: no limit.
         overhead: bytes a trial's measured size adds above the counted bytes planned here (``budget.unit:
             litert``: the file's graph; ``budget`` is then the file budget less it), so that a niche aims at its
             fraction of the whole measured budget, less the overhead.
@@ -79,6 +81,7 @@ class Context:
     learning_rate_factors: tuple[float, ...] = ()
     budget_fractions: tuple[float, ...] = (1.0,)
     overhead: int = 0
+    max_copies: int | None = None
 
 
 class Strategy(abc.ABC):
@@ -118,9 +121,9 @@ class Strategy(abc.ABC):
         """The first population: ``count`` genomes (with their planned steps), member i in niche
         ``fractions(count)[i]``."""
 
-    def propose(self, genome: Genome, fraction: float = 1.0) -> Mutation | None:
+    def propose(self, genome: Genome, fraction: float = 1.0, peers: Sequence[Genome] = ()) -> Mutation | None:
         """The mutation to append to an exploiting trial's genome (a member of niche ``fraction``), or None to
-        keep it."""
+        keep it. ``peers``: the genomes the other members hold (the cloned trial's included)."""
         return None
 
     def learning_rate(self, rate: float) -> float:
@@ -312,7 +315,23 @@ class PBT(Strategy):
         factors = self.ctx.learning_rate_factors
         return rate * self.rng.choice(factors) if factors else rate
 
-    def propose(self, genome: Genome, fraction: float = 1.0) -> Mutation | None:
+    def propose(self, genome: Genome, fraction: float = 1.0, peers: Sequence[Genome] = ()) -> Mutation | None:
+        """`_propose`'s move; but with ``max_copies``, a move (or none) whose genome that many ``peers`` already
+        hold becomes the cheapest byte cut per byte whose genome no peer holds (when there is one and the
+        genome is under ``max_mutations``): a population that has converged on one genome spreads down the
+        front instead of training further copies of it."""
+        move = self._propose(genome, fraction)
+        cap = self.ctx.max_copies
+        if cap is None or not peers or len(genome) >= self.ctx.max_mutations:
+            return move
+        held = [choices(g) for g in peers]
+        if held.count(choices(genome if move is None else (*genome, move))) < cap:
+            return move
+        cuts = [x for x in self.candidates(genome) if x["cut"] > 0
+                and choices((*genome, x["mutation"])) not in held]
+        return min(cuts, key=_per_byte)["mutation"] if cuts else move
+
+    def _propose(self, genome: Genome, fraction: float = 1.0) -> Mutation | None:
         """Over budget (the niche's target): a byte-cutting move, the cheapest that gets under the budget, else the cheapest per
         byte cut. Under budget: the move with the largest expected gain that stays under; when none is
         expected to gain, the genome stays when the learning rate is perturbed (the clone explores the
