@@ -421,7 +421,13 @@ def test_an_exploit_during_the_warm_up_explores_from_the_trials_own_planned_geno
 
     mine = [{"layer": "fc", "operator": "kmeans", "params": {"k": 16}, "step": 800}]
     theirs = [{"layer": "fc", "operator": "low_rank", "params": {"rank": 4}, "step": 800}]
+    from mutate.search import runner
+    from mutate.search.genome import from_json
+
+    peers = []
+
     def explore(self, trial, clone):  # Ray's: the clone's config with a move added and the rate perturbed
+        peers.append(list(runner._PEERS[0]))  # what `_explore` hands `Strategy.propose`
         member = clone.config["member"]
         return {"member": {**member, "genome": [*member["genome"], move], "learning_rate": 1.25e-3}}, {}
 
@@ -439,6 +445,8 @@ def test_an_exploit_during_the_warm_up_explores_from_the_trials_own_planned_geno
         pbt._trial_state = {clone: SimpleNamespace(last_result={"genome": applied})}
         new, _ = pbt._get_new_config(trial, clone)
         assert new["member"]["genome"] == expect and new["member"]["learning_rate"] == 1.25e-3
+        # the other members' genomes (the clone's, not the exploiting trial's own), only during the explore
+        assert peers.pop() == [from_json(theirs)] and runner._PEERS[0] == []
 
 
 def test_a_resumed_run_replays_what_its_trials_observed_into_the_strategy(tmp_path, monkeypatch):

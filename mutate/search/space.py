@@ -33,7 +33,7 @@ class Space:
             frequency, refresh, max_mutations.
         budget: ``{"bytes": int}`` or ``{"ratio": float}`` (a fraction of the dense model's bytes).
         search: strategy, population, perturbation_interval, quantile_fraction, time_budget_s, seed,
-            max_failures, seed_greedy, hedge, learning_rate_factors, budget_fractions.
+            max_failures, seed_greedy, hedge, learning_rate_factors, budget_fractions, burn_in_steps, max_copies.
         resources: cpus and gpus per trial, plus tpu.
         ray: address (None: an embedded local Ray), dashboard.
         storage: folder holding run directories (resolved against the YAML file).
