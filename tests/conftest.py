@@ -7,6 +7,25 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
+def _sigint_handler_unchanged():
+    """Each test leaves Python's SIGINT handler as it found it. A search in the test process installs Ray
+    Tune's handler and must put the earlier one back (`runner.run`), or a user's Ctrl-C after the search does
+    nothing; a leak here also made a later test of deferred Ctrl-C in the same xdist worker fail."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left the SIGINT handler changed: {before!r} -> {after!r}")
+
+
+@pytest.fixture(autouse=True)
 def _keras_backend_unchanged():
     """Each test leaves KERAS_BACKEND as it found it: the search's driver and `--resume` set it for their Ray
     processes, and a test that leaked "jax" made later tests' child processes (a MirroredStrategy check) run on

@@ -326,6 +326,18 @@ def test_compared_runs_of_different_budgets_each_draw_their_budget_line(run_dir,
     assert plots.pareto_png(runs)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test, whatever this process started with: a test run started in the
+    background (`cmd &` in a script) inherits SIGINT ignored, and a deferred Ctrl-C then went to SIG_IGN."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_a_ctrl_c_while_the_front_files_are_written_leaves_them_all_old_or_all_new(tmp_path, monkeypatch):
     """A bug hunt's Ctrl-C inside `mutate pareto`'s writes left pareto.*.tmp files behind (only an OSError
     cleaned up), and one between the renames a new csv and json beside an old png and html."""
