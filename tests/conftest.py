@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 def _sigint_handler_unchanged():
     """Each test leaves Python's SIGINT handler as it found it. A search in the test process installs Ray
     Tune's handler and must put the earlier one back (`runner.run`), or a user's Ctrl-C after the search does
-    nothing; a leak here also made a later test of deferred Ctrl-C in the same xdist worker fail."""
+    nothing, and a later test in the same process would inherit the changed handler."""
     import signal
     import threading
 

@@ -40,6 +40,12 @@ class Mutation:
         """Equal apart from the step."""
         return (self.layer, self.operator, self.params) == (other.layer, other.operator, other.params)
 
+    def choice(self) -> tuple[str, str, Any]:
+        """The hashable (layer, operator, params) this mutation applies, without its step (rank=8 and 8.0 alike)."""
+        from operators._base import _frozen
+
+        return self.layer, self.operator, _frozen(self.params)
+
     def summary(self) -> str:
         """``dense_1:low_rank(r=16)`` (``dense_1:dense`` for an undo)."""
         if self.operator == "dense":
@@ -48,9 +54,7 @@ class Mutation:
         return f"{self.layer}:{self.operator}({args})"
 
     def __hash__(self) -> int:
-        from operators._base import _frozen
-
-        return hash((self.layer, self.operator, _frozen(self.params)))  # rank=8 and 8.0 alike, as == has them
+        return hash(self.choice())  # rank=8 and 8.0 alike, as == has them
 
 
 Genome = tuple[Mutation, ...]
@@ -72,9 +76,7 @@ def from_json(rows: list[dict[str, Any]] | None) -> Genome:
 def choices(genome: Genome) -> frozenset[tuple[str, str, Any]]:
     """What ``genome`` compresses, and how: its `current` mutations without their steps (two genomes reaching
     the same compressions in another order or at other steps compare equal)."""
-    from operators._base import _frozen
-
-    return frozenset((m.layer, m.operator, _frozen(m.params)) for m in current(genome).values())
+    return frozenset(m.choice() for m in current(genome).values())
 
 
 def current(genome: Genome) -> dict[str, Mutation]:
