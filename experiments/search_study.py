@@ -21,7 +21,9 @@ runs ``mutate search`` once per strategy with the same population, steps and see
 - ``pbt_burn_in`` (on request): PBT that exploits no trial before its warm-up and first blend window end
   (``search.burn_in_steps: auto``);
 - ``pbt_copies1`` / ``pbt_copies2`` (on request): PBT whose explore copies no genome that 1 / 2 other members
-  already hold, taking the cheapest cut per byte instead (``search.max_copies``).
+  already hold, taking the cheapest cut per byte instead (``search.max_copies``; 1 is the default since
+  2026-12-03, so ``pbt`` and ``pbt_copies1`` now run the same search);
+- ``pbt_no_cap`` (on request): PBT without that cap (``search.max_copies: null``, the default before).
 
 Per run: the **validation**-selected winner (the front point with the best validation accuracy within the
 budget), its **test** accuracy (evaluated once, after the search) and size; the hypervolume of the
@@ -49,7 +51,8 @@ from mutate import load_run  # noqa: E402
 from mutate.results.runs import read_timing  # noqa: E402
 
 STRATEGIES = ("pbt", "greedy", "uniform", "random", "pbt_random_start", "pbt_fixed_lr", "pbt_niches",
-              "pbt_one_niche", "pbt_two_niches", "pbt_no_hedge", "pbt_burn_in", "pbt_copies1", "pbt_copies2")
+              "pbt_one_niche", "pbt_two_niches", "pbt_no_hedge", "pbt_burn_in", "pbt_copies1", "pbt_copies2",
+              "pbt_no_cap")
 VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
             "pbt_no_hedge": ("pbt", ["search.hedge=false"]),
             "pbt_fixed_lr": ("pbt", ["search.learning_rate_factors=[]"]),
@@ -58,7 +61,8 @@ VARIANTS = {"pbt_random_start": ("pbt", ["search.seed_greedy=false"]),
             "pbt_two_niches": ("pbt", ["search.budget_fractions=[1.0, 0.5]"]),
             "pbt_burn_in": ("pbt", ["search.burn_in_steps=auto"]),
             "pbt_copies1": ("pbt", ["search.max_copies=1"]),
-            "pbt_copies2": ("pbt", ["search.max_copies=2"])}
+            "pbt_copies2": ("pbt", ["search.max_copies=2"]),
+            "pbt_no_cap": ("pbt", ["search.max_copies=null"])}
 """Study labels that run a strategy with other settings: PBT whose first population is one random mutation
 per trial (the question: does seeding PBT with greedy's solutions help?); PBT whose explore leaves the
 learning rate alone (does perturbing it help?); PBT with niches at 1/2 and 1/4 of the budget, and PBT with

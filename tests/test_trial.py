@@ -368,10 +368,12 @@ def test_the_run_keeps_the_checkpoint_of_the_lower_loss_point_among_equals(tmp_p
     assert [p.step for p in load_run(tmp_path).pareto_front()] == [2]
 
 
-def test_max_copies_is_off_by_default_and_takes_an_int_of_at_least_one():
+def test_max_copies_is_1_by_default_null_turns_it_off_and_it_takes_an_int_of_at_least_one():
     from mutate.search import space as spaces
 
-    assert spaces.load(SPACE, []).search["max_copies"] is None
+    assert spaces.load(SPACE, []).search["max_copies"] == 1
+    assert spaces.load(SPACE, ["search.max_copies=null"]).search["max_copies"] is None
+    assert spaces.load(SPACE, ["search.max_copies=2"]).search["max_copies"] == 2
     assert spaces.load(SPACE, ["search.max_copies=1"]).search["max_copies"] == 1
     for bad in ("0", "true", "1.5", "two"):
         with pytest.raises(spaces.SpaceError, match=f"search.max_copies: expected an int >= 1, got '?(?i:{bad})"):

@@ -93,7 +93,7 @@ MAX_POPULATION = 10_000
 _SEARCH = {"strategy": "pbt", "population": 4, "perturbation_interval": 200, "quantile_fraction": 0.25,
            "time_budget_s": None, "seed": 0, "max_failures": 2, "seed_greedy": True, "hedge": True,
            "learning_rate_factors": [0.8, 1.25], "budget_fractions": "auto", "burn_in_steps": 0,
-           "max_copies": None}
+           "max_copies": 1}
 AUTO_FRACTIONS = [1.0, 0.5, 0.25]
 """``search.budget_fractions: auto``: these niches for pbt when the population has at least 8 members, else one
 (greedy takes niches only when they are listed)."""
