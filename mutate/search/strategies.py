@@ -15,8 +15,9 @@ tells it what every report measured (`Strategy.observe`), the way Keras Tuner's 
   ``search.hedge`` (on by default) every other member is instead the best genome of another operator on the layer
   that can save the most bytes (`hedged_solutions`), so PBT's exploit can move the population to the operator
   that trains best when the table, measured without training, ranked it second. With ``search.max_copies: N``
-  (1 by default in a space; null turns it off) a clone never holds a genome that N other members hold: it takes the cheapest cut per byte
-  to a genome no member holds instead (a converged population spreads down the front).
+  (1 by default in a space; null turns it off) a clone never holds a genome that N other members hold: it
+  takes the cheapest cut per byte to a genome no member holds instead (a converged population spreads down
+  the front).
 - ``greedy``: the table's best genomes under the budget (an exact knapsack over per-layer levels, costs
   assumed additive), the top distinct ones trained as the population; no explore.
 - ``random``: whole random genomes at random steps (no table, no budget).
