@@ -169,6 +169,9 @@ def main() -> None:
                         help="passed to every search as --set (the same for all strategies)")
     parser.add_argument("--tag", default="", help="suffix of the output files and run folder")
     parser.add_argument("--keep", action="store_true", help="re-read finished runs instead of searching again")
+    parser.add_argument("--only-finished", action="store_true",
+                        help="with --keep: leave out a (seed, strategy) with no finished run instead of searching it "
+                             "(the tables then hold only what ran, e.g. when studies ran in separate processes)")
     args = parser.parse_args()
     stem = "search_study" + (f"_{args.tag}" if args.tag else "")
     storage = ROOT / "mutate_runs" / stem
@@ -186,6 +189,9 @@ def main() -> None:
                         if d.is_dir() and read_timing(d) is not None]  # a stopped run left NAME, a rerun NAME-2
                 if args.keep and done:
                     run_dir = max(done, key=lambda d: (d / "timing.json").stat().st_mtime)
+                elif args.keep and args.only_finished:
+                    print(f"{name} seed {seed} {strategy}: no finished run in {storage}, left out", flush=True)
+                    continue
                 else:
                     run_dir = search(space, strategy, seed, storage, extra)
                 row = {"space": name, "seed": seed, "strategy": strategy, **describe(run_dir)}
